@@ -1,0 +1,14 @@
+// Command meshgate is the meshgate gateway node and its CLI.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "meshgate:", err)
+		os.Exit(1)
+	}
+}
