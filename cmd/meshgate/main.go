@@ -8,7 +8,9 @@ import (
 
 func main() {
 	if err := newRoot().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "meshgate:", err)
+		if err != errSilent {
+			fmt.Fprintln(os.Stderr, "meshgate:", err)
+		}
 		os.Exit(1)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"runtime/debug"
 
@@ -36,5 +37,10 @@ func newRoot() *cobra.Command {
 			fmt.Fprintln(cmd.OutOrStdout(), "meshgate", buildVersion())
 		},
 	})
+	root.AddCommand(newDevCmd(), newAgentCmd(), newValidateCmd())
 	return root
 }
+
+// errSilent makes the process exit non-zero after a command has already
+// printed its own explanation.
+var errSilent = errors.New("")

@@ -1,0 +1,992 @@
+package catalog
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Status is a member's state as this node sees it.
+type Status string
+
+// Member states.
+const (
+	StatusAlive  Status = "alive"
+	StatusFailed Status = "failed" // declared dead by gossip without a leave intent
+	StatusLeft   Status = "left"   // departed after announcing it
+)
+
+// Member is one node of the gossip cluster.
+type Member struct {
+	Name   string
+	Addr   string // gossip "host:port"
+	Meta   Meta
+	Status Status
+	// Since is when this node last saw Status change.
+	Since time.Time
+}
+
+// Entry is one endpoint in a catalog snapshot.
+type Entry struct {
+	// Owner is the node that registered the endpoint and vouches for it.
+	Owner string
+	// ID is the registration ID, unique per owner.
+	ID string
+	// Endpoint's Network is always set: an endpoint registered without one
+	// carries its owner's network.
+	Endpoint
+}
+
+// Snapshot is an immutable view of the catalog: every endpoint of every
+// live owner, and every member. Share it freely; never modify it.
+type Snapshot struct {
+	// Entries is sorted by Service, Port, Network, Addr, Owner, ID.
+	Entries []Entry
+	// Members is sorted by Name and includes this node.
+	Members []Member
+}
+
+// Lookup returns the entries of one service port.
+func (s *Snapshot) Lookup(service string, port uint32) []Entry {
+	i, _ := slices.BinarySearchFunc(s.Entries, Entry{Endpoint: Endpoint{Service: service, Port: port}}, func(e, t Entry) int {
+		return cmp.Or(strings.Compare(e.Service, t.Service), cmp.Compare(e.Port, t.Port))
+	})
+	j := i
+	for j < len(s.Entries) && s.Entries[j].Service == service && s.Entries[j].Port == port {
+		j++
+	}
+	return s.Entries[i:j:j]
+}
+
+// Catalog is a node's membership in the gossip cluster and its view of the
+// endpoint catalog. All methods are safe for concurrent use.
+type Catalog struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics
+	ml      *memberlist.Memberlist
+	keyring *memberlist.Keyring
+	q       *memberlist.TransmitLimitedQueue
+
+	numNodes atomic.Int32 // alive members, for the broadcast queue
+
+	mu       sync.Mutex // guards everything below
+	meta     Meta
+	view     *view
+	own      ownState
+	members  map[string]*memberInfo
+	lastSync map[string]time.Time
+	leaving  bool
+	snap     *Snapshot // nil when stale
+
+	changed  chan struct{} // endpoints changed (buffer 1)
+	memberCh chan struct{} // membership or meta changed (buffer 1)
+	work     chan job
+	checks   chan struct{} // semaphore of running health checks
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed sync.Once
+}
+
+type memberInfo struct {
+	node   memberlist.Node // a copy: memberlist mutates its own under its lock
+	meta   Meta
+	status Status
+	since  time.Time
+}
+
+// ownState is what this node owns and publishes.
+type ownState struct {
+	ver  version
+	regs map[string]*reg
+}
+
+// reg is one registration and its health.
+type reg struct {
+	Registration
+	expires   time.Time // zero = no TTL
+	healthy   bool
+	fails     int
+	nextCheck time.Time
+	checking  bool
+	published bool
+}
+
+type jobKind int
+
+const (
+	jobSendState jobKind = iota // send our full state to a node
+	jobRequest                  // ask an owner for its full state
+)
+
+type job struct {
+	kind jobKind
+	to   string
+}
+
+// New starts a catalog: it opens the gossip transport and creates the
+// memberlist. Call Join to meet peers and Close (or Leave) to stop.
+func New(cfg Config) (*Catalog, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = discardLogger()
+	}
+	if cfg.Incarnation == 0 {
+		cfg.Incarnation = uint64(time.Now().UnixNano())
+	}
+	c := &Catalog{
+		cfg: cfg,
+		log: log.With("node", cfg.Name),
+		m:   newMetrics(cfg.Registerer),
+		meta: Meta{ProtocolVersion: ProtocolVersion, ClusterID: cfg.ClusterID, Network: cfg.Network,
+			GatewayAddr: cfg.GatewayAddr, RaftAddr: cfg.RaftAddr, LabelsDigest: LabelsDigest(cfg.Labels)},
+		view:     newView(cfg.Name),
+		own:      ownState{ver: version{Inc: cfg.Incarnation}, regs: make(map[string]*reg)},
+		members:  make(map[string]*memberInfo),
+		lastSync: make(map[string]time.Time),
+		changed:  make(chan struct{}, 1),
+		memberCh: make(chan struct{}, 1),
+		work:     make(chan job, 256),
+		checks:   make(chan struct{}, cfg.MaxChecks),
+	}
+	if cfg.GatewayAddr != "" {
+		gw, err := ResolveAddr(cfg.GatewayAddr)
+		if err != nil {
+			return nil, fmt.Errorf("catalog: GatewayAddr: %w", err)
+		}
+		c.meta.GatewayAddr = gw
+	}
+	c.q = &memberlist.TransmitLimitedQueue{
+		NumNodes:       func() int { return max(1, int(c.numNodes.Load())) },
+		RetransmitMult: cfg.RetransmitMult,
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	mlc, err := c.memberlistConfig()
+	if err != nil {
+		c.cancel()
+		return nil, err
+	}
+	ml, err := memberlist.Create(mlc)
+	if err != nil {
+		c.cancel()
+		if mlc.Transport != nil {
+			_ = mlc.Transport.Shutdown()
+		}
+		return nil, fmt.Errorf("catalog: start gossip: %w", err)
+	}
+	c.ml = ml
+	c.wg.Add(2)
+	go c.worker()
+	go c.maintain()
+	return c, nil
+}
+
+func (c *Catalog) memberlistConfig() (*memberlist.Config, error) {
+	cfg := c.cfg
+	mlc := memberlist.DefaultLANConfig()
+	mlc.Name = cfg.Name
+	mlc.GossipInterval = cfg.GossipInterval
+	mlc.GossipNodes = cfg.GossipNodes
+	mlc.ProbeInterval = cfg.ProbeInterval
+	mlc.ProbeTimeout = cfg.ProbeTimeout
+	mlc.SuspicionMult = cfg.SuspicionMult
+	mlc.RetransmitMult = cfg.RetransmitMult
+	mlc.PushPullInterval = cfg.PushPullInterval
+	mlc.TCPTimeout = cfg.TCPTimeout
+	// memberlist's timers may still log after Shutdown returns; the gate
+	// drops those lines once the catalog is closed.
+	mlc.Logger = log.New(gatedWriter{ctx: c.ctx, w: LogWriter{Logger: c.log.With("component", "memberlist")}}, "", 0)
+	mlc.Delegate = (*delegate)(c)
+	mlc.Events = (*events)(c)
+	mlc.Alive = (*events)(c)
+	mlc.DeadNodeReclaimTime = 30 * time.Second // a restarted node may come back at a new address
+
+	var tr memberlist.NodeAwareTransport = cfg.Transport
+	if tr == nil {
+		bind, err := ResolveAddr(cfg.BindAddr)
+		if err != nil {
+			return nil, fmt.Errorf("catalog: BindAddr: %w", err)
+		}
+		host, port, _ := net.SplitHostPort(bind)
+		p, _ := strconv.Atoi(port)
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{host},
+			BindPort:  p,
+			Logger:    mlc.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("catalog: gossip listener %s: %w", bind, err)
+		}
+		tr = nt
+		mlc.BindAddr, mlc.BindPort = host, nt.GetAutoBindPort()
+	}
+	if cfg.AdvertiseAddr != "" {
+		adv, err := ResolveAddr(cfg.AdvertiseAddr)
+		if err != nil {
+			_ = tr.Shutdown()
+			return nil, fmt.Errorf("catalog: AdvertiseAddr: %w", err)
+		}
+		host, port, _ := net.SplitHostPort(adv)
+		mlc.AdvertiseAddr = host
+		mlc.AdvertisePort, _ = strconv.Atoi(port)
+	} else {
+		mlc.AdvertisePort = mlc.BindPort
+	}
+	if len(cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.Keys[1:], cfg.Keys[0])
+		if err != nil {
+			_ = tr.Shutdown()
+			return nil, fmt.Errorf("%w: %w", ErrKey, err)
+		}
+		c.keyring = kr
+		mlc.Keyring = kr
+		mlc.GossipVerifyIncoming = true
+		mlc.GossipVerifyOutgoing = true
+		tr = newVerifyingTransport(tr, kr, c.m)
+	}
+	mlc.Transport = tr
+	return mlc, nil
+}
+
+// Name returns the node's name.
+func (c *Catalog) Name() string { return c.cfg.Name }
+
+// Network returns the node's network.
+func (c *Catalog) Network() string { return c.cfg.Network }
+
+// Addr returns the gossip address peers use to reach this node.
+func (c *Catalog) Addr() string {
+	n := c.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Keyring returns the gossip keyring, or nil when gossip is not encrypted.
+func (c *Catalog) Keyring() *Keyring {
+	if c.keyring == nil {
+		return nil
+	}
+	return &Keyring{kr: c.keyring}
+}
+
+// Stats returns the catalog's counters.
+func (c *Catalog) Stats() Stats { return c.m.stats() }
+
+// Changed returns a channel that receives (buffer 1, never blocks the
+// catalog) after the set of endpoints changes. Read Snapshot after it fires.
+func (c *Catalog) Changed() <-chan struct{} { return c.changed }
+
+// MembersChanged returns a channel that receives (buffer 1) after a member
+// joins, fails, leaves or changes its meta.
+func (c *Catalog) MembersChanged() <-chan struct{} { return c.memberCh }
+
+// Join contacts the given gossip addresses ("host:port", templates allowed)
+// and retries with exponential backoff (250ms doubling to 5s) until at
+// least one answers or ctx ends. It returns how many were contacted.
+func (c *Catalog) Join(ctx context.Context, addrs []string) (int, error) {
+	if len(addrs) == 0 {
+		return 0, nil
+	}
+	resolved := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		r, err := ResolveAddr(a)
+		if err != nil {
+			return 0, fmt.Errorf("catalog: join address: %w", err)
+		}
+		resolved = append(resolved, r)
+	}
+	delay := 250 * time.Millisecond
+	for {
+		if c.ctx.Err() != nil {
+			return 0, ErrClosed
+		}
+		n, err := c.ml.Join(resolved)
+		if n > 0 {
+			return n, nil
+		}
+		c.log.Info("catalog: join failed, retrying", "peers", resolved, "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w: %v: %w", ErrJoin, err, ctx.Err())
+		case <-c.ctx.Done():
+			return 0, ErrClosed
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// Members returns every member this node knows of, itself included,
+// sorted by name.
+func (c *Catalog) Members() []Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.membersLocked()
+}
+
+func (c *Catalog) membersLocked() []Member {
+	out := make([]Member, 0, len(c.members))
+	for _, name := range sortedKeys(c.members) {
+		mi := c.members[name]
+		out = append(out, Member{
+			Name:   name,
+			Addr:   net.JoinHostPort(mi.node.Addr.String(), strconv.Itoa(int(mi.node.Port))),
+			Meta:   mi.meta,
+			Status: mi.status,
+			Since:  mi.since,
+		})
+	}
+	return out
+}
+
+// Meta returns the node's current meta.
+func (c *Catalog) Meta() Meta {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.meta
+}
+
+// UpdateMeta changes the node's meta with fn and gossips it. Name-like
+// fields are validated; the update is refused if it would exceed 512 bytes.
+func (c *Catalog) UpdateMeta(ctx context.Context, fn func(*Meta)) error {
+	c.mu.Lock()
+	m := c.meta
+	fn(&m)
+	m.ProtocolVersion = ProtocolVersion
+	if _, err := m.Encode(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	if m == c.meta {
+		c.mu.Unlock()
+		return nil
+	}
+	c.meta = m
+	c.mu.Unlock()
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	if err := c.ml.UpdateNode(timeout); err != nil {
+		return fmt.Errorf("catalog: update meta: %w", err)
+	}
+	return nil
+}
+
+// Register adds or replaces one of this node's endpoints and gossips the
+// change. Registering the same ID again with the same endpoint refreshes
+// its TTL without gossip. With a Check, the endpoint is published only
+// after the first check passes.
+func (c *Catalog) Register(r Registration) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	r.Endpoint = r.Endpoint.clone()
+	if r.Check != nil {
+		chk := *r.Check
+		r.Check = &chk
+	}
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx.Err() != nil || c.leaving {
+		return ErrClosed
+	}
+	old := c.own.regs[r.ID]
+	if old == nil && len(c.own.regs) >= c.cfg.MaxEndpoints {
+		return fmt.Errorf("%w: limit %d", ErrTooMany, c.cfg.MaxEndpoints)
+	}
+	nr := &reg{Registration: r, healthy: r.Check == nil}
+	if r.TTL > 0 {
+		nr.expires = now.Add(r.TTL)
+	}
+	if old != nil && old.Endpoint.Equal(r.Endpoint) && sameCheck(old.Check, r.Check) {
+		// A refresh: keep health state, extend the lease.
+		old.TTL, old.expires = r.TTL, nr.expires
+		return nil
+	}
+	c.own.regs[r.ID] = nr
+	if old != nil && old.published && !nr.healthy {
+		c.publishLocked(r.ID, old, false)
+	}
+	if nr.healthy {
+		c.publishLocked(r.ID, nr, true)
+	}
+	return nil
+}
+
+func sameCheck(a, b *TCPCheck) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// Deregister removes one of this node's endpoints and gossips the removal.
+func (c *Catalog) Deregister(id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.own.regs[id]
+	if r == nil {
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	delete(c.own.regs, id)
+	if r.published {
+		c.publishLocked(id, r, false)
+	}
+	return nil
+}
+
+// Registrations returns this node's registrations, sorted by ID, with
+// whether each is currently published (healthy).
+func (c *Catalog) Registrations() []RegistrationStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]RegistrationStatus, 0, len(c.own.regs))
+	for _, id := range sortedKeys(c.own.regs) {
+		r := c.own.regs[id]
+		rs := RegistrationStatus{Registration: r.Registration, Healthy: r.published, Expires: r.expires}
+		rs.Endpoint = rs.Endpoint.clone()
+		out = append(out, rs)
+	}
+	return out
+}
+
+// RegistrationStatus is a registration and its health at the owner.
+type RegistrationStatus struct {
+	Registration
+	Healthy bool      `json:"healthy"`
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+// publishLocked gossips a put (on=true) or delete of one own endpoint.
+func (c *Catalog) publishLocked(id string, r *reg, on bool) {
+	c.own.ver.Ctr++
+	r.published = on
+	d := delta{Owner: c.cfg.Name, Ver: c.own.ver, ID: id, Delete: !on}
+	if on {
+		d.Ep = r.Endpoint
+	}
+	c.queue("d/"+c.cfg.Name+"/"+id, encodeDelta(d), nil)
+	c.m.deltasSent.Add(1)
+	c.m.deltas.WithLabelValues("own").Inc()
+	c.markChangedLocked()
+}
+
+func (c *Catalog) queue(name string, msg []byte, done chan struct{}) {
+	c.q.QueueBroadcast(&broadcast{name: name, msg: msg, done: done})
+}
+
+func (c *Catalog) markChangedLocked() {
+	c.snap = nil
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Catalog) markMembersLocked() {
+	c.snap = nil
+	select {
+	case c.memberCh <- struct{}{}:
+	default:
+	}
+}
+
+// Snapshot returns the current immutable view. It is rebuilt only after a
+// change, so calling it often is cheap.
+func (c *Catalog) Snapshot() *Snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.snap != nil {
+		return c.snap
+	}
+	s := &Snapshot{Members: c.membersLocked()}
+	netOf := func(owner string) string {
+		if mi := c.members[owner]; mi != nil {
+			return mi.meta.Network
+		}
+		return ""
+	}
+	for _, id := range sortedKeys(c.own.regs) {
+		if r := c.own.regs[id]; r.published && !c.leaving {
+			e := Entry{Owner: c.cfg.Name, ID: id, Endpoint: r.Endpoint.clone()}
+			if e.Network == "" {
+				e.Network = c.cfg.Network
+			}
+			s.Entries = append(s.Entries, e)
+		}
+	}
+	for owner := range c.view.owners {
+		if !c.view.alive[owner] {
+			continue
+		}
+		for id, ep := range c.view.visibleOf(owner) {
+			e := Entry{Owner: owner, ID: id, Endpoint: ep.clone()}
+			if e.Network == "" {
+				e.Network = netOf(owner)
+			}
+			s.Entries = append(s.Entries, e)
+		}
+	}
+	slices.SortFunc(s.Entries, compareEntries)
+	c.m.endpoints.Set(float64(len(s.Entries)))
+	c.snap = s
+	return s
+}
+
+func compareEntries(a, b Entry) int {
+	return cmp.Or(
+		strings.Compare(a.Service, b.Service),
+		cmp.Compare(a.Port, b.Port),
+		strings.Compare(a.Network, b.Network),
+		strings.Compare(a.Addr, b.Addr),
+		strings.Compare(a.Owner, b.Owner),
+		strings.Compare(a.ID, b.ID),
+	)
+}
+
+// Leave withdraws this node's endpoints, tells every peer it is leaving
+// (so they can tell a drain from a crash), leaves the gossip cluster and
+// stops. It waits for the leave intent to be gossiped or for ctx.
+func (c *Catalog) Leave(ctx context.Context) error {
+	c.mu.Lock()
+	if c.leaving || c.ctx.Err() != nil {
+		c.mu.Unlock()
+		return c.Close()
+	}
+	c.leaving = true
+	c.own.ver.Ctr++
+	done := make(chan struct{})
+	c.queue("l/"+c.cfg.Name, encodeLeave(leaveIntent{Owner: c.cfg.Name, Ver: c.own.ver}), done)
+	c.markChangedLocked()
+	c.mu.Unlock()
+
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-time.After(5 * c.cfg.GossipInterval * time.Duration(c.cfg.RetransmitMult)):
+	}
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(dl), 100*time.Millisecond)
+	}
+	var err error
+	if lerr := c.ml.Leave(timeout); lerr != nil {
+		err = fmt.Errorf("catalog: leave: %w", lerr)
+	}
+	return errors.Join(err, c.Close())
+}
+
+// Close stops gossip without a leave: peers see this node fail. It is
+// idempotent and returns after every goroutine has stopped.
+func (c *Catalog) Close() error {
+	var err error
+	c.closed.Do(func() {
+		c.cancel()
+		if serr := c.ml.Shutdown(); serr != nil {
+			err = fmt.Errorf("catalog: shutdown: %w", serr)
+		}
+		c.wg.Wait()
+	})
+	return err
+}
+
+// worker runs sync work off memberlist's goroutines: full-state requests
+// and replies go over TCP (SendReliable) and may block.
+func (c *Catalog) worker() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case j := <-c.work:
+			c.mu.Lock()
+			mi := c.members[j.to]
+			var node memberlist.Node
+			if mi != nil && mi.status == StatusAlive {
+				node = mi.node
+			}
+			var msg []byte
+			switch j.kind {
+			case jobSendState:
+				msg = encodeState(c.localStateLocked(false))
+			case jobRequest:
+				msg = encodeSyncReq(c.cfg.Name)
+			}
+			c.mu.Unlock()
+			if node.Name == "" {
+				continue
+			}
+			if err := c.ml.SendReliable(&node, msg); err != nil {
+				c.log.Debug("catalog: sync send failed", "peer", j.to, "err", err)
+			}
+		}
+	}
+}
+
+// enqueueLocked adds sync work, dropping it when the queue is full (the
+// next push-pull repairs what it would have).
+func (c *Catalog) enqueueLocked(j job) {
+	if j.kind == jobRequest {
+		now := time.Now()
+		if last, ok := c.lastSync[j.to]; ok && now.Sub(last) < c.cfg.SyncInterval {
+			return
+		}
+		c.lastSync[j.to] = now
+		c.m.syncRequests.Add(1)
+		c.m.syncs.Inc()
+	}
+	select {
+	case c.work <- j:
+	default:
+		c.m.drop(DropQueueFull)
+	}
+}
+
+// localStateLocked is this node's full state plus (optionally) its digest.
+func (c *Catalog) localStateLocked(withDigest bool) state {
+	s := state{Owner: c.cfg.Name, Ver: c.own.ver, Eps: make(map[string]Endpoint)}
+	if !c.leaving {
+		for id, r := range c.own.regs {
+			if r.published {
+				s.Eps[id] = r.Endpoint
+			}
+		}
+	}
+	if withDigest {
+		s.Digest = c.view.digest()
+	}
+	return s
+}
+
+// broadcast is one queued gossip message. Messages with the same name
+// replace each other in the queue, so only the newest version of an
+// endpoint is retransmitted.
+type broadcast struct {
+	name string
+	msg  []byte
+	done chan struct{}
+}
+
+var _ memberlist.NamedBroadcast = (*broadcast)(nil)
+
+func (b *broadcast) Invalidates(memberlist.Broadcast) bool { return false }
+func (b *broadcast) Name() string                          { return b.name }
+func (b *broadcast) Message() []byte                       { return b.msg }
+func (b *broadcast) Finished() {
+	if b.done != nil {
+		close(b.done)
+	}
+}
+
+// delegate implements memberlist.Delegate for a Catalog. memberlist calls
+// it from its own goroutines; every method takes c.mu briefly and never
+// calls back into memberlist.
+type delegate Catalog
+
+var _ memberlist.Delegate = (*delegate)(nil)
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	c := (*Catalog)(d)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, err := c.meta.Encode()
+	if err != nil || len(b) > limit {
+		// Validate and UpdateMeta keep this from happening; memberlist
+		// panics on oversized meta, so send none rather than crash.
+		return nil
+	}
+	return b
+}
+
+func (d *delegate) NotifyMsg(b []byte) {
+	c := (*Catalog)(d)
+	msg, err := decodeMessage(b)
+	if err != nil {
+		c.m.drop(DropDecode)
+		c.log.Debug("catalog: bad message", "err", err)
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case msg.Delta != nil:
+		news, gap := c.view.applyDelta(msg.Delta, now)
+		if news {
+			c.queue("d/"+msg.Delta.Owner+"/"+msg.Delta.ID, append([]byte(nil), b...), nil)
+			c.m.deltasRelayed.Add(1)
+			c.m.deltas.WithLabelValues("relay").Inc()
+			c.markChangedLocked()
+		}
+		if gap {
+			c.enqueueLocked(job{kind: jobRequest, to: msg.Delta.Owner})
+		}
+	case msg.State != nil:
+		c.mergeStateLocked(msg.State, now)
+	case msg.SyncReq != "":
+		c.enqueueLocked(job{kind: jobSendState, to: msg.SyncReq})
+	case msg.Leave != nil:
+		if c.view.applyLeave(msg.Leave) {
+			c.queue("l/"+msg.Leave.Owner, append([]byte(nil), b...), nil)
+			if mi := c.members[msg.Leave.Owner]; mi != nil && mi.status != StatusLeft {
+				mi.status, mi.since = StatusLeft, now
+				c.markMembersLocked()
+			}
+			c.markChangedLocked()
+		}
+	}
+}
+
+func (c *Catalog) mergeStateLocked(s *state, now time.Time) {
+	changed, behind := c.view.applyState(s, now)
+	if changed {
+		c.markChangedLocked()
+	}
+	for _, o := range behind {
+		c.enqueueLocked(job{kind: jobRequest, to: o})
+	}
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return (*Catalog)(d).q.GetBroadcasts(overhead, limit)
+}
+
+// LocalState sends only this node's own endpoints plus a digest of the
+// versions it knows, never the whole catalog, so push-pull stays small as
+// the fleet grows.
+func (d *delegate) LocalState(join bool) []byte {
+	c := (*Catalog)(d)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return encodeState(c.localStateLocked(true))
+}
+
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	c := (*Catalog)(d)
+	msg, err := decodeMessage(buf)
+	if err != nil || msg.State == nil {
+		c.m.drop(DropDecode)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mergeStateLocked(msg.State, time.Now())
+}
+
+// events implements memberlist.EventDelegate and AliveDelegate. memberlist
+// calls these with its node lock held: they must not call memberlist.
+type events Catalog
+
+var (
+	_ memberlist.EventDelegate = (*events)(nil)
+	_ memberlist.AliveDelegate = (*events)(nil)
+)
+
+// NotifyAlive refuses peers of another cluster or protocol.
+func (e *events) NotifyAlive(peer *memberlist.Node) error {
+	m, err := DecodeMeta(peer.Meta)
+	if err != nil {
+		return err
+	}
+	c := (*Catalog)(e)
+	if m.ClusterID != c.cfg.ClusterID {
+		return fmt.Errorf("catalog: peer %s is in cluster %q, not %q", peer.Name, m.ClusterID, c.cfg.ClusterID)
+	}
+	if m.ProtocolVersion != ProtocolVersion {
+		return fmt.Errorf("catalog: peer %s speaks protocol %d, not %d", peer.Name, m.ProtocolVersion, ProtocolVersion)
+	}
+	return nil
+}
+
+func (e *events) NotifyJoin(n *memberlist.Node) {
+	c := (*Catalog)(e)
+	c.numNodes.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.setMemberLocked(n, StatusAlive)
+	if n.Name != c.cfg.Name {
+		c.view.setAlive(n.Name, true)
+		// Fetch its endpoints now rather than at the next push-pull.
+		c.enqueueLocked(job{kind: jobRequest, to: n.Name})
+	}
+	c.m.members.Set(float64(c.numNodes.Load()))
+}
+
+func (e *events) NotifyLeave(n *memberlist.Node) {
+	c := (*Catalog)(e)
+	c.numNodes.Add(-1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	status := StatusFailed
+	if mi := c.members[n.Name]; mi != nil && mi.status == StatusLeft {
+		status = StatusLeft
+	}
+	c.setMemberLocked(n, status)
+	delete(c.lastSync, n.Name)
+	if c.view.setAlive(n.Name, false) {
+		c.markChangedLocked()
+	}
+	c.m.members.Set(float64(c.numNodes.Load()))
+}
+
+func (e *events) NotifyUpdate(n *memberlist.Node) {
+	c := (*Catalog)(e)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	status := StatusAlive
+	if mi := c.members[n.Name]; mi != nil {
+		status = mi.status
+	}
+	c.setMemberLocked(n, status)
+	// An endpoint without a network takes its owner's; that may have moved.
+	c.markChangedLocked()
+}
+
+func (c *Catalog) setMemberLocked(n *memberlist.Node, status Status) {
+	mi := c.members[n.Name]
+	if mi == nil {
+		mi = &memberInfo{}
+		c.members[n.Name] = mi
+	}
+	node := *n
+	node.Addr = slices.Clone(n.Addr)
+	node.Meta = slices.Clone(n.Meta)
+	mi.node = node
+	if m, err := DecodeMeta(n.Meta); err == nil {
+		mi.meta = m
+	}
+	if mi.status != status {
+		mi.status, mi.since = status, time.Now()
+	}
+	c.markMembersLocked()
+}
+
+// maintain expires TTLs, starts due health checks and drops old tombstones.
+func (c *Catalog) maintain() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.cfg.MaintenanceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case now := <-t.C:
+			c.tick(now)
+		}
+	}
+}
+
+func (c *Catalog) tick(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range sortedKeys(c.own.regs) {
+		r := c.own.regs[id]
+		if !r.expires.IsZero() && now.After(r.expires) {
+			c.log.Info("catalog: endpoint lease expired", "endpoint", id)
+			delete(c.own.regs, id)
+			if r.published {
+				c.publishLocked(id, r, false)
+			}
+			continue
+		}
+		if r.Check == nil || r.checking || now.Before(r.nextCheck) {
+			continue
+		}
+		select {
+		case c.checks <- struct{}{}:
+		default:
+			continue // at the concurrency limit; try next tick
+		}
+		r.checking = true
+		r.nextCheck = now.Add(r.Check.Interval)
+		c.wg.Add(1)
+		go c.runCheck(id, r)
+	}
+	c.view.gc(now, c.cfg.TombstoneTTL)
+	for name, at := range c.lastSync {
+		if now.Sub(at) > time.Minute {
+			delete(c.lastSync, name)
+		}
+	}
+}
+
+// runCheck dials one endpoint and records the outcome.
+func (c *Catalog) runCheck(id string, r *reg) {
+	defer c.wg.Done()
+	defer func() { <-c.checks }()
+	ctx, cancel := context.WithTimeout(c.ctx, r.Check.Timeout)
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", r.Addr)
+	cancel()
+	if err == nil {
+		conn.Close()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r.checking = false
+	if c.own.regs[id] != r || c.leaving {
+		return // replaced or removed meanwhile
+	}
+	if err == nil {
+		r.fails = 0
+		if !r.healthy {
+			r.healthy = true
+			c.publishLocked(id, r, true)
+		}
+		return
+	}
+	r.fails++
+	if r.healthy && r.fails >= max(1, r.Check.Failures) {
+		c.log.Info("catalog: endpoint check failing, withdrawing", "endpoint", id, "upstream", r.Addr, "err", err)
+		r.healthy = false
+		if r.published {
+			c.publishLocked(id, r, false)
+		}
+	}
+}
+
+// knownOwners is for tests: owners with visible endpoints in the view.
+func (c *Catalog) knownOwners() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for o := range c.view.owners {
+		if len(c.view.visibleOf(o)) > 0 {
+			out = append(out, o)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// gatedWriter discards writes once ctx is done.
+type gatedWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (g gatedWriter) Write(p []byte) (int, error) {
+	if g.ctx.Err() != nil {
+		return len(p), nil
+	}
+	return g.w.Write(p)
+}

@@ -1,0 +1,435 @@
+package catalog_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/meshgate/meshgate/cluster/catalog"
+	"github.com/meshgate/meshgate/cluster/clustertest"
+)
+
+// fastConfig returns gossip timers fit for tests on a busy machine.
+func fastConfig(t testing.TB, name, network string) catalog.Config {
+	cfg := catalog.DefaultConfig()
+	cfg.Name = name
+	cfg.Network = network
+	cfg.GossipInterval = 20 * time.Millisecond
+	cfg.ProbeInterval = 200 * time.Millisecond
+	cfg.ProbeTimeout = 100 * time.Millisecond
+	cfg.PushPullInterval = 2 * time.Second
+	cfg.TCPTimeout = 2 * time.Second
+	cfg.SyncInterval = 100 * time.Millisecond
+	cfg.MaintenanceInterval = 20 * time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return cfg
+}
+
+type testCluster struct {
+	net   *clustertest.GossipNetwork
+	nodes []*catalog.Catalog
+	trs   []*clustertest.GossipTransport
+}
+
+// start creates n catalogs on an in-memory network and joins them.
+func start(t *testing.T, n int, mod func(i int, c *catalog.Config)) *testCluster {
+	t.Helper()
+	tc := &testCluster{net: &clustertest.GossipNetwork{}}
+	for i := range n {
+		name := fmt.Sprintf("node-%d", i)
+		cfg := fastConfig(t, name, "net-a")
+		tr := tc.net.NewTransport(name)
+		cfg.Transport = tr
+		if mod != nil {
+			mod(i, &cfg)
+		}
+		c, err := catalog.New(cfg)
+		if err != nil {
+			t.Fatalf("catalog.New(%s) error = %v", name, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		tc.nodes = append(tc.nodes, c)
+		tc.trs = append(tc.trs, tr)
+	}
+	for i := 1; i < n; i++ {
+		if _, err := tc.nodes[i].Join(t.Context(), []string{tc.trs[0].Addr()}); err != nil {
+			t.Fatalf("Join(node-%d -> node-0) error = %v", i, err)
+		}
+	}
+	waitFor(t, "every node sees every member alive", func() bool {
+		for _, c := range tc.nodes {
+			if alive(c) != n {
+				return false
+			}
+		}
+		return true
+	})
+	return tc
+}
+
+func alive(c *catalog.Catalog) int {
+	n := 0
+	for _, m := range c.Members() {
+		if m.Status == catalog.StatusAlive {
+			n++
+		}
+	}
+	return n
+}
+
+// waitFor polls cond until it holds; the long cap only bounds a failure.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func addrsOf(c *catalog.Catalog) []string {
+	var out []string
+	for _, e := range c.Snapshot().Entries {
+		out = append(out, e.Owner+"/"+e.Addr)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func reg(id, addr string) catalog.Registration {
+	return catalog.Registration{ID: id, Endpoint: catalog.Endpoint{Service: "reviews.default.svc.cluster.local", Port: 9080, Addr: addr}}
+}
+
+func everyoneSees(tc *testCluster, want []string) func() bool {
+	return func() bool {
+		for _, c := range tc.nodes {
+			if !slices.Equal(addrsOf(c), want) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func TestRegisterPropagatesAndWithdraws(t *testing.T) {
+	tc := start(t, 5, nil)
+	for i, c := range tc.nodes {
+		if err := c.Register(reg("r", fmt.Sprintf("10.0.0.%d:9080", i))); err != nil {
+			t.Fatalf("node-%d Register error = %v", i, err)
+		}
+	}
+	var want []string
+	for i := range tc.nodes {
+		want = append(want, fmt.Sprintf("node-%d/10.0.0.%d:9080", i, i))
+	}
+	waitFor(t, "every node sees all 5 endpoints", everyoneSees(tc, want))
+
+	// Changes notify, and the entries carry the owner's network.
+	select {
+	case <-tc.nodes[4].Changed():
+	default:
+		t.Fatalf("Changed() did not fire after endpoints arrived")
+	}
+	if e := tc.nodes[4].Snapshot().Entries[0]; e.Network != "net-a" {
+		t.Fatalf("entry %+v has network %q, want the owner's network net-a", e, e.Network)
+	}
+
+	if err := tc.nodes[2].Deregister("r"); err != nil {
+		t.Fatalf("Deregister error = %v", err)
+	}
+	want = slices.DeleteFunc(want, func(s string) bool { return s == "node-2/10.0.0.2:9080" })
+	waitFor(t, "node-2's endpoint vanishes everywhere", everyoneSees(tc, want))
+	if err := tc.nodes[2].Deregister("r"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("second Deregister error = %v, want ErrNotFound", err)
+	}
+}
+
+func TestCrashWithdrawsEndpoints(t *testing.T) {
+	tc := start(t, 4, nil)
+	for i, c := range tc.nodes {
+		if err := c.Register(reg("r", fmt.Sprintf("10.0.0.%d:9080", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "all endpoints known", func() bool { return len(addrsOf(tc.nodes[0])) == 4 && len(addrsOf(tc.nodes[3])) == 4 })
+	tc.nodes[3].Close() // no leave: a crash
+	survivors := &testCluster{nodes: tc.nodes[:3]}
+	waitFor(t, "the crashed node's endpoint is withdrawn everywhere", everyoneSees(survivors, []string{
+		"node-0/10.0.0.0:9080", "node-1/10.0.0.1:9080", "node-2/10.0.0.2:9080"}))
+	for _, c := range survivors.nodes {
+		for _, m := range c.Members() {
+			if m.Name == "node-3" && m.Status != catalog.StatusFailed {
+				t.Fatalf("%s sees crashed node-3 as %s, want failed", c.Name(), m.Status)
+			}
+		}
+	}
+}
+
+func TestLeaveIsTellableFromCrash(t *testing.T) {
+	tc := start(t, 3, nil)
+	if err := tc.nodes[2].Register(reg("r", "10.0.0.2:9080")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "endpoint known", func() bool { return len(addrsOf(tc.nodes[0])) == 1 })
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := tc.nodes[2].Leave(ctx); err != nil {
+		t.Fatalf("Leave error = %v", err)
+	}
+	waitFor(t, "node-2 is seen as left and its endpoint is gone", func() bool {
+		for _, c := range tc.nodes[:2] {
+			if len(addrsOf(c)) != 0 {
+				return false
+			}
+			for _, m := range c.Members() {
+				if m.Name == "node-2" && m.Status != catalog.StatusLeft {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if err := tc.nodes[2].Register(reg("x", "10.0.0.9:1")); !errors.Is(err, catalog.ErrClosed) {
+		t.Fatalf("Register after Leave error = %v, want ErrClosed", err)
+	}
+}
+
+func TestRestartDoesNotResurrect(t *testing.T) {
+	tc := start(t, 3, nil)
+	c := tc.nodes[2]
+	for _, id := range []string{"a", "b"} {
+		if err := c.Register(reg(id, "10.0.0."+map[string]string{"a": "1", "b": "2"}[id]+":9080")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "both endpoints known", func() bool { return len(addrsOf(tc.nodes[0])) == 2 })
+	c.Close()
+	waitFor(t, "crashed node's endpoints withdrawn", func() bool { return len(addrsOf(tc.nodes[0])) == 0 })
+
+	// The node comes back (same name, new transport, new incarnation) and
+	// registers only "b". Nobody may show "a" again.
+	cfg := fastConfig(t, "node-2", "net-a")
+	tr := tc.net.NewTransport("node-2")
+	cfg.Transport = tr
+	c2, err := catalog.New(cfg)
+	if err != nil {
+		t.Fatalf("restart catalog.New error = %v", err)
+	}
+	t.Cleanup(func() { c2.Close() })
+	if err := c2.Register(reg("b", "10.0.0.2:9080")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c2.Join(t.Context(), []string{tc.trs[0].Addr()}); err != nil {
+		t.Fatalf("rejoin error = %v", err)
+	}
+	tc.nodes[2] = c2
+	waitFor(t, "only b is visible everywhere", everyoneSees(tc, []string{"node-2/10.0.0.2:9080"}))
+}
+
+func TestTTLExpires(t *testing.T) {
+	tc := start(t, 2, nil)
+	r := reg("lease", "10.0.0.5:9080")
+	r.TTL = 300 * time.Millisecond
+	if err := tc.nodes[0].Register(r); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "leased endpoint visible to the peer", func() bool { return len(addrsOf(tc.nodes[1])) == 1 })
+	waitFor(t, "lease expires everywhere", everyoneSees(tc, nil))
+	if regs := tc.nodes[0].Registrations(); len(regs) != 0 {
+		t.Fatalf("Registrations() after expiry = %+v, want none", regs)
+	}
+}
+
+func TestTCPCheckWithdrawsAndRestores(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	tc := start(t, 2, nil)
+	r := reg("checked", addr)
+	r.Check = &catalog.TCPCheck{Interval: 50 * time.Millisecond, Timeout: 50 * time.Millisecond}
+	if err := tc.nodes[0].Register(r); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "checked endpoint published after its first pass", func() bool { return len(addrsOf(tc.nodes[1])) == 1 })
+	ln.Close()
+	waitFor(t, "failing endpoint withdrawn from the peer", func() bool { return len(addrsOf(tc.nodes[1])) == 0 })
+	if regs := tc.nodes[0].Registrations(); len(regs) != 1 || regs[0].Healthy {
+		t.Fatalf("Registrations() = %+v, want the registration kept and unhealthy", regs)
+	}
+	ln2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot reopen %s to test recovery: %v", addr, err)
+	}
+	defer ln2.Close()
+	go func() {
+		for {
+			c, err := ln2.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	waitFor(t, "recovered endpoint published again", func() bool { return len(addrsOf(tc.nodes[1])) == 1 })
+}
+
+func TestKeyring(t *testing.T) {
+	k1 := []byte("0123456789abcdef")
+	k2 := []byte("fedcba9876543210fedcba9876543210")
+	tc := start(t, 2, func(i int, c *catalog.Config) { c.Keys = [][]byte{k1} })
+
+	// A node with the wrong key is refused, and its messages are counted.
+	cfg := fastConfig(t, "intruder", "net-a")
+	cfg.Keys = [][]byte{k2}
+	tr := tc.net.NewTransport("intruder")
+	cfg.Transport = tr
+	bad, err := catalog.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bad.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	_, jerr := bad.Join(ctx, []string{tc.trs[0].Addr()})
+	cancel()
+	if jerr == nil {
+		t.Fatalf("Join with a wrong gossip key succeeded, want it refused")
+	}
+	waitFor(t, "undecryptable messages counted", func() bool { return tc.nodes[0].Stats().DroppedDecrypt > 0 })
+
+	// Plaintext gossip is dropped too.
+	cfg = fastConfig(t, "plain", "net-a")
+	cfg.Transport = tc.net.NewTransport("plain")
+	plain, err := catalog.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { plain.Close() })
+	ctx, cancel = context.WithTimeout(t.Context(), 500*time.Millisecond)
+	_, jerr = plain.Join(ctx, []string{tc.trs[0].Addr()})
+	cancel()
+	if jerr == nil {
+		t.Fatalf("Join without a gossip key succeeded, want it refused")
+	}
+	if s := tc.nodes[0].Stats(); s.DroppedPlaintext == 0 {
+		t.Fatalf("Stats() = %+v after a plaintext join, want DroppedPlaintext > 0", s)
+	}
+
+	// Rotation: install k2 everywhere, use it, remove k1.
+	for _, c := range tc.nodes {
+		kr := c.Keyring()
+		if err := kr.Install(k2); err != nil {
+			t.Fatalf("Install error = %v", err)
+		}
+	}
+	for _, c := range tc.nodes {
+		if err := c.Keyring().Use(k2); err != nil {
+			t.Fatalf("Use error = %v", err)
+		}
+		if err := c.Keyring().Remove(k2); !errors.Is(err, catalog.ErrKey) {
+			t.Fatalf("Remove(primary) error = %v, want ErrKey", err)
+		}
+	}
+	for _, c := range tc.nodes {
+		if err := c.Keyring().Remove(k1); err != nil {
+			t.Fatalf("Remove(old key) error = %v", err)
+		}
+		if got := c.Keyring().List(); len(got) != 1 {
+			t.Fatalf("List() after rotation = %v, want only the new key", got)
+		}
+	}
+	if err := tc.nodes[0].Register(reg("after-rotation", "10.0.0.1:9080")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "gossip flows with the rotated key", func() bool { return len(addrsOf(tc.nodes[1])) == 1 })
+	if err := tc.nodes[0].Keyring().Install([]byte("short")); !errors.Is(err, catalog.ErrKey) {
+		t.Fatalf("Install(5-byte key) error = %v, want ErrKey", err)
+	}
+}
+
+func TestOtherClusterRefused(t *testing.T) {
+	tc := start(t, 2, nil)
+	cfg := fastConfig(t, "foreign", "net-a")
+	cfg.ClusterID = "other"
+	cfg.Transport = tc.net.NewTransport("foreign")
+	c, err := catalog.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	c.Join(ctx, []string{tc.trs[0].Addr()})
+	for _, m := range tc.nodes[0].Members() {
+		if m.Name == "foreign" {
+			t.Fatalf("node-0 lists %+v from another cluster, want it refused", m)
+		}
+	}
+}
+
+func TestUpdateMeta(t *testing.T) {
+	tc := start(t, 2, nil)
+	err := tc.nodes[0].UpdateMeta(t.Context(), func(m *catalog.Meta) {
+		m.GatewayAddr = "192.0.2.10:15443"
+		m.Flags |= catalog.FlagRaftReady
+	})
+	if err != nil {
+		t.Fatalf("UpdateMeta error = %v", err)
+	}
+	waitFor(t, "peer sees the new meta", func() bool {
+		for _, m := range tc.nodes[1].Members() {
+			if m.Name == "node-0" {
+				return m.Meta.GatewayAddr == "192.0.2.10:15443" && m.Meta.Flags&catalog.FlagRaftReady != 0
+			}
+		}
+		return false
+	})
+	err = tc.nodes[0].UpdateMeta(t.Context(), func(m *catalog.Meta) { m.GatewayAddr = string(make([]byte, 600)) })
+	if !errors.Is(err, catalog.ErrMetaTooLarge) {
+		t.Fatalf("UpdateMeta(oversized) error = %v, want ErrMetaTooLarge", err)
+	}
+}
+
+func TestRealSocketsEncrypted(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	var nodes []*catalog.Catalog
+	for i := range 3 {
+		cfg := fastConfig(t, fmt.Sprintf("real-%d", i), "net-a")
+		cfg.BindAddr = "127.0.0.1:0"
+		cfg.Keys = [][]byte{key}
+		c, err := catalog.New(cfg)
+		if err != nil {
+			t.Fatalf("catalog.New on 127.0.0.1:0 error = %v", err)
+		}
+		t.Cleanup(func() { c.Close() })
+		nodes = append(nodes, c)
+	}
+	for _, c := range nodes[1:] {
+		if _, err := c.Join(t.Context(), []string{nodes[0].Addr()}); err != nil {
+			t.Fatalf("Join(%s) error = %v", nodes[0].Addr(), err)
+		}
+	}
+	if err := nodes[2].Register(reg("r", "10.0.0.2:9080")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "endpoint crosses real UDP/TCP", func() bool { return len(addrsOf(nodes[0])) == 1 && len(addrsOf(nodes[1])) == 1 })
+	nodes[2].Close()
+	waitFor(t, "crashed node's endpoint withdrawn", func() bool { return len(addrsOf(nodes[0])) == 0 && len(addrsOf(nodes[1])) == 0 })
+}

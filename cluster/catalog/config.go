@@ -1,0 +1,212 @@
+package catalog
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-sockaddr/template"
+	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Catalog. Start from DefaultConfig.
+type Config struct {
+	// Name is the node's unique name in the cluster. Required.
+	Name string
+	// ClusterID separates fleets: peers with another ClusterID are refused
+	// at join. Default "meshgate".
+	ClusterID string
+	// Network is the network this node and its endpoints live in. Required.
+	Network string
+	// GatewayAddr is where other networks reach this node's gateway
+	// ("host:port"; go-sockaddr templates allowed in the host). "" = this
+	// node is not a cross-network gateway.
+	GatewayAddr string
+	// RaftAddr is published in node meta for the raft layer; "" = none.
+	RaftAddr string
+	// Labels are the node's labels; only their digest is gossiped.
+	Labels map[string]string
+
+	// BindAddr is the gossip listener ("host:port", UDP and TCP). The host
+	// may be a go-sockaddr template such as `{{ GetPrivateIP }}`; port 0
+	// picks a free port. Default "0.0.0.0:7946".
+	BindAddr string
+	// AdvertiseAddr is the address peers use ("host:port", templates
+	// allowed); "" = derived from BindAddr (a private IP if it is 0.0.0.0).
+	AdvertiseAddr string
+
+	// Keys are the gossip encryption keys (16, 24 or 32 bytes each); the
+	// first is the primary. Empty = gossip is not encrypted.
+	Keys [][]byte
+
+	// Incarnation orders this process's endpoint changes after those of
+	// earlier runs. 0 = the current time in nanoseconds.
+	Incarnation uint64
+
+	// Gossip timers, applied on top of memberlist.DefaultLANConfig.
+	// Defaults: GossipInterval 100ms, GossipNodes 4, ProbeInterval 1s,
+	// ProbeTimeout 500ms, SuspicionMult 4, RetransmitMult 6,
+	// PushPullInterval 30s, TCPTimeout 10s. The suspicion multiplier is
+	// left at memberlist's default on purpose: lowering it trades false
+	// positives under CPU starvation for speed.
+	GossipInterval   time.Duration
+	GossipNodes      int
+	ProbeInterval    time.Duration
+	ProbeTimeout     time.Duration
+	SuspicionMult    int
+	RetransmitMult   int
+	PushPullInterval time.Duration
+	TCPTimeout       time.Duration
+
+	// SyncInterval is the shortest time between two full-state requests to
+	// the same owner. Default 1s.
+	SyncInterval time.Duration
+	// MaintenanceInterval is how often TTLs, due health checks and
+	// tombstones are looked at. Default 500ms.
+	MaintenanceInterval time.Duration
+	// TombstoneTTL is how long a withdrawn endpoint's tombstone is kept.
+	// It must exceed how long a delta can circulate. Default 5m.
+	TombstoneTTL time.Duration
+	// MaxEndpoints bounds this node's own registrations. Default 10000.
+	MaxEndpoints int
+	// MaxChecks bounds concurrent health-check dials. Default 32.
+	MaxChecks int
+
+	// Transport replaces memberlist's UDP+TCP transport (tests use an
+	// in-memory one). nil = a memberlist.NetTransport on BindAddr.
+	Transport memberlist.NodeAwareTransport
+
+	// Logger receives the catalog's and memberlist's logs; nil discards.
+	Logger *slog.Logger
+	// Registerer, if set, receives the catalog's metrics.
+	Registerer prometheus.Registerer
+}
+
+// DefaultConfig returns a Config with every default filled in; Name and
+// Network still have to be set.
+func DefaultConfig() Config {
+	return Config{
+		ClusterID:           "meshgate",
+		BindAddr:            "0.0.0.0:7946",
+		GossipInterval:      100 * time.Millisecond,
+		GossipNodes:         4,
+		ProbeInterval:       time.Second,
+		ProbeTimeout:        500 * time.Millisecond,
+		SuspicionMult:       4,
+		RetransmitMult:      6,
+		PushPullInterval:    30 * time.Second,
+		TCPTimeout:          10 * time.Second,
+		SyncInterval:        time.Second,
+		MaintenanceInterval: 500 * time.Millisecond,
+		TombstoneTTL:        5 * time.Minute,
+		MaxEndpoints:        10000,
+		MaxChecks:           32,
+	}
+}
+
+// Validate reports the first problem with c.
+func (c *Config) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("catalog: config %s: %s", field, fmt.Sprintf(format, args...))
+	}
+	if r := validName(c.Name, maxNameLen); r != "" {
+		return bad("Name", "%s", r)
+	}
+	if r := validName(c.ClusterID, maxNameLen); r != "" {
+		return bad("ClusterID", "%s", r)
+	}
+	if r := validName(c.Network, MaxNetworkLen); r != "" {
+		return bad("Network", "%s", r)
+	}
+	if c.Transport == nil && c.BindAddr == "" {
+		return bad("BindAddr", "empty")
+	}
+	for i, k := range c.Keys {
+		if err := checkKey(k); err != nil {
+			return bad(fmt.Sprintf("Keys[%d]", i), "%v", err)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"GossipInterval", c.GossipInterval}, {"ProbeInterval", c.ProbeInterval},
+		{"ProbeTimeout", c.ProbeTimeout}, {"PushPullInterval", c.PushPullInterval},
+		{"TCPTimeout", c.TCPTimeout}, {"SyncInterval", c.SyncInterval},
+		{"MaintenanceInterval", c.MaintenanceInterval}, {"TombstoneTTL", c.TombstoneTTL},
+	} {
+		if d.v <= 0 {
+			return bad(d.name, "must be positive")
+		}
+	}
+	if c.ProbeTimeout >= c.ProbeInterval {
+		return bad("ProbeTimeout", "must be below ProbeInterval")
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{
+		{"GossipNodes", c.GossipNodes}, {"SuspicionMult", c.SuspicionMult},
+		{"RetransmitMult", c.RetransmitMult}, {"MaxEndpoints", c.MaxEndpoints},
+		{"MaxChecks", c.MaxChecks},
+	} {
+		if n.v <= 0 {
+			return bad(n.name, "must be positive")
+		}
+	}
+	m := Meta{ProtocolVersion: ProtocolVersion, ClusterID: c.ClusterID, Network: c.Network,
+		GatewayAddr: c.GatewayAddr, RaftAddr: c.RaftAddr, LabelsDigest: LabelsDigest(c.Labels)}
+	if _, err := m.Encode(); err != nil {
+		return bad("meta", "%v", err)
+	}
+	return nil
+}
+
+// ResolveAddr resolves a "host:port" whose host may be a go-sockaddr
+// template (`{{ GetPrivateIP }}:7946`, `{{ GetInterfaceIP "eth0" }}:8300`)
+// to a literal "host:port". The template must yield exactly one address.
+func ResolveAddr(s string) (string, error) {
+	host, port, err := splitTemplateHostPort(s)
+	if err != nil {
+		return "", err
+	}
+	if strings.Contains(host, "{{") {
+		out, err := template.Parse(host)
+		if err != nil {
+			return "", fmt.Errorf("%w: template %q: %w", ErrAddr, host, err)
+		}
+		fields := strings.Fields(out)
+		if len(fields) != 1 {
+			return "", fmt.Errorf("%w: template %q gave %d addresses, want 1", ErrAddr, host, len(fields))
+		}
+		host = fields[0]
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return "", fmt.Errorf("%w: port %q in %q", ErrAddr, port, s)
+	} else {
+		port = strconv.FormatUint(p, 10)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// splitTemplateHostPort splits "host:port" where host may be a template
+// containing colons and brackets; the port follows the last "}}" or the
+// last colon.
+func splitTemplateHostPort(s string) (host, port string, err error) {
+	if i := strings.LastIndex(s, "}}"); i >= 0 {
+		rest := s[i+2:]
+		if !strings.HasPrefix(rest, ":") {
+			return "", "", fmt.Errorf("%w: %q has no port after the template", ErrAddr, s)
+		}
+		return s[:i+2], rest[1:], nil
+	}
+	host, port, err = net.SplitHostPort(s)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %w", ErrAddr, err)
+	}
+	return host, port, nil
+}

@@ -1,0 +1,71 @@
+package catalog
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestSplitHorizon(t *testing.T) {
+	member := func(name, network, gw string, st Status) Member {
+		return Member{Name: name, Status: st, Meta: Meta{Network: network, GatewayAddr: gw}}
+	}
+	entry := func(network, addr string, weight uint32, labels map[string]string) Entry {
+		return Entry{Owner: "x", ID: addr, Endpoint: Endpoint{Service: "svc", Port: 80, Addr: addr, Network: network, Weight: weight, Labels: labels}}
+	}
+	v1 := map[string]string{"version": "v1"}
+	v2 := map[string]string{"version": "v2"}
+	for _, tc := range []struct {
+		name    string
+		members []Member
+		entries []Entry
+		subset  map[string]string
+		want    []Target
+	}{
+		{"empty", nil, nil, nil, nil},
+		{"local only",
+			[]Member{member("a", "A", "gw-a:15443", StatusAlive)},
+			[]Entry{entry("A", "10.0.0.1:80", 0, v1), entry("A", "10.0.0.2:80", 2, nil)}, nil,
+			[]Target{{Addr: "10.0.0.1:80", Network: "A", Weight: 1, Labels: v1}, {Addr: "10.0.0.2:80", Network: "A", Weight: 2}}},
+		{"remote via its gateway, weighted by endpoint count",
+			[]Member{member("a", "A", "gw-a:15443", StatusAlive), member("b", "B", "gw-b:15443", StatusAlive)},
+			[]Entry{entry("A", "10.0.0.1:80", 0, nil), entry("B", "10.1.0.1:80", 0, nil), entry("B", "10.1.0.2:80", 0, nil), entry("B", "10.1.0.3:80", 0, nil)}, nil,
+			[]Target{{Addr: "10.0.0.1:80", Network: "A", Weight: 1}, {Addr: "gw-b:15443", Network: "B", Weight: 3, Gateway: true}}},
+		{"two gateways share their network's weight exactly",
+			[]Member{member("b1", "B", "gw-b1:15443", StatusAlive), member("b2", "B", "gw-b2:15443", StatusAlive)},
+			[]Entry{entry("A", "10.0.0.1:80", 0, nil), entry("B", "10.1.0.1:80", 0, nil), entry("B", "10.1.0.2:80", 0, nil), entry("B", "10.1.0.3:80", 0, nil)}, nil,
+			[]Target{{Addr: "10.0.0.1:80", Network: "A", Weight: 2}, {Addr: "gw-b1:15443", Network: "B", Weight: 3, Gateway: true}, {Addr: "gw-b2:15443", Network: "B", Weight: 3, Gateway: true}}},
+		{"dead gateway and gateway-less network are skipped",
+			[]Member{member("b", "B", "gw-b:15443", StatusFailed), member("c", "C", "", StatusAlive)},
+			[]Entry{entry("B", "10.1.0.1:80", 0, nil), entry("C", "10.2.0.1:80", 0, nil)}, nil,
+			nil},
+		{"subset filters local endpoints and remote weights",
+			[]Member{member("b", "B", "gw-b:15443", StatusAlive)},
+			[]Entry{entry("A", "10.0.0.1:80", 0, v1), entry("A", "10.0.0.2:80", 0, v2), entry("B", "10.1.0.1:80", 0, v1), entry("B", "10.1.0.2:80", 0, v2), entry("B", "10.1.0.3:80", 0, v2)}, v2,
+			[]Target{{Addr: "10.0.0.2:80", Network: "A", Weight: 1, Labels: v2}, {Addr: "gw-b:15443", Network: "B", Weight: 2, Gateway: true}}},
+		{"same gateway address announced twice counts once",
+			[]Member{member("b1", "B", "gw-b:15443", StatusAlive), member("b2", "B", "gw-b:15443", StatusAlive)},
+			[]Entry{entry("B", "10.1.0.1:80", 0, nil)}, nil,
+			[]Target{{Addr: "gw-b:15443", Network: "B", Weight: 1, Gateway: true}}},
+		{"other service ignored",
+			[]Member{member("b", "B", "gw-b:15443", StatusAlive)},
+			[]Entry{{Endpoint: Endpoint{Service: "other", Port: 80, Addr: "1.1.1.1:80", Network: "B"}}}, nil,
+			nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Snapshot{Members: tc.members, Entries: tc.entries}
+			slicesSortEntries(s.Entries)
+			got := SplitHorizon(s, "A", "svc", 80, tc.subset)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("SplitHorizon(A, svc:80, %v) =\n%+v\nwant\n%+v", tc.subset, got, tc.want)
+			}
+		})
+	}
+}
+
+func slicesSortEntries(e []Entry) {
+	for i := 1; i < len(e); i++ {
+		for j := i; j > 0 && compareEntries(e[j-1], e[j]) > 0; j-- {
+			e[j-1], e[j] = e[j], e[j-1]
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package catalog
+
+import (
+	"errors"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Drop reasons, the label values of meshgate_catalog_dropped_total.
+const (
+	DropDecrypt   = "decrypt"    // packet or stream no installed key could open
+	DropPlaintext = "plaintext"  // unencrypted message while encryption is on
+	DropDecode    = "decode"     // catalog message that failed to decode
+	DropQueueFull = "queue_full" // sync work dropped because the queue was full
+)
+
+// Stats are counters a Catalog keeps for tests and dumps; the same numbers
+// are exported as Prometheus metrics.
+type Stats struct {
+	DroppedDecrypt   uint64
+	DroppedPlaintext uint64
+	DroppedDecode    uint64
+	DroppedQueueFull uint64
+	DeltasSent       uint64 // own endpoint changes queued for gossip
+	DeltasRelayed    uint64 // deltas from others found new and re-gossiped
+	SyncRequests     uint64 // full-state requests sent to owners
+}
+
+type metrics struct {
+	dropped   *prometheus.CounterVec
+	deltas    *prometheus.CounterVec
+	syncs     prometheus.Counter
+	endpoints prometheus.Gauge
+	members   prometheus.Gauge
+
+	droppedDecrypt, droppedPlaintext, droppedDecode, droppedQueueFull atomic.Uint64
+	deltasSent, deltasRelayed, syncRequests                           atomic.Uint64
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshgate_catalog_dropped_total",
+			Help: "Gossip messages dropped, by reason.",
+		}, []string{"reason"}),
+		deltas: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshgate_catalog_deltas_total",
+			Help: "Endpoint deltas queued for gossip: own changes (own) and relayed news (relay).",
+		}, []string{"kind"}),
+		syncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshgate_catalog_sync_requests_total",
+			Help: "Full-state requests sent to endpoint owners this node lagged behind.",
+		}),
+		endpoints: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshgate_catalog_endpoints",
+			Help: "Endpoints in this node's catalog view, own included.",
+		}),
+		members: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshgate_catalog_members_alive",
+			Help: "Gossip members this node considers alive, itself included.",
+		}),
+	}
+	if reg != nil {
+		m.dropped = register(reg, m.dropped)
+		m.deltas = register(reg, m.deltas)
+		m.syncs = register(reg, m.syncs)
+		m.endpoints = register(reg, m.endpoints)
+		m.members = register(reg, m.members)
+	}
+	for _, r := range []string{DropDecrypt, DropPlaintext, DropDecode, DropQueueFull} {
+		m.dropped.WithLabelValues(r)
+	}
+	return m
+}
+
+// register registers c, or returns the collector already registered under
+// the same description so several catalogs can share one registry.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}
+
+func (m *metrics) drop(reason string) {
+	switch reason {
+	case DropDecrypt:
+		m.droppedDecrypt.Add(1)
+	case DropPlaintext:
+		m.droppedPlaintext.Add(1)
+	case DropDecode:
+		m.droppedDecode.Add(1)
+	case DropQueueFull:
+		m.droppedQueueFull.Add(1)
+	}
+	m.dropped.WithLabelValues(reason).Inc()
+}
+
+func (m *metrics) stats() Stats {
+	return Stats{
+		DroppedDecrypt:   m.droppedDecrypt.Load(),
+		DroppedPlaintext: m.droppedPlaintext.Load(),
+		DroppedDecode:    m.droppedDecode.Load(),
+		DroppedQueueFull: m.droppedQueueFull.Load(),
+		DeltasSent:       m.deltasSent.Load(),
+		DeltasRelayed:    m.deltasRelayed.Load(),
+		SyncRequests:     m.syncRequests.Load(),
+	}
+}

@@ -1,0 +1,206 @@
+package catalog
+
+import (
+	"maps"
+	"time"
+)
+
+// view is one node's picture of the endpoints owned by other nodes, with
+// the version rules that keep stale gossip from resurrecting withdrawn
+// endpoints:
+//
+//   - every owner change carries (incarnation, counter); a restart raises
+//     the incarnation, and a higher incarnation discards everything older;
+//   - a delta is applied only if its counter is above both the last full
+//     state's counter (base) and the endpoint's own counter; a delete leaves
+//     a tombstone with its counter;
+//   - a full state replaces the owner's set, keeping only records newer
+//     than it;
+//   - nothing is accepted from an owner memberlist does not consider alive,
+//     nor at or below the incarnation of a leave intent.
+//
+// view is not safe for concurrent use; Catalog guards it with its mutex.
+type view struct {
+	self   string
+	owners map[string]*ownerView
+	alive  map[string]bool   // owners memberlist lists as alive or suspect
+	floor  map[string]uint64 // highest incarnation that announced leaving
+}
+
+type ownerView struct {
+	ver  version // highest change applied
+	base uint64  // counter of the last full state applied in ver.Inc
+	eps  map[string]*epRec
+}
+
+// epRec is one endpoint of an owner, or a tombstone (deleted).
+type epRec struct {
+	ctr     uint64
+	ep      Endpoint
+	deleted bool
+	at      time.Time // when the tombstone was made
+}
+
+func newView(self string) *view {
+	return &view{
+		self:   self,
+		owners: make(map[string]*ownerView),
+		alive:  make(map[string]bool),
+		floor:  make(map[string]uint64),
+	}
+}
+
+// accepts reports whether changes from owner at incarnation inc may apply.
+func (v *view) accepts(owner string, inc uint64) bool {
+	if owner == v.self || !v.alive[owner] {
+		return false
+	}
+	if f, ok := v.floor[owner]; ok && inc <= f {
+		return false
+	}
+	return true
+}
+
+// owner returns the owner's record, resetting it when inc is newer.
+func (v *view) owner(name string, inc uint64) *ownerView {
+	o := v.owners[name]
+	if o == nil || o.ver.Inc < inc {
+		o = &ownerView{ver: version{Inc: inc}, eps: make(map[string]*epRec)}
+		v.owners[name] = o
+	}
+	return o
+}
+
+// applyDelta applies one endpoint change. news says the delta was new here
+// (so the caller re-gossips it and the visible set may have changed); gap
+// says counters were skipped, so the caller should ask the owner for its
+// full state.
+func (v *view) applyDelta(d *delta, now time.Time) (news, gap bool) {
+	if !v.accepts(d.Owner, d.Ver.Inc) {
+		return false, false
+	}
+	if o := v.owners[d.Owner]; o != nil && d.Ver.Inc < o.ver.Inc {
+		return false, false
+	}
+	o := v.owner(d.Owner, d.Ver.Inc)
+	if d.Ver.Ctr <= o.base {
+		return false, false
+	}
+	if r := o.eps[d.ID]; r != nil && d.Ver.Ctr <= r.ctr {
+		return false, false
+	}
+	gap = d.Ver.Ctr > o.ver.Ctr+1
+	if d.Delete {
+		o.eps[d.ID] = &epRec{ctr: d.Ver.Ctr, deleted: true, at: now}
+	} else {
+		o.eps[d.ID] = &epRec{ctr: d.Ver.Ctr, ep: d.Ep.clone()}
+	}
+	o.ver.Ctr = max(o.ver.Ctr, d.Ver.Ctr)
+	return true, gap
+}
+
+// applyState merges an owner's full state. changed says the visible set of
+// that owner changed; behind lists owners the digest shows we lag on.
+func (v *view) applyState(s *state, now time.Time) (changed bool, behind []string) {
+	if v.accepts(s.Owner, s.Ver.Inc) {
+		changed = v.mergeFull(s, now)
+	}
+	for _, r := range s.Digest {
+		if r.Owner == s.Owner || !v.accepts(r.Owner, r.Ver.Inc) {
+			continue
+		}
+		if o := v.owners[r.Owner]; o == nil || o.ver.less(r.Ver) {
+			behind = append(behind, r.Owner)
+		}
+	}
+	return changed, behind
+}
+
+func (v *view) mergeFull(s *state, now time.Time) bool {
+	if o := v.owners[s.Owner]; o != nil {
+		if s.Ver.Inc < o.ver.Inc || (s.Ver.Inc == o.ver.Inc && s.Ver.Ctr < o.base) {
+			return false
+		}
+	}
+	before := v.visibleOf(s.Owner)
+	o := v.owner(s.Owner, s.Ver.Inc)
+	merged := make(map[string]*epRec, len(s.Eps))
+	for id, ep := range s.Eps {
+		merged[id] = &epRec{ctr: s.Ver.Ctr, ep: ep.clone()}
+	}
+	for id, r := range o.eps {
+		if r.ctr > s.Ver.Ctr {
+			merged[id] = r
+		}
+	}
+	o.eps = merged
+	o.base = s.Ver.Ctr
+	o.ver.Ctr = max(o.ver.Ctr, s.Ver.Ctr)
+	return !maps.EqualFunc(before, v.visibleOf(s.Owner), Endpoint.Equal)
+}
+
+// applyLeave handles a leave intent; it reports whether it was new.
+func (v *view) applyLeave(l *leaveIntent) bool {
+	if l.Owner == v.self {
+		return false
+	}
+	if f, ok := v.floor[l.Owner]; ok && l.Ver.Inc <= f {
+		return false
+	}
+	if o := v.owners[l.Owner]; o != nil && o.ver.Inc > l.Ver.Inc {
+		return false
+	}
+	v.floor[l.Owner] = l.Ver.Inc
+	delete(v.owners, l.Owner)
+	return true
+}
+
+// setAlive records memberlist's verdict on a node. A node that is no
+// longer alive loses all its endpoints here; it reports whether any
+// visible endpoint went away.
+func (v *view) setAlive(name string, alive bool) bool {
+	if alive {
+		v.alive[name] = true
+		return false
+	}
+	delete(v.alive, name)
+	had := len(v.visibleOf(name)) > 0
+	delete(v.owners, name)
+	return had
+}
+
+// visibleOf returns the live (not deleted) endpoints of one owner.
+func (v *view) visibleOf(name string) map[string]Endpoint {
+	o := v.owners[name]
+	if o == nil {
+		return nil
+	}
+	out := make(map[string]Endpoint, len(o.eps))
+	for id, r := range o.eps {
+		if !r.deleted {
+			out[id] = r.ep
+		}
+	}
+	return out
+}
+
+// digest lists the version known for every owner.
+func (v *view) digest() []digestRow {
+	rows := make([]digestRow, 0, len(v.owners))
+	for _, name := range sortedKeys(v.owners) {
+		rows = append(rows, digestRow{Owner: name, Ver: v.owners[name].ver})
+	}
+	return rows
+}
+
+// gc drops tombstones older than ttl. By then no relayed delta older than
+// the tombstone can still be in flight.
+func (v *view) gc(now time.Time, ttl time.Duration) {
+	for _, o := range v.owners {
+		for id, r := range o.eps {
+			if r.deleted && now.Sub(r.at) > ttl {
+				delete(o.eps, id)
+			}
+		}
+	}
+}

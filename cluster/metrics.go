@@ -1,0 +1,75 @@
+package cluster
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	applies     *prometheus.CounterVec
+	applyTime   prometheus.Histogram
+	forwardedIn prometheus.Counter
+	forwarded   prometheus.Counter
+	leader      prometheus.Gauge
+	applied     prometheus.Gauge
+	autopilot   *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		applies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshgate_cluster_applies_total",
+			Help: "Replicated writes started at this node, by result (ok, conflict, invalid, error).",
+		}, []string{"result"}),
+		applyTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meshgate_cluster_apply_duration_seconds",
+			Help:    "Time from Apply to the write being committed and applied locally.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		forwardedIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshgate_cluster_forwarded_in_total",
+			Help: "Writes other nodes forwarded to this node as leader.",
+		}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshgate_cluster_forwarded_out_total",
+			Help: "Writes this node forwarded to the leader.",
+		}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshgate_cluster_is_leader",
+			Help: "1 while this node is the raft leader.",
+		}),
+		applied: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshgate_cluster_applied_index",
+			Help: "Last raft index applied to this node's state.",
+		}),
+		autopilot: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshgate_cluster_autopilot_actions_total",
+			Help: "Raft membership changes made by the leader, by action (add, promote, remove, readdress).",
+		}, []string{"action"}),
+	}
+	if reg != nil {
+		m.applies = register(reg, m.applies)
+		m.applyTime = register(reg, m.applyTime)
+		m.forwardedIn = register(reg, m.forwardedIn)
+		m.forwarded = register(reg, m.forwarded)
+		m.leader = register(reg, m.leader)
+		m.applied = register(reg, m.applied)
+		m.autopilot = register(reg, m.autopilot)
+	}
+	return m
+}
+
+// register registers c, or returns the collector already registered under
+// the same description.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}

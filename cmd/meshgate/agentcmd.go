@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	sockaddrtemplate "github.com/hashicorp/go-sockaddr/template"
+	"github.com/spf13/cobra"
+
+	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
+	"github.com/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/sni"
+)
+
+func newAgentCmd() *cobra.Command {
+	var nodeFile, resources string
+	cmd := &cobra.Command{
+		Use:   "agent --config node.yaml --resources PATH",
+		Short: "Run a meshgate node",
+		Long: `agent runs one meshgate node. node.yaml holds the node's own settings (see
+README.md); --resources is a YAML file or a folder of Istio resources, re-read
+on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			node := config.DefaultNode()
+			if nodeFile != "" {
+				n, err := config.LoadNode(nodeFile)
+				if err != nil {
+					return err
+				}
+				node = n
+			}
+			log, err := newLogger(cmd.ErrOrStderr(), node.Log.Format, node.Log.Level)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cfg := agent.DefaultConfig()
+			cfg.Node = sni.NodeInfo{Name: node.Name, Network: node.Network, Labels: node.Labels}
+			cfg.ResourcesPath = resources
+			cfg.AdminAddr = node.AdminAddr
+			if node.BindAddr != "" {
+				// bind_addr may be a go-sockaddr template ({{ GetPrivateIP }}).
+				bind, err := sockaddrtemplate.Parse(node.BindAddr)
+				if err != nil {
+					return fmt.Errorf("%s: bind_addr %q: %w", nodeFile, node.BindAddr, err)
+				}
+				cfg.DefaultBind = bind
+			}
+			cfg.DrainTimeout = node.DrainTimeout.Duration
+			if node.HelloTimeout.Duration > 0 {
+				cfg.Limits.Timeout = node.HelloTimeout.Duration
+			}
+			cfg.Logger = log
+			cfg.Reload = hupChannel(ctx)
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			if err := a.Start(ctx); err != nil {
+				return err
+			}
+			log.Info("meshgate agent ready", "node", node.Name, "network", node.Network, "listeners", len(a.Listeners()))
+			return a.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&nodeFile, "config", "", "node.yaml with this node's settings")
+	cmd.Flags().StringVar(&resources, "resources", "", "Istio resources: a YAML file or a folder of them")
+	return cmd
+}

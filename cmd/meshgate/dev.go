@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
+	"github.com/meshgate/meshgate/cmd/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/sni"
+)
+
+func newDevCmd() *cobra.Command {
+	var (
+		dataDir   = ".meshgate"
+		host      = "127.0.0.1"
+		autoPort  = 15443
+		passPort  = 8443
+		tcpPort   = 9000
+		adminPort = 15000
+		logFormat = "text"
+		logLevel  = "info"
+		drain     = 5 * time.Second
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a whole one-node mesh with embedded defaults: gateway, demo backends, routes",
+		Long: `dev runs one meshgate node on loopback with a demo TLS service (reviews v1 and
+v2), an AUTO_PASSTHROUGH listener (Istio's cross-network port), a PASSTHROUGH
+listener with a weighted VirtualService, a plain TCP route, and the admin
+endpoint. It prints commands to try. Data lives under --data-dir.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd.ErrOrStderr(), logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+
+			d, err := demo.Start(ctx, demo.Options{
+				Dir: filepath.Join(dataDir, "demo"), Host: host,
+				AutoPassthroughPort: autoPort, PassthroughPort: passPort, TCPPort: tcpPort,
+			})
+			if err != nil {
+				return err
+			}
+			cfg := agent.DefaultConfig()
+			cfg.Node = sni.NodeInfo{Name: "dev", Network: "network-a", Labels: map[string]string{"istio": "eastwestgateway"}}
+			cfg.ResourcesPath = d.Resources
+			cfg.AdminAddr = net.JoinHostPort(host, strconv.Itoa(adminPort))
+			cfg.DefaultBind = host
+			cfg.DrainTimeout = drain
+			cfg.Logger = log
+			cfg.Reload = hupChannel(ctx)
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			if err := a.Start(ctx); err != nil {
+				return err
+			}
+			log.Info("meshgate dev ready", "node", cfg.Node.Name, "network", cfg.Node.Network, "admin", a.AdminAddr())
+			fmt.Fprint(cmd.OutOrStdout(), d.Instructions(a.AdminAddr().String()))
+			err = a.Run(ctx)
+			d.Wait()
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", dataDir, "folder for the demo CA, resources and state")
+	f.StringVar(&host, "host", host, "loopback address every listener binds")
+	f.IntVar(&autoPort, "auto-passthrough-port", autoPort, "AUTO_PASSTHROUGH listener port")
+	f.IntVar(&passPort, "passthrough-port", passPort, "PASSTHROUGH listener port")
+	f.IntVar(&tcpPort, "tcp-port", tcpPort, "plain TCP route port (0 disables)")
+	f.IntVar(&adminPort, "admin-port", adminPort, "admin listener port")
+	f.StringVar(&logFormat, "log-format", logFormat, "text or json")
+	f.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
+	f.DurationVar(&drain, "drain-timeout", drain, "how long Ctrl-C waits for connections in flight")
+	return cmd
+}
+
+// hupChannel delivers one value per SIGHUP until ctx is done.
+func hupChannel(ctx context.Context) <-chan struct{} {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP)
+	out := make(chan struct{}, 1)
+	go func() {
+		defer signal.Stop(sig)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sig:
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return out
+}

@@ -1,0 +1,59 @@
+package agent
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// adminHandler serves the node's operational endpoints:
+//
+//	/healthz               200 while the process serves
+//	/readyz                200 once routes are applied, 503 while draining
+//	/metrics               Prometheus exposition
+//	/debug/routes          the route table as JSON
+//	/debug/explain?sni=N   which listener/server/route/endpoints N takes, or
+//	                       exactly why it is refused (&alpn=a,b to test ALPN)
+func (a *Agent) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case a.draining.Load():
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+		case !a.ready.Load():
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		default:
+			w.Write([]byte("ready\n"))
+		}
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
+	mux.HandleFunc("GET /debug/routes", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, a.router.Load().Dump())
+	})
+	mux.HandleFunc("GET /debug/explain", func(w http.ResponseWriter, r *http.Request) {
+		name := r.URL.Query().Get("sni")
+		if name == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "query parameter sni is required"})
+			return
+		}
+		var alpn []string
+		if v := r.URL.Query().Get("alpn"); v != "" {
+			alpn = strings.Split(v, ",")
+		}
+		writeJSON(w, http.StatusOK, a.router.Load().Explain(name, alpn))
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

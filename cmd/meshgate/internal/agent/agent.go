@@ -1,0 +1,285 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/sni"
+)
+
+// Config is everything one node needs. Build it with DefaultConfig and
+// change what differs.
+type Config struct {
+	// Node is this node's identity in the mesh: name, network and the labels
+	// Gateway selectors match.
+	Node sni.NodeInfo
+	// ResourcesPath is a YAML file or a folder of them holding the Istio
+	// resources. It is re-read on Reload and whenever a file in it changes.
+	// Empty means no resources (nothing is routed).
+	ResourcesPath string
+	// AdminAddr is the admin listener (/healthz, /readyz, /metrics,
+	// /debug/routes, /debug/explain). Default 127.0.0.1:15000; empty
+	// disables it.
+	AdminAddr string
+	// DefaultBind is the address Gateway servers without `bind` listen on.
+	// Default 0.0.0.0.
+	DefaultBind string
+	// Limits bound the ClientHello peek (default 64 KiB, 5 s).
+	Limits sni.Limits
+	// DrainTimeout is how long shutdown waits for connections in flight.
+	// Default 30 s.
+	DrainTimeout time.Duration
+	// Logger receives operational logs; nil discards them.
+	Logger *slog.Logger
+	// AccessLog receives one line per connection; nil means Logger.
+	AccessLog *slog.Logger
+	// Reload, when not nil, triggers a re-read of ResourcesPath on every
+	// receive (the command wires SIGHUP to it).
+	Reload <-chan struct{}
+	// WatchFiles re-reads ResourcesPath when its files change. Default true.
+	WatchFiles bool
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		Node:         sni.NodeInfo{Name: "meshgate", Network: "default"},
+		AdminAddr:    "127.0.0.1:15000",
+		DefaultBind:  "0.0.0.0",
+		Limits:       sni.DefaultLimits(),
+		DrainTimeout: 30 * time.Second,
+		WatchFiles:   true,
+	}
+}
+
+// Validate reports the first field that cannot work.
+func (c Config) Validate() error {
+	if c.Node.Name == "" {
+		return errors.New("agent: node name is empty")
+	}
+	if c.DrainTimeout < 0 {
+		return errors.New("agent: drain timeout is negative")
+	}
+	if c.DefaultBind != "" {
+		if _, err := netip.ParseAddr(c.DefaultBind); err != nil {
+			return fmt.Errorf("agent: default bind %q: %w", c.DefaultBind, err)
+		}
+	}
+	return nil
+}
+
+// Agent is one running node. It is built by New and runs once.
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	registry *prometheus.Registry
+	builder  *sni.Builder
+	router   *sni.Router
+	server   *sni.Server
+
+	ready     atomic.Bool
+	draining  atomic.Bool
+	admin     net.Listener
+	adminOnce sync.Once
+
+	// mu guards current (the last config that loaded cleanly).
+	mu      sync.Mutex
+	current *config.Set
+
+	reloads        *prometheus.CounterVec
+	configResource *prometheus.GaugeVec
+}
+
+// New builds an agent; nothing listens until Run.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a := &Agent{cfg: cfg, log: log, registry: reg, router: &sni.Router{}}
+	a.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshgate_config_reloads_total",
+		Help: "Resource reloads by result (ok, error, unchanged).",
+	}, []string{"result"})
+	a.configResource = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "meshgate_config_resources",
+		Help: "Istio resources in the running configuration, by kind.",
+	}, []string{"kind"})
+	reg.MustRegister(a.reloads, a.configResource)
+
+	bind := cfg.DefaultBind
+	if bind == "" {
+		bind = "0.0.0.0"
+	}
+	a.builder = sni.NewBuilder(sni.BuilderConfig{Logger: log, Registerer: reg, DefaultBind: bind})
+	scfg := sni.DefaultServerConfig()
+	scfg.Logger = log
+	scfg.AccessLog = cfg.AccessLog
+	scfg.Registerer = reg
+	if cfg.Limits.MaxBytes > 0 {
+		scfg.Limits = cfg.Limits
+	}
+	if cfg.DrainTimeout > 0 {
+		scfg.DrainTimeout = cfg.DrainTimeout
+	}
+	srv, err := sni.NewServer(scfg, a.router)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.server = srv
+	return a, nil
+}
+
+// Registry is the Prometheus registry /metrics serves.
+func (a *Agent) Registry() *prometheus.Registry { return a.registry }
+
+// Listeners returns the bound proxy listeners by key. Valid after Start.
+func (a *Agent) Listeners() map[string]net.Addr { return a.server.Addrs() }
+
+// AdminAddr is the bound admin address, or nil when disabled or not started.
+func (a *Agent) AdminAddr() net.Addr {
+	if a.admin == nil {
+		return nil
+	}
+	return a.admin.Addr()
+}
+
+// Start loads the resources, binds every listener and the admin endpoint.
+// A bad initial configuration is an error: the node does not start half
+// configured.
+func (a *Agent) Start(ctx context.Context) error {
+	set, err := a.load()
+	if err != nil {
+		return err
+	}
+	if err := a.apply(ctx, set); err != nil {
+		return err
+	}
+	if a.cfg.AdminAddr != "" {
+		ln, err := net.Listen("tcp", a.cfg.AdminAddr)
+		if err != nil {
+			a.server.Close()
+			return fmt.Errorf("agent: admin listener %s: %w", a.cfg.AdminAddr, err)
+		}
+		a.admin = ln
+	}
+	a.ready.Store(true)
+	return nil
+}
+
+// Run starts the node (unless Start already ran), serves until ctx is done,
+// then drains: readiness turns false, listeners stop accepting, and
+// connections in flight get up to DrainTimeout to finish.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.ready.Load() {
+		if err := a.Start(ctx); err != nil {
+			return err
+		}
+	}
+	var wg sync.WaitGroup
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if a.admin != nil {
+		hs := &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		wg.Go(func() {
+			if err := hs.Serve(a.admin); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("admin listener stopped", "err", err)
+			}
+		})
+		defer func() {
+			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+			defer c()
+			_ = hs.Shutdown(sctx)
+			wg.Wait()
+		}()
+	}
+	wg.Go(func() { a.watch(runCtx) })
+
+	<-ctx.Done()
+	a.log.Info("draining", "timeout", a.cfg.DrainTimeout)
+	a.draining.Store(true)
+	a.ready.Store(false)
+	cancel()
+	dctx, dcancel := context.WithTimeout(context.Background(), a.cfg.DrainTimeout+time.Second)
+	defer dcancel()
+	err := a.server.Shutdown(dctx)
+	a.log.Info("stopped", "err", err)
+	return nil
+}
+
+// Reload re-reads the resources and applies them. A bad file is refused
+// whole and the running configuration stays; the error says why.
+func (a *Agent) Reload(ctx context.Context) error {
+	set, err := a.load()
+	if err != nil {
+		a.reloads.WithLabelValues("error").Inc()
+		a.log.Error("reload refused; running configuration kept", "err", err)
+		return err
+	}
+	a.mu.Lock()
+	same := a.current != nil && a.current.Hash() == set.Hash()
+	a.mu.Unlock()
+	if same {
+		a.reloads.WithLabelValues("unchanged").Inc()
+		return nil
+	}
+	if err := a.apply(ctx, set); err != nil {
+		a.reloads.WithLabelValues("error").Inc()
+		a.log.Error("reload applied with errors", "err", err)
+		return err
+	}
+	a.reloads.WithLabelValues("ok").Inc()
+	a.log.Info("configuration reloaded", "hash", set.Hash()[:12])
+	return nil
+}
+
+func (a *Agent) load() (*config.Set, error) {
+	if a.cfg.ResourcesPath == "" {
+		return &config.Set{}, nil
+	}
+	set, err := config.Load(a.cfg.ResourcesPath)
+	if err != nil {
+		return nil, err
+	}
+	return set, nil
+}
+
+func (a *Agent) apply(ctx context.Context, set *config.Set) error {
+	t, err := a.builder.Build(sni.BuildInput{Config: set, Node: a.cfg.Node})
+	if err != nil {
+		return fmt.Errorf("agent: building routes: %w", err)
+	}
+	a.mu.Lock()
+	a.current = set
+	a.mu.Unlock()
+	for kind, n := range map[config.Kind]int{
+		config.KindGateway:         len(set.Gateways),
+		config.KindVirtualService:  len(set.VirtualServices),
+		config.KindDestinationRule: len(set.DestinationRules),
+		config.KindServiceEntry:    len(set.ServiceEntries),
+		config.KindWorkloadEntry:   len(set.WorkloadEntries),
+	} {
+		a.configResource.WithLabelValues(string(kind)).Set(float64(n))
+	}
+	if err := a.server.Apply(ctx, t); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// reloadDebounce collects a burst of file events (an editor's write,
+// rename and chmod) into one reload.
+const reloadDebounce = 250 * time.Millisecond
+
+// watch re-reads the resources on every Config.Reload receive and on file
+// changes under ResourcesPath, until ctx is done.
+func (a *Agent) watch(ctx context.Context) {
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if a.cfg.WatchFiles && a.cfg.ResourcesPath != "" {
+		w, err := fsnotify.NewWatcher()
+		if err != nil {
+			a.log.Warn("file watch unavailable; reload with SIGHUP", "err", err)
+		} else {
+			defer w.Close()
+			dir := a.cfg.ResourcesPath
+			if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+				// Watch the folder: editors replace files by rename.
+				dir = filepath.Dir(dir)
+			}
+			if err := w.Add(dir); err != nil {
+				a.log.Warn("file watch unavailable; reload with SIGHUP", "path", dir, "err", err)
+			} else {
+				events, errs = w.Events, w.Errors
+			}
+		}
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.cfg.Reload:
+			a.log.Info("reload requested")
+			_ = a.Reload(ctx)
+		case ev := <-events:
+			if a.relevant(ev.Name) {
+				timer.Reset(reloadDebounce)
+			}
+		case err := <-errs:
+			a.log.Warn("file watch error", "err", err)
+		case <-timer.C:
+			_ = a.Reload(ctx)
+		}
+	}
+}
+
+// relevant reports whether a changed file can affect the resources.
+func (a *Agent) relevant(name string) bool {
+	if fi, err := os.Stat(a.cfg.ResourcesPath); err == nil && !fi.IsDir() {
+		return filepath.Clean(name) == filepath.Clean(a.cfg.ResourcesPath)
+	}
+	base := filepath.Base(name)
+	if len(base) > 0 && base[0] == '.' {
+		return false
+	}
+	ext := filepath.Ext(base)
+	return ext == ".yaml" || ext == ".yml"
+}

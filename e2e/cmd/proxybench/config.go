@@ -1,0 +1,219 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+)
+
+// errConfig says a setting is out of range; the message names the field.
+var errConfig = errors.New("proxybench: invalid config")
+
+// config is one benchmark run. Build it with defaultConfig or shortConfig.
+type config struct {
+	// Duration is the length of each handshake and throughput cell.
+	// Default 5s (short: 1s).
+	Duration time.Duration
+	// Rounds cuts each cell into rounds of Duration/Rounds; every round
+	// visits all peers in a rotating order, so that outside load falls on
+	// all of them alike. Default 5 (short: 1).
+	Rounds int
+	// Concurrency lists the handshake test's client counts. Default 1, 16, 64.
+	Concurrency []int
+	// DetailAt is the concurrency whose cell gives latency and CPU figures.
+	// Default 16; it must be in Concurrency.
+	DetailAt int
+	// Streams lists the throughput test's parallel stream counts. Default 1, 8.
+	Streams []int
+	// IdleConns is how many idle connections the memory test opens through
+	// each proxy. Default 9000 (short: 500). Lowered when the open-file
+	// limit cannot hold them, and the report says so.
+	IdleConns int
+	// SkipIdle leaves out the idle-connection test.
+	SkipIdle bool
+	// Peers lists the peers to measure, in report order. Default all.
+	Peers []string
+	// JSONFile, when set, receives the results as JSON.
+	JSONFile string
+	// MeshgateBin is the meshgate binary; empty skips meshgate.
+	// Default $MESHGATE_BIN.
+	MeshgateBin string
+	// Install lets the run apt-get HAProxy and nginx when missing (root
+	// only). Default true.
+	Install bool
+	// Workers is the proxies' worker count: GOMAXPROCS for meshgate, nbthread
+	// for HAProxy, worker_processes for nginx. Default 2.
+	Workers int
+	// MaxBytesPerCell bounds what one throughput cell sends, summed over
+	// streams. Default 64 GiB.
+	MaxBytesPerCell int64
+	// MaxConnsPerCell bounds the connections of one handshake cell.
+	// Default 1,000,000.
+	MaxConnsPerCell int64
+	// IdleOpenTimeout bounds opening the idle connections of one peer.
+	// Default 3m.
+	IdleOpenTimeout time.Duration
+	// Timeout bounds the whole run. Default 30m.
+	Timeout time.Duration
+	// Logger receives progress; nil discards it.
+	Logger *slog.Logger
+}
+
+// defaultConfig is the full benchmark that `make bench` runs.
+func defaultConfig() config {
+	return config{
+		Duration:        5 * time.Second,
+		Rounds:          5,
+		Concurrency:     []int{1, 16, 64},
+		DetailAt:        16,
+		Streams:         []int{1, 8},
+		IdleConns:       9000,
+		Peers:           slices.Clone(allPeers),
+		Install:         true,
+		Workers:         2,
+		MaxBytesPerCell: 64 << 30,
+		MaxConnsPerCell: 1_000_000,
+		IdleOpenTimeout: 3 * time.Minute,
+		Timeout:         30 * time.Minute,
+	}
+}
+
+// shortConfig is defaultConfig with 1 s cells and 500 idle connections: a
+// smoke run that proves every figure is still produced.
+func shortConfig() config {
+	c := defaultConfig()
+	c.Duration = time.Second
+	c.Rounds = 1
+	c.IdleConns = 500
+	c.IdleOpenTimeout = time.Minute
+	c.Timeout = 10 * time.Minute
+	return c
+}
+
+// validate reports the first setting out of range.
+func (c config) validate() error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", errConfig, field, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.Duration < 100*time.Millisecond || c.Duration > 10*time.Minute:
+		return bad("Duration", "%s not in [100ms, 10m]", c.Duration)
+	case c.Rounds < 1 || c.Duration/time.Duration(c.Rounds) < 100*time.Millisecond:
+		return bad("Rounds", "%d: rounds of Duration/Rounds must last at least 100ms", c.Rounds)
+	case len(c.Concurrency) == 0:
+		return bad("Concurrency", "empty")
+	case len(c.Streams) == 0:
+		return bad("Streams", "empty")
+	case !c.SkipIdle && (c.IdleConns < 1 || c.IdleConns > 1_000_000):
+		return bad("IdleConns", "%d not in [1, 1000000]", c.IdleConns)
+	case len(c.Peers) == 0:
+		return bad("Peers", "empty")
+	case c.Workers < 1 || c.Workers > 256:
+		return bad("Workers", "%d not in [1, 256]", c.Workers)
+	case c.MaxBytesPerCell < 1:
+		return bad("MaxBytesPerCell", "%d < 1", c.MaxBytesPerCell)
+	case c.MaxConnsPerCell < 1:
+		return bad("MaxConnsPerCell", "%d < 1", c.MaxConnsPerCell)
+	case c.IdleOpenTimeout <= 0:
+		return bad("IdleOpenTimeout", "%s <= 0", c.IdleOpenTimeout)
+	case c.Timeout <= 0:
+		return bad("Timeout", "%s <= 0", c.Timeout)
+	}
+	for _, n := range c.Concurrency {
+		if n < 1 || n > 4096 {
+			return bad("Concurrency", "%d not in [1, 4096]", n)
+		}
+	}
+	if !slices.Contains(c.Concurrency, c.DetailAt) {
+		return bad("DetailAt", "%d not in Concurrency %v", c.DetailAt, c.Concurrency)
+	}
+	for _, n := range c.Streams {
+		if n < 1 || n > 256 {
+			return bad("Streams", "%d not in [1, 256]", n)
+		}
+	}
+	seen := make(map[string]bool)
+	for _, p := range c.Peers {
+		if !slices.Contains(allPeers, p) {
+			return bad("Peers", "unknown peer %q (known: %s)", p, strings.Join(allPeers, ","))
+		}
+		if seen[p] {
+			return bad("Peers", "%q listed twice", p)
+		}
+		seen[p] = true
+	}
+	return nil
+}
+
+// parseFlags builds the config from command-line args; getenv supplies
+// MESHGATE_BIN. Usage and errors go to out. It returns flag.ErrHelp for -h.
+func parseFlags(args []string, getenv func(string) string, out io.Writer) (config, error) {
+	fs := flag.NewFlagSet("proxybench", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "usage: proxybench [flags]\n\n"+
+			"Compares direct, meshgate, HAProxy and nginx SNI passthrough on loopback:\n"+
+			"handshake conn/s, proxy CPU per 1,000 connections, copy throughput, and\n"+
+			"memory and fds per idle connection.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	def := defaultConfig()
+	var (
+		short    = fs.Bool("short", false, "smoke run: 1s cells and 500 idle connections (explicit flags still win)")
+		duration = fs.Duration("duration", def.Duration, "length of each handshake and throughput cell")
+		conns    = fs.Int("conns", def.IdleConns, "idle connections opened through each proxy")
+		only     = fs.String("only", strings.Join(def.Peers, ","), "comma-separated peers to measure: "+strings.Join(allPeers, ","))
+		skipIdle = fs.Bool("skip-idle", false, "leave out the idle-connection memory test")
+		jsonFile = fs.String("json", "", "also write the results as JSON to `FILE`")
+		meshgate = fs.String("meshgate", getenv("MESHGATE_BIN"), "meshgate binary (default $MESHGATE_BIN)")
+		install  = fs.Bool("install", def.Install, "apt-get install haproxy / nginx when missing (root only)")
+		workers  = fs.Int("workers", def.Workers, "worker threads/processes per proxy")
+		timeout  = fs.Duration("timeout", def.Timeout, "bound on the whole run")
+		rounds   = fs.Int("rounds", def.Rounds, "rounds per cell; each round visits every peer (short: 1)")
+	)
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return config{}, fmt.Errorf("%w: unexpected arguments %q", errConfig, fs.Args())
+	}
+	c := def
+	if *short {
+		c = shortConfig()
+	}
+	set := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["duration"] || !*short {
+		c.Duration = *duration
+	}
+	if set["conns"] || !*short {
+		c.IdleConns = *conns
+	}
+	if set["rounds"] || !*short {
+		c.Rounds = *rounds
+	}
+	if set["timeout"] || !*short {
+		c.Timeout = *timeout
+	}
+	c.Peers = nil
+	for _, p := range strings.Split(*only, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			c.Peers = append(c.Peers, p)
+		}
+	}
+	c.SkipIdle = *skipIdle
+	c.JSONFile = *jsonFile
+	c.MeshgateBin = *meshgate
+	c.Install = *install
+	c.Workers = *workers
+	if err := c.validate(); err != nil {
+		return config{}, err
+	}
+	return c, nil
+}

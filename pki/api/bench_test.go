@@ -1,0 +1,356 @@
+package api_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	cflog "github.com/cloudflare/cfssl/log"
+	"github.com/cloudflare/cfssl/signer"
+	"github.com/cloudflare/cfssl/signer/local"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	pb "istio.io/api/security/v1alpha1"
+
+	"github.com/meshgate/meshgate/pki"
+	"github.com/meshgate/meshgate/pki/pkitest"
+	"github.com/meshgate/meshgate/pki/store"
+)
+
+// The gRPC benchmark's load comes from a child process (this test binary
+// re-executed with benchClientEnv set), so that the parent's CPU time is
+// the server's alone.
+const benchClientEnv = "MESHGATE_PKI_BENCH_CLIENT"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(benchClientEnv) != "" {
+		os.Exit(benchClient())
+	}
+	os.Exit(m.Run())
+}
+
+// cpuTime is this process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// meter reports CPU per certificate and its inverse, certificates per
+// second per core, for n certificates.
+type meter struct {
+	cpu0  time.Duration
+	wall0 time.Time
+}
+
+func startMeter() meter { return meter{cpu0: cpuTime(), wall0: time.Now()} }
+
+func (m meter) report(b *testing.B, n int) float64 {
+	cpu := cpuTime() - m.cpu0
+	wall := time.Since(m.wall0)
+	perCert := cpu.Seconds() / float64(n)
+	perCore := 1 / perCert
+	b.ReportMetric(perCert*1e6, "cpu-µs/cert")
+	b.ReportMetric(perCore, "certs/s/core")
+	b.ReportMetric(float64(n)/wall.Seconds(), "certs/s")
+	return perCore
+}
+
+var (
+	resultsMu sync.Mutex
+	limitRate float64 // certs/s/core of the "limit" row of this run
+)
+
+// benchCA is an ECDSA P-256 root like the CA's default.
+func benchCA(b *testing.B) (*ecdsa.PrivateKey, *x509.Certificate) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{Organization: []string{"cluster.local"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * 365 * time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return key, cert
+}
+
+// BenchmarkIssuance measures, in one run: the limit (parse + check the
+// CSR, x509.CreateCertificate, PEM), cfssl's signer in process, the CA in
+// process (token, CSR checks, cfssl, audit group commit), and the gRPC API
+// over TLS on loopback with 16 concurrent clients in another process,
+// with the audit log in memory and in an fsynced file journal. Each row
+// reports CPU per certificate (of the server process for the gRPC rows)
+// and its inverse; the gRPC rows also report their ratio to the limit.
+func BenchmarkIssuance(b *testing.B) {
+	cflog.Level = cflog.LevelCritical
+	key, caCert := benchCA(b)
+	csr, _ := pkitest.WorkloadCSR(b, web)
+	id := web.URL()
+
+	b.Run("limit", func(b *testing.B) {
+		m := startMeter()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				blk, _ := pem.Decode(csr)
+				req, err := x509.ParseCertificateRequest(blk.Bytes)
+				if err != nil || req.CheckSignature() != nil {
+					b.Error("bad CSR")
+					return
+				}
+				serial := make([]byte, 20)
+				rand.Read(serial)
+				serial[0] &= 0x7f
+				now := time.Now()
+				tmpl := &x509.Certificate{
+					SerialNumber: new(big.Int).SetBytes(serial), NotBefore: now.Add(-2 * time.Minute), NotAfter: now.Add(24 * time.Hour),
+					KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+					ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+					URIs:        []*url.URL{id}, BasicConstraintsValid: true,
+				}
+				der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, req.PublicKey, key)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_ = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+			}
+		})
+		r := m.report(b, b.N)
+		resultsMu.Lock()
+		limitRate = r
+		resultsMu.Unlock()
+	})
+
+	b.Run("cfssl-inprocess", func(b *testing.B) {
+		s, err := local.NewSigner(key, caCert, signer.DefaultSigAlgo(key), pki.SigningPolicy())
+		if err != nil {
+			b.Fatal(err)
+		}
+		m := startMeter()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				now := time.Now()
+				serial := make([]byte, 20)
+				rand.Read(serial)
+				serial[0] &= 0x7f
+				if _, err := s.Sign(signer.SignRequest{
+					Request: string(csr), Profile: pki.ProfileWorkload, Hosts: []string{web.String()},
+					Serial: new(big.Int).SetBytes(serial), NotBefore: now.Add(-2 * time.Minute), NotAfter: now.Add(24 * time.Hour),
+				}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		reportRatio(b, m.report(b, b.N))
+	})
+
+	b.Run("ca-inprocess", func(b *testing.B) {
+		cfg := pkitest.Config(b)
+		cfg.Logger = nil
+		cfg.RateLimit = 0
+		ca, _ := pkitest.NewCA(b, cfg)
+		tok, _, err := ca.CreateToken(b.Context(), pki.TokenRequest{Namespace: "default", ServiceAccount: "web", TTL: time.Hour})
+		if err != nil {
+			b.Fatal(err)
+		}
+		m := startMeter()
+		b.SetParallelism(8) // 16 concurrent callers on 2 cores, as the gRPC row
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := ca.Issue(context.Background(), pki.Request{CSR: csr, Credential: pki.BearerToken(tok)}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		reportRatio(b, m.report(b, b.N))
+	})
+
+	for _, st := range []string{"memstore", "filestore"} {
+		b.Run("grpc16-"+st, func(b *testing.B) { benchGRPC(b, st == "filestore") })
+	}
+}
+
+func reportRatio(b *testing.B, rate float64) {
+	resultsMu.Lock()
+	defer resultsMu.Unlock()
+	if limitRate > 0 {
+		b.ReportMetric(rate/limitRate, "x-limit")
+	}
+}
+
+func benchGRPC(b *testing.B, fileStore bool) {
+	cfg := pkitest.Config(b)
+	cfg.Logger = nil
+	cfg.RateLimit = 0
+	var st pki.Store = store.NewMemory()
+	if fileStore {
+		fs, err := store.OpenFile(filepath.Join(b.TempDir(), "pki.journal"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { fs.Close() })
+		st = fs
+	}
+	ca, err := pki.NewCA(b.Context(), cfg, st)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ca.Close() })
+	ts := serveCA(b, ca)
+	tok, _, err := ca.CreateToken(b.Context(), pki.TokenRequest{Namespace: "default", ServiceAccount: "web", TTL: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rootFile := filepath.Join(b.TempDir(), "root.pem")
+	os.WriteFile(rootFile, []byte(strings.Join(ca.RootsPEM(), "")), 0o600)
+
+	cmd := exec.CommandContext(b.Context(), os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), benchClientEnv+"="+ts.addr, "MESHGATE_PKI_BENCH_TOKEN="+tok, "MESHGATE_PKI_BENCH_ROOT="+rootFile)
+	cmd.Stderr = os.Stderr
+	in, _ := cmd.StdinPipe()
+	outPipe, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	out := bufio.NewScanner(outPipe)
+	defer func() {
+		in.Close()
+		cmd.Wait()
+	}()
+	if !out.Scan() || out.Text() != "ready" {
+		b.Fatalf("bench client did not start: %q %v", out.Text(), out.Err())
+	}
+	b.ResetTimer()
+	m := startMeter()
+	fmt.Fprintf(in, "%d\n", b.N)
+	if !out.Scan() {
+		b.Fatalf("bench client died: %v", out.Err())
+	}
+	b.StopTimer()
+	fields := strings.Fields(out.Text())
+	if len(fields) != 2 || fields[0] != "done" {
+		b.Fatalf("bench client said %q", out.Text())
+	}
+	if errs, _ := strconv.Atoi(fields[1]); errs != 0 {
+		b.Fatalf("bench client saw %d errors in %d requests", errs, b.N)
+	}
+	reportRatio(b, m.report(b, b.N))
+}
+
+// serveCA serves ca's API on loopback until the benchmark ends.
+func serveCA(b *testing.B, ca *pki.CA) *testServer {
+	srv, err := apiNewServer(ca)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := listenLoopback()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return &testServer{ca: ca, srv: srv, addr: ln.Addr().String(), roots: ca.RootPool()}
+}
+
+// benchClient is the child process: 16 gRPC clients, each on its own
+// connection, sending CreateCertificate with a bearer token. It reads a
+// count on stdin, runs that many requests, and answers "done <errors>".
+func benchClient() int {
+	const clients = 16
+	addr := os.Getenv(benchClientEnv)
+	tok := os.Getenv("MESHGATE_PKI_BENCH_TOKEN")
+	rootPEM, err := os.ReadFile(os.Getenv("MESHGATE_PKI_BENCH_ROOT"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(rootPEM)
+	// A few distinct CSRs; the server does the full work for each request.
+	var csrs []string
+	for range 32 {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{web.URL()}}, k)
+		csrs = append(csrs, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})))
+	}
+	var conns []pb.IstioCertificateServiceClient
+	for range clients {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "istiod.istio-system.svc"})))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer cc.Close()
+		conns = append(conns, pb.NewIstioCertificateServiceClient(cc))
+	}
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+tok)
+	// Warm up every connection (handshakes are not part of the measure).
+	for _, c := range conns {
+		if _, err := c.CreateCertificate(ctx, &pb.IstioCertificateRequest{Csr: csrs[0]}); err != nil {
+			fmt.Fprintln(os.Stderr, "warm-up:", err)
+			return 1
+		}
+	}
+	fmt.Println("ready")
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		n, err := strconv.Atoi(strings.TrimSpace(in.Text()))
+		if err != nil {
+			return 1
+		}
+		var next, errs atomic.Int64
+		var wg sync.WaitGroup
+		for i := range clients {
+			wg.Go(func() {
+				for {
+					j := next.Add(1)
+					if j > int64(n) {
+						return
+					}
+					cctx, cancel := context.WithTimeout(ctx, time.Minute)
+					_, err := conns[i].CreateCertificate(cctx, &pb.IstioCertificateRequest{Csr: csrs[j%int64(len(csrs))]})
+					cancel()
+					if err != nil {
+						errs.Add(1)
+						fmt.Fprintln(os.Stderr, err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		fmt.Printf("done %d\n", errs.Load())
+	}
+	_ = io.EOF
+	return 0
+}

@@ -1,0 +1,121 @@
+package api
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshgate/meshgate/pki"
+)
+
+// Config configures a Server. Start from DefaultConfig.
+type Config struct {
+	// NodeIdentity is the SPIFFE identity of the server certificate the
+	// CA issues for this node. Default: spiffe://<td>/ns/meshgate-system/sa/meshgate
+	// (filled in by NewServer from the CA's trust domain when zero).
+	NodeIdentity pki.Identity
+	// DNSNames of the server certificate. Default ["istiod.istio-system.svc",
+	// "localhost"]: Istio agents on VMs reach the CA under istiod's name.
+	DNSNames []string
+	// IPAddresses of the server certificate. Default 127.0.0.1 and ::1.
+	IPAddresses []net.IP
+	// GetCertificate, when set, supplies the server certificate instead
+	// (the node may share its own); NodeIdentity/DNSNames/IPAddresses are
+	// then unused.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+
+	// CFSSLAuthKey is the cfssl "standard" auth key for /api/v1/cfssl/authsign:
+	// hex, "env:VAR" or "file:PATH" (as in cfssl's config). Whoever holds
+	// it may obtain any identity of the trust domain. Default "": authsign
+	// is disabled.
+	CFSSLAuthKey string
+	// AdminKey authorizes the token endpoints as "Authorization: Bearer
+	// <key>" (same encodings as CFSSLAuthKey; compared in constant time).
+	// Default "": only AdminIdentities may administer tokens.
+	AdminKey string
+	// AdminIdentities may administer tokens with their client certificate.
+	// Default none.
+	AdminIdentities []pki.Identity
+
+	// MaxBodyBytes bounds a request body or gRPC message. Default 64 KiB.
+	MaxBodyBytes int
+	// HandshakeTimeout bounds the TLS handshake. Default 10s.
+	HandshakeTimeout time.Duration
+	// ReadHeaderTimeout bounds reading HTTP request headers. Default 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle HTTP connections. Default 2m.
+	IdleTimeout time.Duration
+	// MaxConcurrentStreams per gRPC connection. Default 256.
+	MaxConcurrentStreams uint32
+	// MaxHandshakes bounds TLS handshakes in progress. Default 1024.
+	MaxHandshakes int
+	// ShutdownTimeout bounds the graceful stop when Serve's context ends.
+	// Default 5s.
+	ShutdownTimeout time.Duration
+
+	// Logger receives server events. nil discards.
+	Logger *slog.Logger
+	// Registerer receives the server's metrics. nil does not register.
+	Registerer prometheus.Registerer
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		DNSNames:             []string{"istiod.istio-system.svc", "localhost"},
+		IPAddresses:          []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		MaxBodyBytes:         64 << 10,
+		HandshakeTimeout:     10 * time.Second,
+		ReadHeaderTimeout:    10 * time.Second,
+		IdleTimeout:          2 * time.Minute,
+		MaxConcurrentStreams: 256,
+		MaxHandshakes:        1024,
+		ShutdownTimeout:      5 * time.Second,
+	}
+}
+
+// ConfigError names the Config field Validate refused.
+type ConfigError struct {
+	Field   string
+	Problem string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("api: config field %s: %s", e.Field, e.Problem)
+}
+
+// Validate checks the fields.
+func (c Config) Validate() error {
+	bad := func(f, format string, args ...any) error {
+		return &ConfigError{Field: f, Problem: fmt.Sprintf(format, args...)}
+	}
+	if c.MaxBodyBytes < 4<<10 || c.MaxBodyBytes > 16<<20 {
+		return bad("MaxBodyBytes", "%d is outside [4KiB, 16MiB]", c.MaxBodyBytes)
+	}
+	if c.HandshakeTimeout <= 0 {
+		return bad("HandshakeTimeout", "%v is not positive", c.HandshakeTimeout)
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		return bad("ReadHeaderTimeout", "%v is not positive", c.ReadHeaderTimeout)
+	}
+	if c.IdleTimeout <= 0 {
+		return bad("IdleTimeout", "%v is not positive", c.IdleTimeout)
+	}
+	if c.MaxConcurrentStreams == 0 {
+		return bad("MaxConcurrentStreams", "must be at least 1")
+	}
+	if c.MaxHandshakes < 1 {
+		return bad("MaxHandshakes", "must be at least 1")
+	}
+	if c.ShutdownTimeout <= 0 {
+		return bad("ShutdownTimeout", "%v is not positive", c.ShutdownTimeout)
+	}
+	if c.GetCertificate == nil && len(c.DNSNames) == 0 && len(c.IPAddresses) == 0 {
+		return bad("DNSNames", "the server certificate needs a DNS name or an IP address (or set GetCertificate)")
+	}
+	return nil
+}

@@ -1,0 +1,67 @@
+package pki
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of one CA. Registration is optional (nil Registerer) and safe to
+// repeat: an already registered collector of the same name is reused.
+type metrics struct {
+	issued      prometheus.Counter
+	refused     *prometheus.CounterVec
+	auditBatch  prometheus.Histogram
+	auditCommit prometheus.Histogram
+	auditErrors prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		issued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshgate_pki_issued_total",
+			Help: "Certificates issued (workload and node).",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshgate_pki_refused_total",
+			Help: "Issuance requests refused, by reason.",
+		}, []string{"reason"}),
+		auditBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meshgate_pki_audit_batch_records",
+			Help:    "Audit records made durable per store write (group commit).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
+		auditCommit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meshgate_pki_audit_commit_seconds",
+			Help:    "Duration of one audit store write.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		auditErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshgate_pki_audit_errors_total",
+			Help: "Audit store writes that failed (their certificates were not handed out).",
+		}),
+	}
+	if reg == nil {
+		return m
+	}
+	m.issued = register(reg, m.issued)
+	m.refused = register(reg, m.refused)
+	m.auditBatch = register(reg, m.auditBatch)
+	m.auditCommit = register(reg, m.auditCommit)
+	m.auditErrors = register(reg, m.auditErrors)
+	return m
+}
+
+// register registers c, or returns the collector already registered
+// under the same description.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}

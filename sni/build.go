@@ -1,0 +1,1217 @@
+package sni
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/meshgate/meshgate/config"
+)
+
+// Errors returned by Builder.Build.
+var (
+	// ErrNoConfig means BuildInput.Config was nil.
+	ErrNoConfig = errors.New("sni: build input has no config")
+	// ErrInvalidBuilderConfig means BuilderConfig.Validate failed.
+	ErrInvalidBuilderConfig = errors.New("sni: invalid builder config")
+)
+
+// Connection policy defaults (Istio's, through Envoy's).
+const (
+	// DefaultConnectTimeout applies when connectionPool.tcp.connectTimeout
+	// is not set.
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultIdleTimeout applies when connectionPool.tcp.idleTimeout is not
+	// set (Envoy's tcp_proxy default). An explicit "0s" disables it.
+	DefaultIdleTimeout = time.Hour
+)
+
+// BuilderConfig configures a Builder.
+type BuilderConfig struct {
+	// Logger receives build warnings (when they change) and outlier
+	// ejections. nil discards.
+	Logger *slog.Logger
+	// Registerer receives meshgate_sni_ejections_total. nil does not
+	// register. Registering twice reuses the existing collector.
+	Registerer prometheus.Registerer
+	// Now is the clock for outlier detection. nil = time.Now.
+	Now func() time.Time
+	// Rand returns uniformly random numbers for RANDOM and LEAST_REQUEST
+	// load balancing; it must be safe for concurrent use. nil =
+	// math/rand/v2.Uint64.
+	Rand func() uint64
+	// DefaultBind is the address of listeners whose Gateway server has no
+	// bind. Default "0.0.0.0"; set "127.0.0.1" to keep a node on loopback.
+	DefaultBind string
+}
+
+// DefaultBuilderConfig returns the defaults: no logging, no metrics,
+// time.Now, math/rand/v2 and bind 0.0.0.0.
+func DefaultBuilderConfig() BuilderConfig {
+	return BuilderConfig{DefaultBind: "0.0.0.0"}
+}
+
+// Validate checks the config.
+func (c BuilderConfig) Validate() error {
+	if c.DefaultBind != "" {
+		if _, err := netip.ParseAddr(c.DefaultBind); err != nil {
+			return fmt.Errorf("%w: DefaultBind %q is not an IP address", ErrInvalidBuilderConfig, c.DefaultBind)
+		}
+	}
+	return nil
+}
+
+// Builder turns configuration and catalog endpoints into Tables. It is
+// long-lived: it keeps per-endpoint live state (active connections,
+// consecutive failures, ejections) and per-cluster counters across
+// rebuilds, keyed by service host and endpoint address, so a rebuild never
+// forgets a connection or an ejection. Build is safe for concurrent use;
+// builds are serialized. Leases from old tables keep counting into the
+// same live state.
+type Builder struct {
+	env   *tableEnv
+	bind  string
+	cfErr error
+
+	// mu guards gen, the maps below, the gen and cluster fields of their
+	// values, and lastWarn. It is held for a whole Build and never taken
+	// on the connection path.
+	mu       sync.Mutex
+	gen      uint64
+	eps      map[tableEPKey]*tableEndpointLive
+	clusters map[tableClusterKey]*tableClusterLive
+	routes   map[string]*tableRouteLive
+	lastWarn []string
+}
+
+// tableRouteLive is the weighted-split position of one route, kept across
+// rebuilds so frequent rebuilds do not skew the split towards the start
+// of its schedule.
+type tableRouteLive struct {
+	ctr atomic.Uint64
+	gen uint64 // guarded by Builder.mu
+}
+
+type tableEPKey struct{ host, addr string }
+
+type tableClusterKey struct {
+	host      string
+	port      uint32
+	subset    string
+	localOnly bool
+}
+
+// NewBuilder returns a Builder. An invalid cfg (see Validate) makes every
+// Build fail with ErrInvalidBuilderConfig.
+func NewBuilder(cfg BuilderConfig) *Builder {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	rnd := cfg.Rand
+	if rnd == nil {
+		rnd = rand.Uint64
+	}
+	bind := cfg.DefaultBind
+	if bind == "" {
+		bind = "0.0.0.0"
+	}
+	ej := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meshgate_sni_ejections_total",
+		Help: "Endpoints ejected by outlier detection (consecutive connect failures).",
+	})
+	return &Builder{
+		env: &tableEnv{
+			log:       log,
+			now:       now,
+			epoch:     now(),
+			rand:      rnd,
+			ejections: tableRegisterCounter(cfg.Registerer, ej, log),
+		},
+		bind:     bind,
+		cfErr:    cfg.Validate(),
+		eps:      map[tableEPKey]*tableEndpointLive{},
+		clusters: map[tableClusterKey]*tableClusterLive{},
+		routes:   map[string]*tableRouteLive{},
+	}
+}
+
+// Build returns a new Table for in. The result depends only on in (and,
+// for live counters, on earlier builds of the same Builder). Problems in
+// the configuration never fail the build: the offending piece is skipped
+// and reported by Table.Warnings. Build returns an error only when in has
+// no config or the builder config is invalid.
+func (b *Builder) Build(in BuildInput) (*Table, error) {
+	if b.cfErr != nil {
+		return nil, b.cfErr
+	}
+	if in.Config == nil {
+		return nil, ErrNoConfig
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.gen++
+	tb := &tableBuild{
+		b:         b,
+		gen:       b.gen,
+		in:        in,
+		cfg:       in.Config,
+		t:         &Table{node: in.Node, listeners: map[string]*tableListener{}, services: map[string]*tableService{}, env: b.env},
+		warnSet:   map[string]bool{},
+		routeMemo: map[string]*tableRoute{},
+		policies:  map[tablePolicyKey]*tableClusterPolicy{},
+	}
+	tb.buildServices()
+	tb.buildDestinationRules()
+	tb.buildListeners()
+	tb.buildRoutes()
+	tb.buildAuto()
+	tb.finish()
+	return tb.t, nil
+}
+
+// tableBuild is the state of one Build.
+type tableBuild struct {
+	b         *Builder
+	in        BuildInput
+	cfg       *config.Set
+	t         *Table
+	warnSet   map[string]bool
+	drExact   map[string][]*tableDR
+	drWild    map[string][]*tableDR // keyed by suffix with leading dot
+	drAny     []*tableDR
+	order     []*tableListener
+	bound     map[string][]*config.VirtualService
+	gen       uint64
+	routeMemo map[string]*tableRoute
+	policies  map[tablePolicyKey]*tableClusterPolicy
+}
+
+type tablePolicyKey struct {
+	dr     *tableDR
+	subset string
+	port   uint32
+}
+
+// tableService is one service host with its ports and endpoints.
+type tableService struct {
+	host      string
+	namespace string
+	source    string // "ServiceEntry ns/name" or "catalog"
+	internal  bool
+	ports     []*tableServicePort // sorted by number
+	dr        *tableDR
+}
+
+// port returns the service port numbered n, or nil.
+func (s *tableService) port(n uint32) *tableServicePort {
+	for _, p := range s.ports {
+		if p.number == n {
+			return p
+		}
+	}
+	return nil
+}
+
+// portList returns the port numbers, for messages.
+func (s *tableService) portList() []uint32 {
+	out := make([]uint32, len(s.ports))
+	for i, p := range s.ports {
+		out[i] = p.number
+	}
+	return out
+}
+
+type tableServicePort struct {
+	number     uint32
+	name       string
+	targetPort uint32
+	udp        bool
+	eps        []*tableEndpoint
+	seen       map[string]struct{} // endpoint addresses, once eps is large
+}
+
+// tableDR is a DestinationRule, indexed.
+type tableDR struct {
+	name        string // ns/name
+	namespace   string
+	host        string
+	rule        *networking.DestinationRule
+	subsets     map[string]*networking.Subset
+	subsetNames []string
+}
+
+func (tb *tableBuild) warn(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if !tb.warnSet[msg] {
+		tb.warnSet[msg] = true
+		tb.t.warnings = append(tb.t.warnings, msg)
+	}
+}
+
+func tableMetaName(m config.Meta) string {
+	ns := m.Namespace
+	if ns == "" {
+		ns = config.DefaultNamespace
+	}
+	return ns + "/" + m.Name
+}
+
+func tableNamespace(m config.Meta) string {
+	if m.Namespace == "" {
+		return config.DefaultNamespace
+	}
+	return m.Namespace
+}
+
+// ---- services and endpoints ----
+
+func (tb *tableBuild) buildServices() {
+	// WorkloadEntries by namespace and by each "key=value" label, so a
+	// workloadSelector only looks at entries sharing one of its labels.
+	we := map[string]map[string][]*config.WorkloadEntry{}
+	for _, w := range tb.cfg.WorkloadEntries {
+		if w == nil || w.Spec == nil {
+			continue
+		}
+		ns := tableNamespace(w.Meta)
+		if we[ns] == nil {
+			we[ns] = map[string][]*config.WorkloadEntry{}
+		}
+		for k, v := range w.Spec.Labels {
+			we[ns][k+"="+v] = append(we[ns][k+"="+v], w)
+		}
+	}
+	for _, se := range tb.cfg.ServiceEntries {
+		if se == nil || se.Spec == nil {
+			continue
+		}
+		name := tableMetaName(se.Meta)
+		ns := tableNamespace(se.Meta)
+		spec := se.Spec
+		for _, h := range spec.Hosts {
+			host := strings.ToLower(strings.TrimSpace(h))
+			if host == "" {
+				continue
+			}
+			if strings.HasPrefix(host, "*") {
+				tb.warn("ServiceEntry %s: wildcard host %s cannot be routed to (no endpoints can be selected by name); skipped", name, host)
+				continue
+			}
+			if old := tb.t.services[host]; old != nil {
+				tb.warn("ServiceEntry %s: host %s already defined by %s; skipped", name, host, old.source)
+				continue
+			}
+			svc := &tableService{
+				host: host, namespace: ns, source: "ServiceEntry " + name,
+				internal: spec.Location == networking.ServiceEntry_MESH_INTERNAL,
+			}
+			for _, p := range spec.Ports {
+				if p == nil || p.Number == 0 || p.Number > 65535 {
+					continue
+				}
+				if svc.port(p.Number) != nil {
+					tb.warn("ServiceEntry %s: port %d listed twice; the first wins", name, p.Number)
+					continue
+				}
+				svc.ports = append(svc.ports, &tableServicePort{number: p.Number, name: p.Name, targetPort: p.TargetPort, udp: strings.EqualFold(p.Protocol, "UDP")})
+			}
+			tb.t.services[host] = svc
+			wes := slices.Clone(spec.Endpoints)
+			if sel := spec.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
+				var cand []*config.WorkloadEntry
+				first := true
+				for k, v := range sel {
+					if c := we[ns][k+"="+v]; first || len(c) < len(cand) {
+						cand, first = c, false
+					}
+				}
+				for _, w := range cand {
+					if config.LabelsMatch(sel, w.Spec.Labels) {
+						wes = append(wes, w.Spec)
+					}
+				}
+			}
+			dns := spec.Resolution == networking.ServiceEntry_DNS || spec.Resolution == networking.ServiceEntry_DNS_ROUND_ROBIN
+			if dns && len(wes) == 0 {
+				// DNS resolution without endpoints: the host itself is the
+				// endpoint, dialled by name.
+				wes = append(wes, &networking.WorkloadEntry{Address: host})
+			}
+			for _, w := range wes {
+				if w == nil {
+					continue
+				}
+				for _, sp := range svc.ports {
+					port := sp.number
+					if sp.targetPort != 0 {
+						port = sp.targetPort
+					}
+					if v, ok := w.Ports[sp.name]; ok && sp.name != "" && v != 0 {
+						port = v
+					}
+					tb.addEndpoint(svc, sp, Endpoint{Addr: w.Address, Labels: w.Labels, Network: w.Network, Weight: w.Weight}, port, name)
+				}
+			}
+		}
+	}
+	for _, ce := range tb.in.Endpoints {
+		host := strings.ToLower(strings.TrimSpace(ce.Host))
+		if host == "" || ce.Port == 0 || ce.Port > 65535 {
+			tb.warn("catalog endpoint %s for %q port %d: invalid service; skipped", ce.Endpoint.Addr, ce.Host, ce.Port)
+			continue
+		}
+		svc := tb.t.services[host]
+		if svc == nil {
+			svc = &tableService{host: host, source: "catalog", internal: true}
+			tb.t.services[host] = svc
+		}
+		sp := svc.port(ce.Port)
+		if sp == nil {
+			sp = &tableServicePort{number: ce.Port}
+			svc.ports = append(svc.ports, sp)
+		}
+		tb.addEndpoint(svc, sp, ce.Endpoint, 0, "catalog")
+	}
+	for _, svc := range tb.t.services {
+		if len(svc.ports) > 1 {
+			slices.SortFunc(svc.ports, func(a, b *tableServicePort) int { return cmp.Compare(a.number, b.number) })
+		}
+	}
+}
+
+// addEndpoint places one endpoint in a service port. port != 0 joins the
+// address (a bare host or IP) with it; port == 0 means ep.Addr is already
+// host:port.
+func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep Endpoint, port uint32, source string) {
+	addr := strings.TrimSpace(ep.Addr)
+	if strings.HasPrefix(addr, "unix://") {
+		tb.warn("%s: endpoint %s of %s is a unix socket; only TCP endpoints are supported; skipped", source, addr, svc.host)
+		return
+	}
+	if port != 0 {
+		if addr == "" {
+			tb.warn("%s: endpoint of %s has no address; skipped", source, svc.host)
+			return
+		}
+		addr = net.JoinHostPort(addr, strconv.FormatUint(uint64(port), 10))
+	} else if h, p, err := net.SplitHostPort(addr); err != nil || h == "" || p == "" {
+		tb.warn("%s: endpoint %q of %s port %d is not host:port; skipped", source, ep.Addr, svc.host, sp.number)
+		return
+	}
+	// The same endpoint from two sources: the first wins. Small ports are
+	// searched; large ones get a set.
+	if sp.seen != nil {
+		if _, dup := sp.seen[addr]; dup {
+			return
+		}
+	} else {
+		for _, e := range sp.eps {
+			if e.Addr == addr {
+				return
+			}
+		}
+	}
+	if sp.seen == nil && len(sp.eps) >= 16 {
+		sp.seen = make(map[string]struct{}, 2*len(sp.eps))
+		for _, e := range sp.eps {
+			sp.seen[e.Addr] = struct{}{}
+		}
+	}
+	if sp.seen != nil {
+		sp.seen[addr] = struct{}{}
+	}
+	ep.Addr = addr
+	if ep.Weight == 0 {
+		ep.Weight = 1
+	}
+	local := ep.Network == "" || ep.Network == tb.in.Node.Network
+	if local {
+		ep.Network = ""
+	}
+	key := tableEPKey{host: svc.host, addr: addr}
+	live := tb.b.eps[key]
+	if live == nil {
+		live = &tableEndpointLive{}
+		tb.b.eps[key] = live
+	}
+	live.gen = tb.gen
+	sp.eps = append(sp.eps, &tableEndpoint{Endpoint: ep, local: local, live: live})
+}
+
+// ---- destination rules ----
+
+func (tb *tableBuild) buildDestinationRules() {
+	tb.drExact = map[string][]*tableDR{}
+	tb.drWild = map[string][]*tableDR{}
+	for _, d := range tb.cfg.DestinationRules {
+		if d == nil || d.Spec == nil {
+			continue
+		}
+		name := tableMetaName(d.Meta)
+		host := tableQualifyHost(d.Spec.Host, tableNamespace(d.Meta), tb.t.services)
+		if host == "" {
+			continue
+		}
+		dr := &tableDR{name: name, namespace: tableNamespace(d.Meta), host: host, rule: d.Spec, subsets: map[string]*networking.Subset{}}
+		for _, s := range d.Spec.Subsets {
+			if s == nil || s.Name == "" {
+				continue
+			}
+			if dr.subsets[s.Name] != nil {
+				tb.warn("DestinationRule %s: subset %s defined twice; the first wins", name, s.Name)
+				continue
+			}
+			dr.subsets[s.Name] = s
+			dr.subsetNames = append(dr.subsetNames, s.Name)
+		}
+		var list []*tableDR
+		key := host
+		switch {
+		case host == "*":
+			list = tb.drAny
+		case strings.HasPrefix(host, "*."):
+			key = host[1:]
+			list = tb.drWild[key]
+		default:
+			list = tb.drExact[key]
+		}
+		for _, o := range list {
+			if o.namespace == dr.namespace {
+				tb.warn("DestinationRule %s: host %s already has DestinationRule %s in the same namespace; ignored", name, host, o.name)
+				dr = nil
+				break
+			}
+		}
+		if dr == nil {
+			continue
+		}
+		switch {
+		case host == "*":
+			tb.drAny = append(tb.drAny, dr)
+		case strings.HasPrefix(host, "*."):
+			tb.drWild[key] = append(tb.drWild[key], dr)
+		default:
+			tb.drExact[key] = append(tb.drExact[key], dr)
+		}
+	}
+	for _, svc := range tb.t.services {
+		svc.dr = tb.drFor(svc.host, svc.namespace)
+	}
+}
+
+// drFor is Istio's DestinationRule lookup (as config.Set.DestinationRuleFor,
+// indexed): the exact host, then the longest wildcard, then "*"; at each
+// step a rule in the service's namespace wins over the first rule of the
+// others.
+func (tb *tableBuild) drFor(host, ns string) *tableDR {
+	pick := func(l []*tableDR) *tableDR {
+		for _, d := range l {
+			if d.namespace == ns {
+				return d
+			}
+		}
+		if len(l) > 0 {
+			return l[0]
+		}
+		return nil
+	}
+	if d := pick(tb.drExact[host]); d != nil {
+		return d
+	}
+	for i := 0; i < len(host); i++ {
+		if host[i] == '.' {
+			if d := pick(tb.drWild[host[i:]]); d != nil {
+				return d
+			}
+		}
+	}
+	return pick(tb.drAny)
+}
+
+// tableQualifyHost resolves a short destination host ("reviews") in the
+// rule's namespace as Istio does (config.ResolveHost), unless the short
+// name is itself a service host.
+func tableQualifyHost(host, ns string, known map[string]*tableService) string {
+	host = strings.ToLower(strings.TrimSpace(host))
+	if known[host] != nil {
+		return host
+	}
+	return config.ResolveHost(host, ns)
+}
+
+// ---- listeners and servers ----
+
+func (tb *tableBuild) buildListeners() {
+	for _, gw := range tb.cfg.Gateways {
+		if gw == nil || gw.Spec == nil {
+			continue
+		}
+		if !config.LabelsMatch(gw.Spec.Selector, tb.in.Node.Labels) {
+			continue
+		}
+		gwName := tableMetaName(gw.Meta)
+		requireALPN := gw.Meta.Labels[LabelRequireMeshALPN] != "false"
+		for i, srv := range gw.Spec.Servers {
+			if srv == nil {
+				continue
+			}
+			sname := srv.Name
+			if sname == "" {
+				sname = fmt.Sprintf("servers[%d]", i)
+			}
+			where := fmt.Sprintf("Gateway %s server %s", gwName, sname)
+			if srv.Port == nil {
+				tb.warn("%s: no port; skipped", where)
+				continue
+			}
+			mode, ok := tableServerMode(srv)
+			if !ok {
+				tb.warn("%s: protocol %q with tls mode %s is not routed by SNI or TCP; skipped", where, srv.Port.Protocol, srv.GetTls().GetMode())
+				continue
+			}
+			spec, err := tb.listenerSpec(srv)
+			if err != nil {
+				tb.warn("%s: %v; skipped", where, err)
+				continue
+			}
+			l := tb.t.listeners[spec.Key]
+			if l == nil {
+				l = &tableListener{table: tb.t, spec: spec, port: srv.Port.Number,
+					exact: map[string]*tableSNIRoute{}, wild: map[string]*tableSNIRoute{}, owners: map[string]string{}}
+				tb.t.listeners[spec.Key] = l
+				tb.order = append(tb.order, l)
+			}
+			ts := &tableServer{gateway: gwName, gatewayNS: tableNamespace(gw.Meta), name: sname, mode: mode,
+				port: srv.Port.Number, requireALPN: requireALPN, route: gwName + "#" + sname}
+			switch mode {
+			case ModeSimple, ModeMutual, ModeIstioMutual, ModeOptionalMutual:
+				ts.tls = srv.Tls
+			}
+			for _, h := range srv.Hosts {
+				ns, host := tableSplitServerHost(h)
+				pat, err := ParsePattern(host)
+				if err != nil {
+					tb.warn("%s: host %q: %v; ignored", where, h, err)
+					continue
+				}
+				host = pat.String()
+				ts.hosts = append(ts.hosts, host)
+				ts.rawHosts = append(ts.rawHosts, ns+"/"+host)
+			}
+			if len(ts.hosts) == 0 && mode != ModeTCP {
+				tb.warn("%s: no hosts; nothing can match it", where)
+			}
+			if mode != ModeTCP {
+				l.spec.NeedsHello = true
+			}
+			l.servers = append(l.servers, ts)
+			if mode == ModeAutoPassthrough {
+				l.autoServers = append(l.autoServers, ts)
+			}
+		}
+	}
+	for _, l := range tb.order {
+		tb.t.specs = append(tb.t.specs, l.spec)
+	}
+	slices.SortFunc(tb.t.specs, func(a, b ListenerSpec) int { return strings.Compare(a.Key, b.Key) })
+}
+
+// tableServerMode classifies a server; false for servers that need HTTP.
+func tableServerMode(srv *networking.Server) (string, bool) {
+	proto := strings.ToUpper(srv.Port.Protocol)
+	tls := srv.Tls
+	switch proto {
+	case "TCP", "MONGO":
+		if tls == nil {
+			return ModeTCP, true
+		}
+	case "TLS":
+	case "HTTPS":
+		if tls == nil {
+			return "", false
+		}
+		switch tls.Mode {
+		case networking.ServerTLSSettings_PASSTHROUGH, networking.ServerTLSSettings_AUTO_PASSTHROUGH:
+		default:
+			return "", false // terminated HTTPS needs HTTP routing
+		}
+	default:
+		return "", false
+	}
+	switch tls.GetMode() {
+	case networking.ServerTLSSettings_AUTO_PASSTHROUGH:
+		return ModeAutoPassthrough, true
+	case networking.ServerTLSSettings_SIMPLE:
+		return ModeSimple, true
+	case networking.ServerTLSSettings_MUTUAL:
+		return ModeMutual, true
+	case networking.ServerTLSSettings_ISTIO_MUTUAL:
+		return ModeIstioMutual, true
+	case networking.ServerTLSSettings_OPTIONAL_MUTUAL:
+		return ModeOptionalMutual, true
+	}
+	return ModePassthrough, true
+}
+
+// listenerSpec derives the listener of a server from its bind and port.
+func (tb *tableBuild) listenerSpec(srv *networking.Server) (ListenerSpec, error) {
+	bind := strings.TrimSpace(srv.Bind)
+	if path, ok := strings.CutPrefix(bind, "unix://"); ok {
+		switch {
+		case strings.HasPrefix(path, "@") && len(path) > 1:
+		case strings.HasPrefix(path, "/") && len(path) > 1:
+		default:
+			return ListenerSpec{}, fmt.Errorf("bind %q: want unix:///absolute/path or unix://@abstract", bind)
+		}
+		return ListenerSpec{Key: "unix/" + path, Network: "unix", Address: path}, nil
+	}
+	if bind == "" {
+		bind = tb.b.bind
+	}
+	ip, err := netip.ParseAddr(bind)
+	if err != nil {
+		return ListenerSpec{}, fmt.Errorf("bind %q: not an IP address or unix:// path", bind)
+	}
+	if srv.Port.Number == 0 || srv.Port.Number > 65535 {
+		return ListenerSpec{}, fmt.Errorf("port %d out of range", srv.Port.Number)
+	}
+	addr := netip.AddrPortFrom(ip, uint16(srv.Port.Number)).String()
+	return ListenerSpec{Key: "tcp/" + addr, Network: "tcp", Address: addr}, nil
+}
+
+// ---- VirtualService routes ----
+
+// tableQualifyGateway resolves a gateway reference of a VirtualService in
+// namespace ns to "ns/name"; "" for the reserved "mesh".
+func tableQualifyGateway(g, ns string) string {
+	gns, name, ok := config.GatewayRef(strings.TrimSpace(g), ns)
+	if !ok {
+		return ""
+	}
+	return gns + "/" + name
+}
+
+func (tb *tableBuild) buildRoutes() {
+	tb.bound = map[string][]*config.VirtualService{}
+	for _, vs := range tb.cfg.VirtualServices {
+		if vs == nil || vs.Spec == nil {
+			continue
+		}
+		ns := tableNamespace(vs.Meta)
+		seen := map[string]bool{}
+		for _, g := range vs.Spec.Gateways {
+			if q := tableQualifyGateway(g, ns); q != "" && !seen[q] {
+				seen[q] = true
+				tb.bound[q] = append(tb.bound[q], vs)
+			}
+		}
+	}
+	for _, l := range tb.order {
+		for _, ts := range l.servers {
+			switch ts.mode {
+			case ModeAutoPassthrough:
+			case ModePassthrough:
+				tb.passthroughRoutes(l, ts)
+			case ModeTCP:
+				r := tb.tcpRoute(l, ts)
+				switch {
+				case r == nil:
+					tb.warn("Gateway %s server %s on %s: no VirtualService tcp route bound to it matches port %d", ts.gateway, ts.name, l.spec.Key, ts.port)
+				case l.tcp != nil:
+					tb.warn("Gateway %s server %s on %s: listener already routes TCP by Gateway %s server %s; ignored", ts.gateway, ts.name, l.spec.Key, l.tcpServer.gateway, l.tcpServer.name)
+				default:
+					l.tcp, l.tcpServer = r, ts
+				}
+			default: // terminating TLS: server hosts are the SNI names
+				r := tb.tcpRoute(l, ts)
+				if r == nil {
+					tb.warn("Gateway %s server %s on %s: no VirtualService tcp route bound to it matches port %d", ts.gateway, ts.name, l.spec.Key, ts.port)
+					continue
+				}
+				tb.addSNI(l, ts, ts.hosts, r, fmt.Sprintf("Gateway %s server %s", ts.gateway, ts.name))
+			}
+		}
+	}
+}
+
+// vsMatchesServer is Istio's pickMatchingGatewayHosts: a VirtualService
+// attaches to a server when one of its hosts matches one of the server's
+// hosts whose namespace part admits the VirtualService's namespace.
+func tableVSMatchesServer(vs *config.VirtualService, ts *tableServer) bool {
+	vsNS := tableNamespace(vs.Meta)
+	for _, vh := range vs.Spec.Hosts {
+		vh = strings.ToLower(strings.TrimSpace(vh))
+		for i, raw := range ts.rawHosts {
+			ns := raw[:strings.IndexByte(raw, '/')]
+			switch ns {
+			case "*":
+			case ".":
+				if vsNS != ts.gatewayNS {
+					continue
+				}
+			default:
+				if ns != vsNS {
+					continue
+				}
+			}
+			if tableHostMatch(ts.hosts[i], vh) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// tableL4Match is Istio's l4SingleMatch: port 0 or the server port, and
+// no gateways or the server's gateway among them.
+func tableL4Match(port uint32, gateways []string, ts *tableServer, vsNS string) bool {
+	if port != 0 && port != ts.port {
+		return false
+	}
+	if len(gateways) == 0 {
+		return true
+	}
+	for _, g := range gateways {
+		if tableQualifyGateway(g, vsNS) == ts.gateway {
+			return true
+		}
+	}
+	return false
+}
+
+func (tb *tableBuild) passthroughRoutes(l *tableListener, ts *tableServer) {
+	for _, vs := range tb.bound[ts.gateway] {
+		if !tableVSMatchesServer(vs, ts) {
+			continue
+		}
+		vsNS := tableNamespace(vs.Meta)
+		vsName := tableMetaName(vs.Meta)
+		for i, tr := range vs.Spec.Tls {
+			if tr == nil {
+				continue
+			}
+			for j, m := range tr.Match {
+				if m == nil || !tableL4Match(m.Port, m.Gateways, ts, vsNS) {
+					continue
+				}
+				owner := fmt.Sprintf("VirtualService %s tls[%d].match[%d]", vsName, i, j)
+				var hosts []string
+				for _, h := range m.SniHosts {
+					pat, err := ParsePattern(strings.TrimSpace(h))
+					if err != nil {
+						tb.warn("%s: sniHost %q: %v; ignored", owner, h, err)
+						continue
+					}
+					hosts = append(hosts, pat.String())
+				}
+				var dups []string
+				for _, h := range hosts {
+					if o, ok := l.owners[h]; ok {
+						dups = append(dups, h+" (defined by "+o+")")
+					}
+				}
+				if len(dups) > 0 {
+					tb.warn("%s on %s: duplicate SNI hosts %s; match skipped (the first definition wins)", owner, l.spec.Key, strings.Join(dups, ", "))
+					continue
+				}
+				r := tb.route(l, ts, vs, "tls", i, tr.Route)
+				if r == nil {
+					continue
+				}
+				tb.addSNI(l, ts, hosts, r, owner)
+			}
+		}
+	}
+}
+
+// tcpRoute is Istio's buildGatewayNetworkFiltersFromTCPRoutes: the first
+// VirtualService bound to the server's gateway whose hosts match the
+// server, and in it the first tcp route whose match list admits the
+// server (or is empty).
+func (tb *tableBuild) tcpRoute(l *tableListener, ts *tableServer) *tableRoute {
+	for _, vs := range tb.bound[ts.gateway] {
+		if !tableVSMatchesServer(vs, ts) {
+			continue
+		}
+		vsNS := tableNamespace(vs.Meta)
+		for i, tr := range vs.Spec.Tcp {
+			if tr == nil {
+				continue
+			}
+			ok := len(tr.Match) == 0
+			for _, m := range tr.Match {
+				if m != nil && tableL4Match(m.Port, m.Gateways, ts, vsNS) {
+					ok = true
+					break
+				}
+			}
+			if ok {
+				if r := tb.route(l, ts, vs, "tcp", i, tr.Route); r != nil {
+					return r
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// addSNI places SNI patterns on a listener.
+func (tb *tableBuild) addSNI(l *tableListener, ts *tableServer, hosts []string, r *tableRoute, owner string) {
+	for _, h := range hosts {
+		if o, ok := l.owners[h]; ok {
+			tb.warn("%s on %s: duplicate SNI host %s (defined by %s); skipped", owner, l.spec.Key, h, o)
+			continue
+		}
+		l.owners[h] = owner
+		e := &tableSNIRoute{pattern: h, server: ts, route: r}
+		switch {
+		case h == "*":
+			l.any = e
+		case strings.HasPrefix(h, "*."):
+			l.wild[h[1:]] = e
+		default:
+			l.exact[h] = e
+		}
+	}
+}
+
+// route builds the weighted destinations of one VirtualService route as
+// placed on one server; nil when no destination carries traffic.
+func (tb *tableBuild) route(l *tableListener, ts *tableServer, vs *config.VirtualService, kind string, idx int, dests []*networking.RouteDestination) *tableRoute {
+	vsName := tableMetaName(vs.Meta)
+	name := fmt.Sprintf("%s#%s[%d]", vsName, kind, idx)
+	memo := l.spec.Key + "|" + ts.gateway + "|" + ts.name + "|" + name
+	if r, ok := tb.routeMemo[memo]; ok {
+		return r
+	}
+	vsNS := tableNamespace(vs.Meta)
+	allZero := true
+	for _, d := range dests {
+		if d != nil && d.Weight > 0 {
+			allZero = false
+		}
+	}
+	r := &tableRoute{name: name}
+	for k, d := range dests {
+		if d == nil || d.Destination == nil || d.Destination.Host == "" {
+			tb.warn("VirtualService %s %s[%d].route[%d]: no destination host; skipped", vsName, kind, idx, k)
+			continue
+		}
+		w := uint64(1)
+		if !allZero {
+			if d.Weight <= 0 {
+				continue
+			}
+			w = uint64(d.Weight)
+		}
+		host := tableQualifyHost(strings.ToLower(strings.TrimSpace(d.Destination.Host)), vsNS, tb.t.services)
+		port := d.Destination.GetPort().GetNumber()
+		if port == 0 {
+			port = ts.port
+			if svc := tb.t.services[host]; svc != nil && svc.port(port) == nil && len(svc.ports) == 1 {
+				port = svc.ports[0].number
+			}
+		}
+		cl := tb.cluster(host, port, d.Destination.Subset, false)
+		if cl.why != "" {
+			tb.warn("VirtualService %s %s[%d].route[%d]: %s", vsName, kind, idx, k, cl.why)
+		}
+		dec := &Decision{Route: name, Service: host, Subset: d.Destination.Subset, Port: port, Mode: ts.mode,
+			Gateway: ts.gateway, Server: ts.name, TLS: ts.tls, Policy: cl.pol.conn, Cluster: cl}
+		r.decs = append(r.decs, dec)
+		r.ws = append(r.ws, w)
+	}
+	if len(r.decs) == 0 {
+		tb.warn("VirtualService %s %s[%d]: no destination carries traffic; route skipped", vsName, kind, idx)
+		tb.routeMemo[memo] = nil
+		return nil
+	}
+	r.sched = tableSchedule(r.ws)
+	live := tb.b.routes[memo]
+	if live == nil {
+		live = &tableRouteLive{}
+		tb.b.routes[memo] = live
+	}
+	live.gen = tb.gen
+	r.ctr = &live.ctr
+	tb.routeMemo[memo] = r
+	return r
+}
+
+// ---- clusters ----
+
+// cluster returns the cluster of host:port (and subset), memoized per
+// build through its live state. localOnly clusters (AUTO_PASSTHROUGH)
+// hold only endpoints of the node's own network.
+func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly bool) *Cluster {
+	key := tableClusterKey{host: host, port: port, subset: subset, localOnly: localOnly}
+	live := tb.b.clusters[key]
+	if live == nil {
+		live = &tableClusterLive{}
+		tb.b.clusters[key] = live
+	} else if live.gen == tb.gen {
+		return live.cluster
+	}
+	c := &Cluster{service: host, port: port, subset: subset, localOnly: localOnly, env: tb.b.env, live: live}
+	live.gen, live.cluster = tb.gen, c
+	tb.t.clusters = append(tb.t.clusters, c)
+
+	svc := tb.t.services[host]
+	var sp *tableServicePort
+	var sub *networking.Subset
+	if svc != nil {
+		sp = svc.port(port)
+	}
+	switch {
+	case svc == nil:
+		c.why = fmt.Sprintf("unknown service %s: no ServiceEntry host or catalog endpoint", host)
+	case sp == nil:
+		c.why = fmt.Sprintf("service %s has no port %d (ports %v)", host, port, svc.portList())
+	case subset != "":
+		if svc.dr != nil {
+			sub = svc.dr.subsets[subset]
+		}
+		if sub == nil {
+			if svc.dr == nil {
+				c.why = fmt.Sprintf("unknown subset %s of %s: no DestinationRule for the host", subset, host)
+			} else {
+				c.why = fmt.Sprintf("unknown subset %s of %s: not defined in DestinationRule %s", subset, host, svc.dr.name)
+			}
+		}
+	}
+	if c.why != "" {
+		c.pol = tb.policy(nil, nil, port)
+		return c
+	}
+	c.pol = tb.policy(svc.dr, sub, port)
+	var local, remote []*tableEndpoint
+	matched := 0
+	for _, e := range sp.eps {
+		if sub != nil && !config.LabelsMatch(sub.Labels, e.Labels) {
+			continue
+		}
+		matched++
+		if e.local {
+			local = append(local, e)
+		} else if !localOnly {
+			remote = append(remote, e)
+		}
+	}
+	if len(local) > 0 {
+		c.pools = append(c.pools, tableNewPool(local))
+	}
+	if len(remote) > 0 {
+		c.pools = append(c.pools, tableNewPool(remote))
+	}
+	c.size = len(local) + len(remote)
+	if c.size == 0 {
+		switch {
+		case matched > 0:
+			c.why = "no endpoints in this node's network"
+		case sub != nil:
+			c.why = fmt.Sprintf("no endpoints match the labels %v of subset %s", sub.Labels, subset)
+		default:
+			c.why = "no endpoints"
+		}
+	}
+	return c
+}
+
+// policy resolves (and memoizes per build) the DestinationRule traffic
+// policy for a cluster: the subset's port-level settings, then the
+// subset's policy, then the rule's port-level settings, then the rule's
+// policy; each of loadBalancer, connectionPool and outlierDetection is
+// taken whole from the first that sets it (as Istio merges them).
+func (tb *tableBuild) policy(dr *tableDR, sub *networking.Subset, port uint32) *tableClusterPolicy {
+	key := tablePolicyKey{dr: dr, port: port}
+	if sub != nil {
+		key.subset = sub.Name
+	}
+	if dr == nil {
+		key.port = 0 // no rule: one default policy for every port
+	}
+	if p := tb.policies[key]; p != nil {
+		return p
+	}
+	pol := &tableClusterPolicy{conn: ConnPolicy{ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout}}
+	tb.policies[key] = pol
+	if dr == nil {
+		return pol
+	}
+	var chain []*networking.TrafficPolicy
+	add := func(tp *networking.TrafficPolicy) {
+		if tp == nil {
+			return
+		}
+		for _, pl := range tp.PortLevelSettings {
+			if pl != nil && pl.GetPort().GetNumber() == port {
+				chain = append(chain, &networking.TrafficPolicy{LoadBalancer: pl.LoadBalancer, ConnectionPool: pl.ConnectionPool, OutlierDetection: pl.OutlierDetection})
+			}
+		}
+		chain = append(chain, tp)
+	}
+	if sub != nil {
+		add(sub.TrafficPolicy)
+	}
+	add(dr.rule.TrafficPolicy)
+	var lb *networking.LoadBalancerSettings
+	var cp *networking.ConnectionPoolSettings
+	var od *networking.OutlierDetection
+	for _, tp := range chain {
+		if lb == nil {
+			lb = tp.LoadBalancer
+		}
+		if cp == nil {
+			cp = tp.ConnectionPool
+		}
+		if od == nil {
+			od = tp.OutlierDetection
+		}
+	}
+	if lb != nil {
+		if lb.GetConsistentHash() != nil {
+			tb.warn("DestinationRule %s: loadBalancer.consistentHash needs L7 attributes; ROUND_ROBIN is used", dr.name)
+		}
+		switch lb.GetSimple() {
+		//lint:ignore SA1019 LEAST_CONN is still accepted by Istio as an alias of LEAST_REQUEST
+		case networking.LoadBalancerSettings_LEAST_REQUEST, networking.LoadBalancerSettings_LEAST_CONN:
+			pol.lb = lbLeastRequest
+		case networking.LoadBalancerSettings_RANDOM:
+			pol.lb = lbRandom
+		case networking.LoadBalancerSettings_PASSTHROUGH:
+			tb.warn("DestinationRule %s: loadBalancer.simple PASSTHROUGH would dial the client's original destination; ROUND_ROBIN is used", dr.name)
+		}
+	}
+	if tcp := cp.GetTcp(); tcp != nil {
+		if d := tcp.ConnectTimeout; d != nil && d.AsDuration() > 0 {
+			pol.conn.ConnectTimeout = d.AsDuration()
+		}
+		if d := tcp.IdleTimeout; d != nil {
+			pol.conn.IdleTimeout = max(0, d.AsDuration())
+		}
+		if ka := tcp.TcpKeepalive; ka != nil && ka.Time != nil && ka.Time.AsDuration() > 0 {
+			pol.conn.KeepAlive = ka.Time.AsDuration()
+		}
+		if tcp.MaxConnections > 0 {
+			pol.conn.MaxConnections = int(tcp.MaxConnections)
+		}
+		if d := tcp.MaxConnectionDuration; d != nil && d.AsDuration() > 0 {
+			pol.conn.MaxConnectionDuration = d.AsDuration()
+		}
+	}
+	pol.outlier = tableOutlierFrom(od)
+	return pol
+}
+
+// ---- AUTO_PASSTHROUGH ----
+
+// buildAuto indexes, for every listener with AUTO_PASSTHROUGH servers,
+// each (host, port, subset) that a server exports: MESH_INTERNAL (or
+// catalog) services whose host matches a server host, every non-UDP port,
+// no subset and every subset of the host's DestinationRule. The first
+// server that exports a host owns it.
+func (tb *tableBuild) buildAuto() {
+	for _, l := range tb.order {
+		if len(l.autoServers) == 0 {
+			continue
+		}
+		l.auto = make(map[tableAutoKey]tableAutoTarget, 2*len(tb.t.services))
+		for host, svc := range tb.t.services {
+			if !svc.internal {
+				continue
+			}
+			var srv *tableServer
+			for _, s := range l.autoServers {
+				if tableHostsMatchAny(s.hosts, host) {
+					srv = s
+					break
+				}
+			}
+			if srv == nil {
+				continue
+			}
+			for _, sp := range svc.ports {
+				if sp.udp {
+					continue
+				}
+				tb.addAuto(l, srv, host, sp.number, "")
+				if svc.dr != nil {
+					for _, s := range svc.dr.subsetNames {
+						tb.addAuto(l, srv, host, sp.number, s)
+					}
+				}
+			}
+		}
+	}
+}
+
+func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, host string, port uint32, subset string) {
+	cl := tb.cluster(host, port, subset, true)
+	l.auto[tableAutoKey{host: host, port: port, subset: subset}] = tableAutoTarget{
+		server: srv,
+		dec: &Decision{Route: srv.route, Service: host, Subset: subset, Port: port, Mode: ModeAutoPassthrough,
+			Gateway: srv.gateway, Server: srv.name, Policy: cl.pol.conn, Cluster: cl},
+	}
+}
+
+// ---- finish ----
+
+// finish sorts warnings, logs them when they changed and prunes the live
+// state: entries this table does not use are dropped unless they still
+// count active connections.
+func (tb *tableBuild) finish() {
+	b := tb.b
+	for _, svc := range tb.t.services {
+		for _, sp := range svc.ports {
+			sp.seen = nil // build-time only
+		}
+	}
+	for _, l := range tb.order {
+		l.owners = nil // build-time only
+	}
+	for k, v := range b.eps {
+		if v.gen != tb.gen && v.active.Load() <= 0 {
+			delete(b.eps, k)
+		}
+	}
+	for k, v := range b.clusters {
+		if v.gen != tb.gen {
+			v.cluster = nil
+			if v.active.Load() <= 0 {
+				delete(b.clusters, k)
+			}
+		}
+	}
+	for k, v := range b.routes {
+		if v.gen != tb.gen {
+			delete(b.routes, k)
+		}
+	}
+	slices.Sort(tb.t.warnings)
+	if !slices.Equal(tb.t.warnings, b.lastWarn) {
+		for _, w := range tb.t.warnings {
+			b.env.log.Warn("sni: route table", "warning", w)
+		}
+		b.lastWarn = tb.t.warnings
+	}
+	b.env.log.Debug("sni: route table built", "node", tb.in.Node.Name, "listeners", len(tb.t.specs),
+		"services", len(tb.t.services), "clusters", len(tb.t.clusters), "warnings", len(tb.t.warnings))
+}

@@ -1,0 +1,75 @@
+package sni
+
+// This file holds the types shared by the route table (table.go,
+// balance.go, outlier.go, explain.go) and the proxy server (server.go,
+// splice.go): refusal reasons, endpoints, connection policies and
+// listener specs.
+
+import (
+	"fmt"
+	"time"
+)
+
+// Reason says why a connection was refused. Each is a label value of
+// meshgate_sni_refused_total{reason=...}.
+type Reason string
+
+// Refusal reasons.
+const (
+	ReasonNotTLS     Reason = "not_tls"
+	ReasonNoSNI      Reason = "no_sni"
+	ReasonTooLarge   Reason = "too_large"
+	ReasonMalformed  Reason = "malformed"
+	ReasonTimeout    Reason = "timeout"
+	ReasonNoRoute    Reason = "no_route"    // SNI/port matches no server or route
+	ReasonALPN       Reason = "alpn"        // AUTO_PASSTHROUGH without an Istio mesh ALPN
+	ReasonNoEndpoint Reason = "no_endpoint" // route found, but no healthy endpoint
+	ReasonOverloaded Reason = "overloaded"  // connectionPool.tcp.maxConnections reached
+	ReasonUpstream   Reason = "upstream"    // every endpoint tried failed to connect
+	ReasonDraining   Reason = "draining"    // node is shutting down
+)
+
+// RefusedError is returned when a connection cannot be routed. Detail is
+// safe to log: of what the client sent it only quotes the SNI and at most
+// four ALPN protocol names; the rest comes from configuration.
+type RefusedError struct {
+	Reason Reason
+	Detail string
+}
+
+// Error returns "sni: refused (<reason>): <detail>".
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("sni: refused (%s): %s", e.Reason, e.Detail)
+}
+
+// Endpoint is one dialable backend. Addr always comes from configuration
+// or the endpoint catalog, never from a client.
+type Endpoint struct {
+	Addr    string            // "host:port" (IPv6 in brackets)
+	Labels  map[string]string // workload labels; subsets match against these
+	Network string            // "" = the node's own network
+	Weight  uint32            // 0 means 1
+}
+
+// ConnPolicy is the per-route connection policy from DestinationRule
+// connectionPool.tcp. Zero durations mean "no limit" except ConnectTimeout
+// (default 10s, as Istio).
+type ConnPolicy struct {
+	ConnectTimeout time.Duration
+	IdleTimeout    time.Duration // default 1h (Envoy's tcp_proxy default); an explicit 0s disables it
+	KeepAlive      time.Duration // 0 = OS default, <0 = disabled
+	MaxConnections int           // 0 = unlimited
+	// MaxConnectionDuration closes a connection this long after it was
+	// accepted (connectionPool.tcp.maxConnectionDuration). 0 = unlimited.
+	MaxConnectionDuration time.Duration
+}
+
+// ListenerSpec is one socket the table wants served.
+type ListenerSpec struct {
+	Key     string // unique and stable across reloads: "tcp/0.0.0.0:15443", "unix//run/x.sock", "unix/@abstract"
+	Network string // "tcp" or "unix"
+	Address string // for net.Listen
+	// NeedsHello is false when every server on the listener routes plain
+	// TCP (no SNI peek).
+	NeedsHello bool
+}

@@ -1,0 +1,366 @@
+package sni
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Explanation says what one listener would do with a connection carrying
+// a given SNI and ALPN list: which Gateway server and route match and
+// which endpoints could be picked, or exactly why the connection would be
+// refused. It is meant for JSON (the admin API and `meshgate get`).
+type Explanation struct {
+	Listener string   `json:"listener"`
+	SNI      string   `json:"sni"`
+	ALPN     []string `json:"alpn,omitempty"`
+	// Match says how the SNI matched: "auto" (AUTO_PASSTHROUGH name),
+	// "exact", "wildcard", "any" (the "*" host) or "tcp" (no SNI needed).
+	Match   string `json:"match,omitempty"`
+	Pattern string `json:"pattern,omitempty"`
+	Gateway string `json:"gateway,omitempty"`
+	Server  string `json:"server,omitempty"`
+	Mode    string `json:"mode,omitempty"`
+	Route   string `json:"route,omitempty"`
+	// Destinations are the weighted targets of the route (one for
+	// AUTO_PASSTHROUGH), with their endpoints and live state.
+	Destinations []ExplainedDestination `json:"destinations,omitempty"`
+	// Reason and Detail are set when the connection would be refused:
+	// by Resolve, or by Pick for every destination.
+	Reason Reason `json:"reason,omitempty"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// ExplainedDestination is one destination of a route.
+type ExplainedDestination struct {
+	Service      string              `json:"service"`
+	Port         uint32              `json:"port"`
+	Subset       string              `json:"subset,omitempty"`
+	Weight       uint64              `json:"weight"`
+	Cluster      string              `json:"cluster"`
+	LoadBalancer string              `json:"load_balancer"`
+	Policy       ExplainedPolicy     `json:"policy"`
+	Active       int64               `json:"active"`
+	Endpoints    []ExplainedEndpoint `json:"endpoints"`
+	// Reason and Detail are set when Pick would refuse now.
+	Reason Reason `json:"reason,omitempty"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// ExplainedPolicy is a ConnPolicy in readable units.
+type ExplainedPolicy struct {
+	ConnectTimeout        string `json:"connect_timeout"`
+	IdleTimeout           string `json:"idle_timeout"`
+	KeepAlive             string `json:"keepalive,omitempty"`
+	MaxConnections        int    `json:"max_connections,omitempty"`
+	MaxConnectionDuration string `json:"max_connection_duration,omitempty"`
+}
+
+// ExplainedEndpoint is one endpoint with its live state.
+type ExplainedEndpoint struct {
+	Addr                string            `json:"addr"`
+	Network             string            `json:"network,omitempty"`
+	Local               bool              `json:"local"`
+	Weight              uint32            `json:"weight"`
+	Labels              map[string]string `json:"labels,omitempty"`
+	Active              int64             `json:"active"`
+	ConsecutiveFailures uint32            `json:"consecutive_failures,omitempty"`
+	Ejected             bool              `json:"ejected,omitempty"`
+	EjectedFor          string            `json:"ejected_for,omitempty"`
+	Ejections           uint64            `json:"ejections,omitempty"`
+}
+
+// Explain reports, for every listener in key order, what a connection
+// with this SNI (case-insensitive; "" for none) and ALPN list would get.
+// A name that is not a valid host name is reported as ReasonMalformed.
+// It reads live state but changes nothing. Safe for concurrent use.
+func (t *Table) Explain(sni string, alpn []string) []Explanation {
+	if t == nil {
+		return nil
+	}
+	name := strings.TrimSpace(sni)
+	var bad error
+	if tableLooksAuto(name) {
+		if ap, err := ParseAutoPassthrough(name); err == nil {
+			name = ap.String() // accept the outbound|port|subset|host spelling too
+		}
+	}
+	if name != "" {
+		n, err := ParseName(name)
+		if err != nil {
+			bad = err
+		} else {
+			name = string(n)
+		}
+	}
+	now := t.env.mono()
+	out := make([]Explanation, 0, len(t.specs))
+	for _, spec := range t.specs {
+		l := t.listeners[spec.Key]
+		ex := Explanation{Listener: spec.Key, SNI: name, ALPN: alpn}
+		if bad != nil {
+			ex.Reason, ex.Detail = ReasonMalformed, bad.Error()
+			out = append(out, ex)
+			continue
+		}
+		m, rerr := l.match(name, alpn, name != "")
+		if rerr != nil {
+			ex.Reason, ex.Detail = rerr.Reason, rerr.Detail
+			out = append(out, ex)
+			continue
+		}
+		ex.Match, ex.Pattern = m.how, m.pattern
+		if m.server != nil {
+			ex.Gateway, ex.Server, ex.Mode = m.server.gateway, m.server.name, m.server.mode
+		}
+		if m.auto != nil {
+			ex.Route = m.auto.Route
+			ex.Destinations = []ExplainedDestination{explainDestination(m.auto, 1, now)}
+		} else {
+			ex.Route = m.route.name
+			for i, d := range m.route.decs {
+				ex.Destinations = append(ex.Destinations, explainDestination(d, m.route.ws[i], now))
+			}
+		}
+		refused := 0
+		for _, d := range ex.Destinations {
+			if d.Reason != "" {
+				refused++
+			}
+		}
+		if refused == len(ex.Destinations) && refused > 0 {
+			ex.Reason = ex.Destinations[0].Reason
+			ex.Detail = ex.Destinations[0].Detail
+			if refused > 1 {
+				ex.Detail = fmt.Sprintf("every destination refuses; first: %s", ex.Detail)
+			}
+		}
+		out = append(out, ex)
+	}
+	return out
+}
+
+func explainDestination(d *Decision, w uint64, now int64) ExplainedDestination {
+	c := d.Cluster
+	ed := ExplainedDestination{Service: d.Service, Port: d.Port, Subset: d.Subset, Weight: w, Cluster: c.Name(),
+		LoadBalancer: c.pol.lb.String(), Policy: explainPolicy(c.pol.conn), Active: c.live.active.Load()}
+	healthy := 0
+	for _, p := range c.pools {
+		for _, e := range p.eps {
+			x := explainEndpoint(e, now)
+			if !x.Ejected {
+				healthy++
+			}
+			ed.Endpoints = append(ed.Endpoints, x)
+		}
+	}
+	switch {
+	case c.size == 0:
+		why := c.why
+		if why == "" {
+			why = "no endpoints"
+		}
+		ed.Reason, ed.Detail = ReasonNoEndpoint, c.Name()+": "+why
+	case c.pol.conn.MaxConnections > 0 && ed.Active >= int64(c.pol.conn.MaxConnections):
+		ed.Reason = ReasonOverloaded
+		ed.Detail = fmt.Sprintf("%s: %d active connections reached connectionPool.tcp.maxConnections %d", c.Name(), ed.Active, c.pol.conn.MaxConnections)
+	case healthy == 0 && c.pol.outlier.minHealthPercent == 0:
+		ed.Reason, ed.Detail = ReasonNoEndpoint, fmt.Sprintf("%s: all %d endpoints are ejected", c.Name(), c.size)
+	}
+	return ed
+}
+
+func explainEndpoint(e *tableEndpoint, now int64) ExplainedEndpoint {
+	x := ExplainedEndpoint{Addr: e.Addr, Network: e.Network, Local: e.local, Weight: e.Weight, Labels: e.Labels,
+		Active: e.live.active.Load(), ConsecutiveFailures: e.live.failures.Load(), Ejections: e.live.ejections.Load()}
+	if u := e.live.ejectedUntil.Load(); u != 0 && now < u {
+		x.Ejected = true
+		x.EjectedFor = time.Duration(u - now).String()
+	}
+	return x
+}
+
+func explainPolicy(p ConnPolicy) ExplainedPolicy {
+	d := func(v time.Duration) string {
+		if v == 0 {
+			return ""
+		}
+		return v.String()
+	}
+	ep := ExplainedPolicy{ConnectTimeout: p.ConnectTimeout.String(), IdleTimeout: p.IdleTimeout.String(),
+		KeepAlive: d(p.KeepAlive), MaxConnections: p.MaxConnections, MaxConnectionDuration: d(p.MaxConnectionDuration)}
+	if p.IdleTimeout == 0 {
+		ep.IdleTimeout = "none"
+	}
+	return ep
+}
+
+// Dump returns the whole table in a JSON-friendly form for /debug/routes:
+// listeners with their servers, SNI routes and TCP route, the number of
+// AUTO_PASSTHROUGH names each exports, every cluster with its policy and
+// endpoints' live state, and the build warnings (duplicate SNI hosts,
+// skipped servers...). Safe for concurrent use.
+func (t *Table) Dump() any {
+	if t == nil {
+		return tableDump{Listeners: []dumpListener{}, Clusters: []dumpCluster{}, Warnings: []string{}}
+	}
+	now := t.env.mono()
+	d := tableDump{
+		Node:      dumpNode{Name: t.node.Name, Network: t.node.Network, Labels: t.node.Labels},
+		Listeners: []dumpListener{},
+		Clusters:  []dumpCluster{},
+		Warnings:  slices.Clone(t.warnings),
+	}
+	if d.Warnings == nil {
+		d.Warnings = []string{}
+	}
+	for _, spec := range t.specs {
+		l := t.listeners[spec.Key]
+		dl := dumpListener{Key: spec.Key, Network: spec.Network, Address: spec.Address, NeedsHello: spec.NeedsHello}
+		for _, s := range l.servers {
+			ds := dumpServer{Gateway: s.gateway, Name: s.name, Mode: s.mode, Port: s.port, Hosts: s.rawHosts}
+			if s.mode == ModeAutoPassthrough {
+				v := s.requireALPN
+				ds.RequireMeshALPN = &v
+			}
+			dl.Servers = append(dl.Servers, ds)
+		}
+		var sni []*tableSNIRoute
+		for _, r := range l.exact {
+			sni = append(sni, r)
+		}
+		for _, r := range l.wild {
+			sni = append(sni, r)
+		}
+		slices.SortFunc(sni, func(a, b *tableSNIRoute) int {
+			aw, bw := strings.HasPrefix(a.pattern, "*"), strings.HasPrefix(b.pattern, "*")
+			if aw != bw {
+				if aw {
+					return 1
+				}
+				return -1
+			}
+			return strings.Compare(a.pattern, b.pattern)
+		})
+		if l.any != nil {
+			sni = append(sni, l.any)
+		}
+		for _, r := range sni {
+			dl.SNI = append(dl.SNI, dumpSNI{Host: r.pattern, Gateway: r.server.gateway, Server: r.server.name, Mode: r.server.mode, Route: dumpRouteOf(r.route)})
+		}
+		if l.tcp != nil {
+			r := dumpRouteOf(l.tcp)
+			dl.TCP = &r
+		}
+		if len(l.autoServers) > 0 {
+			dl.AutoPassthroughNames = len(l.auto)
+		}
+		d.Listeners = append(d.Listeners, dl)
+	}
+	type named struct {
+		name string
+		c    *Cluster
+	}
+	cls := make([]named, 0, len(t.clusters))
+	for _, c := range t.clusters {
+		cls = append(cls, named{c.Name(), c})
+	}
+	slices.SortFunc(cls, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	for _, nc := range cls {
+		c := nc.c
+		dc := dumpCluster{Name: nc.name, Service: c.service, Port: c.port, Subset: c.subset, LoadBalancer: c.pol.lb.String(),
+			Policy: explainPolicy(c.pol.conn), Active: c.live.active.Load(), Problem: c.why, Endpoints: []ExplainedEndpoint{}}
+		if o := c.pol.outlier; o.enabled {
+			dc.Outlier = &dumpOutlier{ConsecutiveFailures: o.threshold, Interval: o.interval.String(),
+				BaseEjectionTime: o.baseEjection.String(), MaxEjectionPercent: o.maxPercent, MinHealthPercent: o.minHealthPercent}
+		}
+		for _, p := range c.pools {
+			for _, e := range p.eps {
+				dc.Endpoints = append(dc.Endpoints, explainEndpoint(e, now))
+			}
+		}
+		d.Clusters = append(d.Clusters, dc)
+	}
+	return d
+}
+
+func dumpRouteOf(r *tableRoute) dumpRoute {
+	out := dumpRoute{Name: r.name}
+	for i, d := range r.decs {
+		out.Destinations = append(out.Destinations, dumpDestination{Cluster: d.Cluster.Name(), Weight: r.ws[i]})
+	}
+	return out
+}
+
+type tableDump struct {
+	Node      dumpNode       `json:"node"`
+	Listeners []dumpListener `json:"listeners"`
+	Clusters  []dumpCluster  `json:"clusters"`
+	Warnings  []string       `json:"warnings"`
+}
+
+type dumpNode struct {
+	Name    string            `json:"name,omitempty"`
+	Network string            `json:"network,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
+type dumpListener struct {
+	Key                  string       `json:"key"`
+	Network              string       `json:"network"`
+	Address              string       `json:"address"`
+	NeedsHello           bool         `json:"needs_hello"`
+	Servers              []dumpServer `json:"servers"`
+	SNI                  []dumpSNI    `json:"sni,omitempty"`
+	TCP                  *dumpRoute   `json:"tcp,omitempty"`
+	AutoPassthroughNames int          `json:"auto_passthrough_names,omitempty"`
+}
+
+type dumpServer struct {
+	Gateway         string   `json:"gateway"`
+	Name            string   `json:"name"`
+	Mode            string   `json:"mode"`
+	Port            uint32   `json:"port"`
+	Hosts           []string `json:"hosts"`
+	RequireMeshALPN *bool    `json:"require_mesh_alpn,omitempty"`
+}
+
+type dumpSNI struct {
+	Host    string    `json:"host"`
+	Gateway string    `json:"gateway"`
+	Server  string    `json:"server"`
+	Mode    string    `json:"mode"`
+	Route   dumpRoute `json:"route"`
+}
+
+type dumpRoute struct {
+	Name         string            `json:"name"`
+	Destinations []dumpDestination `json:"destinations"`
+}
+
+type dumpDestination struct {
+	Cluster string `json:"cluster"`
+	Weight  uint64 `json:"weight"`
+}
+
+type dumpCluster struct {
+	Name         string              `json:"name"`
+	Service      string              `json:"service"`
+	Port         uint32              `json:"port"`
+	Subset       string              `json:"subset,omitempty"`
+	LoadBalancer string              `json:"load_balancer"`
+	Policy       ExplainedPolicy     `json:"policy"`
+	Outlier      *dumpOutlier        `json:"outlier_detection,omitempty"`
+	Active       int64               `json:"active"`
+	Problem      string              `json:"problem,omitempty"`
+	Endpoints    []ExplainedEndpoint `json:"endpoints"`
+}
+
+type dumpOutlier struct {
+	ConsecutiveFailures uint32 `json:"consecutive_failures"`
+	Interval            string `json:"interval"`
+	BaseEjectionTime    string `json:"base_ejection_time"`
+	MaxEjectionPercent  int    `json:"max_ejection_percent"`
+	MinHealthPercent    int    `json:"min_health_percent,omitempty"`
+}

@@ -1,0 +1,528 @@
+package sni
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Errors returned by Server.
+var (
+	// ErrServerClosed is returned by Apply once Shutdown or Close has begun.
+	ErrServerClosed = errors.New("sni: server closed")
+	// ErrServerConfig wraps every ServerConfig.Validate failure.
+	ErrServerConfig = errors.New("sni: invalid server config")
+)
+
+// defaultConnectTimeout applies when a route's ConnPolicy has none (Istio's
+// connectionPool.tcp.connectTimeout default).
+const defaultConnectTimeout = 10 * time.Second
+
+// ServerConfig configures a Server. Start from DefaultServerConfig.
+type ServerConfig struct {
+	// Logger receives operational messages. nil = discard.
+	Logger *slog.Logger
+	// AccessLog receives one Info line per connection (see logAccess for
+	// the keys). nil = Logger. Use a logger with a level above Info to turn
+	// it off.
+	AccessLog *slog.Logger
+	// Registerer receives the meshgate_sni_* collectors. nil = no
+	// registration (the server still counts internally).
+	Registerer prometheus.Registerer
+	// Limits bound the ClientHello peek. Default DefaultLimits().
+	Limits Limits
+	// DrainTimeout bounds how long Shutdown waits for active connections
+	// before it force-closes them. Default 30s; 0 = wait for the context
+	// only.
+	DrainTimeout time.Duration
+	// MaxRetries is how many more endpoints are tried after a connect
+	// failure. Default 2; 0 = no retry.
+	MaxRetries int
+	// Listen opens listener sockets. nil = net.ListenConfig{}.Listen. The
+	// listeners must return *net.TCPConn or *net.UnixConn connections
+	// (the splice path needs the raw sockets).
+	Listen func(ctx context.Context, network, address string) (net.Listener, error)
+}
+
+// DefaultServerConfig returns the defaults documented on ServerConfig.
+func DefaultServerConfig() ServerConfig {
+	return ServerConfig{
+		Limits:       DefaultLimits(),
+		DrainTimeout: 30 * time.Second,
+		MaxRetries:   2,
+	}
+}
+
+// Validate reports a field that cannot work. Every error wraps
+// ErrServerConfig and names the field.
+func (c ServerConfig) Validate() error {
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("%w: ServerConfig.Limits: %w", ErrServerConfig, err)
+	}
+	if c.DrainTimeout < 0 {
+		return fmt.Errorf("%w: ServerConfig.DrainTimeout %v is negative", ErrServerConfig, c.DrainTimeout)
+	}
+	if c.MaxRetries < 0 {
+		return fmt.Errorf("%w: ServerConfig.MaxRetries %d is negative", ErrServerConfig, c.MaxRetries)
+	}
+	return nil
+}
+
+// ListenError says which listener of a table could not be opened.
+type ListenError struct {
+	Key string // ListenerSpec.Key
+	Err error
+}
+
+func (e *ListenError) Error() string { return fmt.Sprintf("sni: listener %s: %v", e.Key, e.Err) }
+
+// Unwrap returns the cause.
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// serverState is the lifecycle of a Server.
+type serverState uint8
+
+const (
+	stateRunning serverState = iota
+	stateDraining
+	stateClosed
+)
+
+// Server accepts connections on the listeners of the published route
+// table, routes each by its ClientHello and splices it to an upstream.
+//
+// All methods are safe for concurrent use. The server owns every goroutine
+// it starts; Shutdown and Close return only after all of them have ended.
+type Server struct {
+	cfg    ServerConfig
+	router *Router
+	log    *slog.Logger
+	access *slog.Logger
+	m      *serverMetrics
+	sp     *splicer
+	ctx    context.Context // cancelled on force-close: aborts dials in flight
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine of the server
+
+	applyMu sync.Mutex // serializes Apply
+
+	mu        sync.Mutex // guards listeners, conns, state, drainedOnce use
+	listeners map[string]*serverListener
+	conns     map[*proxyConn]struct{}
+	state     serverState
+
+	drained     chan struct{} // closed once draining and conns is empty
+	drainedOnce sync.Once
+	done        chan struct{} // closed when shutdown has finished
+	doneOnce    sync.Once
+}
+
+// NewServer returns a server that routes with the tables published on r.
+// It opens no socket until Apply. Shutdown or Close must be called to
+// release it.
+func NewServer(cfg ServerConfig, r *Router) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return nil, fmt.Errorf("%w: nil Router", ErrServerConfig)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AccessLog == nil {
+		cfg.AccessLog = cfg.Logger
+	}
+	if cfg.Listen == nil {
+		var lc net.ListenConfig
+		cfg.Listen = lc.Listen
+	}
+	m, err := newServerMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       cfg,
+		router:    r,
+		log:       cfg.Logger,
+		access:    cfg.AccessLog,
+		m:         m,
+		listeners: make(map[string]*serverListener),
+		conns:     make(map[*proxyConn]struct{}),
+		drained:   make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.sp, err = newSplicer(s.log, s.wg.Go, m.rx, m.tx)
+	if err != nil {
+		s.cancel()
+		return nil, err
+	}
+	s.sp.start()
+	return s, nil
+}
+
+// Active returns the number of connections accepted and not yet finished,
+// whether still reading the hello, dialling or spliced.
+func (s *Server) Active() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// Shutdown drains the server: it closes every listener, lets active
+// connections run until they end, DrainTimeout passes or ctx is done, then
+// force-closes the rest (access log close=drain) and waits for every
+// goroutine. Connections accepted but not yet routed when the drain starts
+// are refused with ReasonDraining. It returns ctx.Err() if ctx ended the
+// drain, else nil. Further calls wait for the first to finish and return
+// nil.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.state != stateRunning {
+		s.mu.Unlock()
+		select {
+		case <-s.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.state = stateDraining
+	ls := s.takeListenersLocked()
+	if len(s.conns) == 0 {
+		s.drainedOnce.Do(func() { close(s.drained) })
+	}
+	s.mu.Unlock()
+	closeListeners(ls)
+
+	var timeout <-chan time.Time
+	if s.cfg.DrainTimeout > 0 {
+		t := time.NewTimer(s.cfg.DrainTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var err error
+	select {
+	case <-s.drained:
+	case <-timeout:
+		s.log.Warn("sni: drain timeout; closing remaining connections", "active", s.Active())
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.log.Warn("sni: drain cancelled; closing remaining connections", "active", s.Active(), "err", err)
+	}
+	s.finish(closeDrain)
+	return err
+}
+
+// Close closes every listener and connection at once (access log
+// close=closed) and waits for every goroutine. It is idempotent and always
+// returns nil.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.state = stateClosed
+	ls := s.takeListenersLocked()
+	s.mu.Unlock()
+	closeListeners(ls)
+	s.finish(closeShutdown)
+	return nil
+}
+
+// finish force-closes what is left, stops the splicer and waits for every
+// goroutine. Safe to call more than once and concurrently.
+func (s *Server) finish(why string) {
+	s.mu.Lock()
+	s.state = stateClosed
+	conns := make([]*proxyConn, 0, len(s.conns))
+	for pc := range s.conns {
+		conns = append(conns, pc)
+	}
+	s.mu.Unlock()
+	s.cancel()
+	for _, pc := range conns {
+		pc.abort(why)
+	}
+	s.sp.close()
+	s.wg.Wait()
+	s.doneOnce.Do(func() { close(s.done) })
+}
+
+// proxyConn is one accepted connection, from accept to its access log
+// line. It is kept small: an idle spliced connection costs this, its
+// spliceRelay and the two sockets.
+type proxyConn struct {
+	client   net.Conn // the accepted socket (never a wrapper)
+	listener string
+	start    time.Time
+	hello    *Hello    // nil on a plain-TCP listener
+	dec      *Decision // nil until resolved
+	upstream string    // endpoint address, once connected
+
+	mu      sync.Mutex   // guards relay, aborted
+	relay   *spliceRelay // set when splicing starts
+	aborted string       // force-close reason before splicing started
+}
+
+// abort force-closes pc with reason why: a spliced connection through its
+// relay, an earlier one by closing the client socket (the handler sees the
+// error and ends it with why).
+func (pc *proxyConn) abort(why string) {
+	pc.mu.Lock()
+	r := pc.relay
+	if r == nil && pc.aborted == "" {
+		pc.aborted = why
+	}
+	pc.mu.Unlock()
+	if r != nil {
+		r.close(why)
+		return
+	}
+	_ = pc.client.Close()
+}
+
+// abortReason returns the force-close reason, or "".
+func (pc *proxyConn) abortReason() string {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.aborted
+}
+
+// track registers a newly accepted connection; false once draining.
+func (s *Server) track(pc *proxyConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != stateRunning {
+		return false
+	}
+	s.conns[pc] = struct{}{}
+	return true
+}
+
+// end records a finished connection: metrics, access log, drain progress.
+func (s *Server) end(pc *proxyConn, why string, rx, tx int64) {
+	d := time.Since(pc.start)
+	s.m.duration.Observe(d.Seconds())
+	s.logAccess(pc, why, rx, tx, d)
+	s.mu.Lock()
+	delete(s.conns, pc)
+	if s.state != stateRunning && len(s.conns) == 0 {
+		s.drainedOnce.Do(func() { close(s.drained) })
+	}
+	s.mu.Unlock()
+}
+
+// refuse closes pc without splicing, counts the refusal and ends it. A
+// connection the server force-closed is logged with that reason instead
+// and not counted as refused.
+func (s *Server) refuse(pc *proxyConn, reason Reason, err error) {
+	_ = pc.client.Close()
+	if why := pc.abortReason(); why != "" {
+		s.end(pc, why, 0, 0)
+		return
+	}
+	s.m.refused.WithLabelValues(string(reason)).Inc()
+	s.log.Debug("sni: connection refused", "reason", string(reason), "listener", pc.listener,
+		"remote", serverAddrString(pc.client.RemoteAddr()), "err", err)
+	s.end(pc, closeRefused(reason), 0, 0)
+}
+
+// peekedConn is what Peek returns: the peeked bytes can be written upstream
+// and the raw socket taken back for splicing.
+type peekedConn interface {
+	Raw() net.Conn
+	WriteBufferedTo(w io.Writer) (int64, error)
+}
+
+// peekReason maps a Peek error to its refusal reason.
+func peekReason(err error) Reason {
+	var me *MalformedError
+	switch {
+	case errors.Is(err, ErrNotTLS):
+		return ReasonNotTLS
+	case errors.Is(err, ErrNoSNI):
+		return ReasonNoSNI
+	case errors.Is(err, ErrTooLarge):
+		return ReasonTooLarge
+	case errors.Is(err, ErrTimeout):
+		return ReasonTimeout
+	case errors.As(err, &me):
+		return ReasonMalformed
+	}
+	return ReasonMalformed
+}
+
+// handle routes one accepted connection and hands it to the splicer, or
+// refuses it. It runs in its own goroutine and returns once the connection
+// is spliced (the splicer then owns it) or finished.
+func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
+	var peeked peekedConn
+	noSNI := false
+	if spec.NeedsHello {
+		t0 := time.Now()
+		h, c, err := Peek(pc.client, s.cfg.Limits)
+		s.m.peek.Observe(time.Since(t0).Seconds())
+		if errors.Is(err, ErrNoSNI) && h != nil && c != nil {
+			// A hello without SNI may still match a "*" host or the
+			// listener's plain TCP route, as Envoy's filter chain without
+			// server_names; a refusal counts as no_sni.
+			noSNI = true
+			err = nil
+		}
+		if err != nil {
+			s.refuse(pc, peekReason(err), err)
+			return
+		}
+		p, ok := c.(peekedConn)
+		if !ok || p.Raw() != pc.client {
+			s.log.Error("sni: Peek returned an unexpected connection type", "type", fmt.Sprintf("%T", c))
+			s.refuse(pc, ReasonMalformed, nil)
+			return
+		}
+		pc.hello, peeked = h, p
+		// Refusal paths drop the peeked bytes; once they have been
+		// replayed this is a no-op.
+		defer func() { _, _ = p.WriteBufferedTo(io.Discard) }()
+	}
+	s.mu.Lock()
+	draining := s.state != stateRunning
+	s.mu.Unlock()
+	if draining {
+		s.refuse(pc, ReasonDraining, nil)
+		return
+	}
+	t := s.router.Load()
+	dec, err := t.Resolve(spec.Key, pc.hello)
+	if err != nil {
+		reason := ReasonNoRoute
+		if re, ok := errors.AsType[*RefusedError](err); ok {
+			reason = re.Reason
+		}
+		if noSNI {
+			reason = ReasonNoSNI
+		}
+		s.refuse(pc, reason, err)
+		return
+	}
+	pc.dec = dec
+	up, lease, reason, err := s.connect(dec)
+	if err != nil {
+		s.refuse(pc, reason, err)
+		return
+	}
+	pc.upstream = lease.Endpoint().Addr
+	var hello int64
+	if peeked != nil {
+		hello, err = peeked.WriteBufferedTo(up)
+		s.m.rx.Add(float64(hello))
+		if err != nil {
+			_ = up.Close()
+			_ = pc.client.Close()
+			lease.Release()
+			why := pc.abortReason()
+			if why == "" {
+				why = closeError
+			}
+			s.end(pc, why, hello, 0)
+			return
+		}
+	}
+	gauge := s.m.active.WithLabelValues(dec.Route)
+	pc.mu.Lock()
+	if why := pc.aborted; why != "" {
+		pc.mu.Unlock()
+		_ = up.Close()
+		_ = pc.client.Close()
+		lease.Release()
+		s.end(pc, why, hello, 0)
+		return
+	}
+	gauge.Inc()
+	pc.relay = s.sp.relay(pc.client, up, dec.Policy.IdleTimeout, pc.start, dec.Policy.MaxConnectionDuration, func(r *spliceRelay) {
+		gauge.Dec()
+		lease.Release()
+		s.end(pc, r.why, hello+r.rx.n.Load(), r.tx.n.Load())
+	})
+	pc.mu.Unlock()
+}
+
+// connect picks an endpoint of the decision's cluster and dials it, trying
+// up to MaxRetries more endpoints after connect failures. On failure it
+// returns the refusal reason: the cluster's own (no_endpoint, overloaded)
+// if nothing was dialled, else ReasonUpstream.
+func (s *Server) connect(dec *Decision) (*net.TCPConn, *Lease, Reason, error) {
+	if dec.Cluster == nil {
+		return nil, nil, ReasonNoEndpoint, fmt.Errorf("sni: route %q has no cluster", dec.Route)
+	}
+	var tried []string
+	var lastErr error
+	for range s.cfg.MaxRetries + 1 {
+		lease, err := dec.Cluster.Pick(tried)
+		if err != nil {
+			if lastErr != nil {
+				return nil, nil, ReasonUpstream, errors.Join(lastErr, err)
+			}
+			reason := ReasonNoEndpoint
+			if re, ok := errors.AsType[*RefusedError](err); ok {
+				reason = re.Reason
+			}
+			return nil, nil, reason, err
+		}
+		addr := lease.Endpoint().Addr
+		c, err := s.dial(dec.Policy, addr)
+		lease.Dialed(err)
+		if err == nil {
+			return c, lease, "", nil
+		}
+		lease.Release()
+		if s.ctx.Err() != nil {
+			return nil, nil, ReasonUpstream, err // force-closed, not an upstream failure
+		}
+		s.m.connectFailures.Inc()
+		s.log.Debug("sni: upstream connect failed", "route", dec.Route, "upstream", addr, "err", err)
+		tried = append(tried, addr)
+		lastErr = err
+	}
+	return nil, nil, ReasonUpstream, lastErr
+}
+
+// dial connects to addr with the route's connect timeout and keep-alive.
+func (s *Server) dial(p ConnPolicy, addr string) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: p.ConnectTimeout}
+	if d.Timeout <= 0 {
+		d.Timeout = defaultConnectTimeout
+	}
+	switch {
+	case p.KeepAlive < 0:
+		d.KeepAlive = -1
+	case p.KeepAlive == 0: // enabled, with the OS's timings
+		d.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: -1}
+	default:
+		d.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: p.KeepAlive, Interval: p.KeepAlive, Count: -1}
+	}
+	c, err := d.DialContext(s.ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("sni: dial %s: %w", addr, err)
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		_ = c.Close()
+		return nil, fmt.Errorf("sni: dial %s: got %T, want *net.TCPConn", addr, c)
+	}
+	return tc, nil
+}
+
+// serverAddrString formats a possibly nil address (an accepted unix socket
+// may have none).
+func serverAddrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

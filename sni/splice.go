@@ -1,0 +1,574 @@
+package sni
+
+// The data path: splicing bytes between a client and its upstream.
+//
+// Goal: an idle proxied connection costs no goroutine, no stack and no pipe,
+// only its two sockets and a few hundred bytes of heap. Two things in the
+// obvious design (two goroutines each running io.Copy) break that:
+//
+//   - each blocked goroutine keeps a stack (at least 2 KiB, often 8 KiB);
+//   - io.Copy between two *net.TCPConn uses splice(2) through a pipe that
+//     internal/poll takes from its pool when the copy starts and returns only
+//     when the copy ends, so every idle direction pins a pipe (two fds).
+//
+// So the splicer waits for readiness itself: one epoll instance, registered
+// with Go's own netpoller (an epoll fd is pollable), holds every idle
+// direction with EPOLLONESHOT. When a source becomes readable, the poll
+// goroutine starts a pump goroutine for that direction. The pump asks the
+// kernel how many bytes are queued (SIOCINQ) and moves exactly that many
+// with (*net.TCPConn).ReadFrom(&io.LimitedReader{...}); the standard library
+// turns that into splice(2) with a pooled pipe that goes back to the pool as
+// soon as the call returns, because the bytes are already there and the call
+// never waits for more. When the source is drained the pump re-arms the
+// direction and exits. A zero-length peek tells EOF apart from "nothing
+// queued": on EOF the pump half-closes the destination (CloseWrite); when
+// both directions have seen EOF, both sockets are closed.
+//
+// Idle timeouts cost no timer per connection and no deadline per read:
+// every relay keeps the time of its last transfer in an atomic, and one
+// sweeper goroutine scans the relays every quarter of the shortest idle
+// timeout (or maximum duration) in use (at least 5ms, at most 1s) and closes those that have not
+// moved a byte for their timeout. A connection is thus closed between
+// IdleTimeout and IdleTimeout plus one sweep period after its last byte.
+// A transfer stalled on a peer that does not read counts as idle too. The
+// same sweep enforces the maximum connection duration.
+//
+// This file is Linux-specific (epoll, SIOCINQ, splice).
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// spliceMaxChunk caps one transfer, so a long burst still updates the
+	// relay's activity time at least every MiB.
+	spliceMaxChunk = 1 << 20
+	// spliceEvents is how many epoll events one wait returns.
+	spliceEvents = 64
+
+	spliceMinSweep = 5 * time.Millisecond
+	spliceMaxSweep = time.Second
+
+	spliceRxDone = 1 // client reached EOF
+	spliceTxDone = 2 // upstream reached EOF
+)
+
+// splicer owns the epoll instance, the poll and sweep goroutines and the
+// set of live relays. Its methods are safe for concurrent use.
+type splicer struct {
+	log     *slog.Logger
+	spawn   func(func()) // starts a goroutine owned (and waited for) by the server
+	rxBytes prometheus.Counter
+	txBytes prometheus.Counter
+	base    time.Time // origin of relay activity times (monotonic)
+
+	epoll *os.File // the epoll fd, registered with the runtime poller
+	raw   syscall.RawConn
+
+	mu      sync.Mutex // guards dirs, relays, next, minTick, closed
+	dirs    map[uint64]*spliceDir
+	relays  map[*spliceRelay]struct{}
+	next    uint64
+	minTick time.Duration // shortest relay tick seen by the last sweep
+	closed  bool
+
+	kick chan struct{} // buffer 1: a relay with a shorter tick arrived
+	stop chan struct{} // closed by close: ends the sweeper
+}
+
+// newSplicer creates the epoll instance. Call start to run it.
+func newSplicer(log *slog.Logger, spawn func(func()), rx, tx prometheus.Counter) (*splicer, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("sni: splice: epoll_create1: %w", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("sni: splice: set epoll fd non-blocking: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "sni-splice-epoll")
+	// A deadline can only be set on a file the runtime poller accepted; if
+	// it refused the epoll fd, the poll loop could never wait on it.
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("sni: splice: epoll fd is not pollable: %w", err)
+	}
+	raw, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("sni: splice: %w", err)
+	}
+	return &splicer{
+		log:     log,
+		spawn:   spawn,
+		rxBytes: rx,
+		txBytes: tx,
+		base:    time.Now(),
+		epoll:   f,
+		raw:     raw,
+		dirs:    make(map[uint64]*spliceDir),
+		relays:  make(map[*spliceRelay]struct{}),
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+	}, nil
+}
+
+// start runs the poll loop and the idle sweeper.
+func (s *splicer) start() {
+	s.spawn(s.pollLoop)
+	s.spawn(s.sweepLoop)
+}
+
+// now returns the time since s.base, for relay activity stamps.
+func (s *splicer) now() int64 { return int64(time.Since(s.base)) }
+
+// spliceRelay is one proxied connection in the splice phase.
+type spliceRelay struct {
+	sp       *splicer
+	client   net.Conn
+	upstream net.Conn
+	rx       spliceDir // client → upstream
+	tx       spliceDir // upstream → client
+	idle     time.Duration // 0 = no idle timeout
+	expire   int64         // splicer.now() at which to close; 0 = never
+	tick     time.Duration // shortest of idle and max duration, for the sweep period
+	onDone   func(*spliceRelay)
+
+	lastActive atomic.Int64  // splicer.now() of the last transfer
+	refs       atomic.Int32  // 1 until closed, plus 1 per running pump
+	eofs       atomic.Uint32 // spliceRxDone | spliceTxDone
+	closed     atomic.Bool
+	why        string // close reason; written once by the closer, read by finish
+}
+
+// spliceDir is one direction of a relay.
+type spliceDir struct {
+	r     *spliceRelay
+	src   net.Conn
+	dst   net.Conn
+	token uint64 // epoll user data
+	n     atomic.Int64
+	rx    bool
+}
+
+// relay takes ownership of client and upstream (both already connected,
+// the peeked ClientHello already replayed) and splices them until both
+// directions reach EOF, an I/O error, the idle timeout (0 = none), the
+// maximum duration counted from start (0 = none) or a close. onDone is called exactly once, from whichever goroutine ends the
+// relay, after both sockets are closed and no pump runs any more; it may be
+// called before relay returns, so the caller must not hold a lock onDone
+// needs.
+func (s *splicer) relay(client, upstream net.Conn, idle time.Duration, start time.Time, maxDuration time.Duration, onDone func(*spliceRelay)) *spliceRelay {
+	r := &spliceRelay{sp: s, client: client, upstream: upstream, idle: max(idle, 0), tick: max(idle, 0), onDone: onDone}
+	if maxDuration > 0 {
+		r.expire = max(int64(start.Add(maxDuration).Sub(s.base)), 1)
+		if r.tick == 0 || maxDuration < r.tick {
+			r.tick = maxDuration
+		}
+	}
+	r.rx = spliceDir{r: r, src: client, dst: upstream, rx: true}
+	r.tx = spliceDir{r: r, src: upstream, dst: client}
+	r.refs.Store(1)
+	r.lastActive.Store(s.now())
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		r.close(closeShutdown)
+		return r
+	}
+	s.next++
+	r.rx.token = s.next
+	s.next++
+	r.tx.token = s.next
+	s.dirs[r.rx.token] = &r.rx
+	s.dirs[r.tx.token] = &r.tx
+	s.relays[r] = struct{}{}
+	kick := r.tick > 0 && (s.minTick == 0 || r.tick < s.minTick)
+	if kick {
+		s.minTick = r.tick
+	}
+	s.mu.Unlock()
+	if kick {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	for _, d := range []*spliceDir{&r.rx, &r.tx} {
+		if err := s.arm(d, unix.EPOLL_CTL_ADD); err != nil {
+			s.log.Debug("sni: splice: watch failed", "err", err)
+			r.close(closeError)
+			break
+		}
+	}
+	return r
+}
+
+// arm (op EPOLL_CTL_ADD) or re-arm (EPOLL_CTL_MOD) d's source for one
+// readiness event. Both fds are held open for the duration of the call, so
+// a concurrent close can never make it act on a reused fd number.
+func (s *splicer) arm(d *spliceDir, op int) error {
+	sc, ok := d.src.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("sni: splice: %T has no raw fd", d.src)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("sni: splice: %w", err)
+	}
+	var ctlErr error
+	err = s.raw.Control(func(epfd uintptr) {
+		err := rc.Control(func(fd uintptr) {
+			ev := unix.EpollEvent{
+				Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
+				Fd:     int32(uint32(d.token)),
+				Pad:    int32(uint32(d.token >> 32)),
+			}
+			ctlErr = unix.EpollCtl(int(epfd), op, int(fd), &ev)
+		})
+		if ctlErr == nil {
+			ctlErr = err
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("sni: splice: epoll fd: %w", err)
+	}
+	if ctlErr != nil {
+		return fmt.Errorf("sni: splice: epoll_ctl: %w", ctlErr)
+	}
+	return nil
+}
+
+// pollLoop waits on the epoll fd through the runtime poller and starts a
+// pump for every direction that became readable. It returns when the epoll
+// file is closed.
+func (s *splicer) pollLoop() {
+	var evs [spliceEvents]unix.EpollEvent
+	var waitErr error
+	err := s.raw.Read(func(fd uintptr) bool {
+		for {
+			n, err := unix.EpollWait(int(fd), evs[:], 0)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				waitErr = err
+				return true
+			}
+			for i := range n {
+				s.dispatch(uint64(uint32(evs[i].Fd)) | uint64(uint32(evs[i].Pad))<<32)
+			}
+			if n < len(evs) {
+				return false // drained; park in the runtime poller
+			}
+		}
+	})
+	if waitErr != nil {
+		s.log.Error("sni: splice: epoll_wait failed; closing every relay", "err", waitErr)
+		s.closeAll(closeError)
+		return
+	}
+	select {
+	case <-s.stop: // closed on purpose; err is "use of closed file"
+	default:
+		s.log.Error("sni: splice: poll loop ended", "err", err)
+		s.closeAll(closeError)
+	}
+}
+
+// dispatch starts the pump of the direction registered under token.
+func (s *splicer) dispatch(token uint64) {
+	s.mu.Lock()
+	d := s.dirs[token]
+	s.mu.Unlock()
+	if d == nil {
+		return // relay already finished
+	}
+	if d.rx {
+		s.spawn(func() { copyClientToUpstream(d) })
+	} else {
+		s.spawn(func() { copyUpstreamToClient(d) })
+	}
+}
+
+// copyClientToUpstream moves the bytes the client has sent so far to the
+// upstream, then re-arms the client socket. It is a named function so
+// that it shows in goroutine dumps.
+func copyClientToUpstream(d *spliceDir) { d.pump() }
+
+// copyUpstreamToClient moves the bytes the upstream has sent so far to the
+// client, then re-arms the upstream socket. It is a named function so that
+// it shows in goroutine dumps.
+func copyUpstreamToClient(d *spliceDir) { d.pump() }
+
+// pump drains d's source into its destination until nothing is queued
+// (re-arm), EOF (half-close) or an error (close the relay).
+func (d *spliceDir) pump() {
+	r := d.r
+	if !r.acquire() {
+		return
+	}
+	defer r.release()
+	for {
+		n, eof, err := d.queued()
+		switch {
+		case err != nil:
+			r.close(closeError)
+			return
+		case eof:
+			d.halfClose()
+			return
+		case n == 0:
+			if err := r.sp.arm(d, unix.EPOLL_CTL_MOD); err != nil {
+				r.close(closeError)
+			}
+			return
+		}
+		r.lastActive.Store(r.sp.now())
+		m, err := d.move(int64(min(n, spliceMaxChunk)))
+		d.count(m)
+		r.lastActive.Store(r.sp.now())
+		if err != nil {
+			r.close(closeError)
+			return
+		}
+	}
+}
+
+// queued reports how many bytes wait in the source's receive queue, or
+// that the source reached EOF.
+func (d *spliceDir) queued() (n int, eof bool, err error) {
+	sc, ok := d.src.(syscall.Conn)
+	if !ok {
+		return 0, false, fmt.Errorf("sni: splice: %T has no raw fd", d.src)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false, err
+	}
+	cerr := rc.Control(func(fd uintptr) { n, eof, err = spliceInq(int(fd)) })
+	if cerr != nil {
+		return 0, false, cerr
+	}
+	return n, eof, err
+}
+
+// spliceInq returns the queued byte count of a stream socket, telling an
+// empty queue (0, false) apart from EOF (0, true) with a one-byte peek.
+func spliceInq(fd int) (int, bool, error) {
+	for {
+		n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+		if err != nil || n > 0 {
+			return n, false, err
+		}
+		var b [1]byte
+		m, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return 0, false, nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return 0, false, err
+		case m == 0:
+			return 0, true, nil
+		}
+		// Bytes arrived between the two calls: ask for the count again.
+	}
+}
+
+// spliceBufs holds copy buffers for destinations splice(2) cannot feed
+// (a client on a unix socket). Only a transfer in progress holds one.
+var spliceBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// move transfers exactly n queued bytes. With a TCP destination the
+// standard library uses splice(2); its pipe returns to the pool when the
+// call ends.
+func (d *spliceDir) move(n int64) (int64, error) {
+	lr := &io.LimitedReader{R: d.src, N: n}
+	if dst, ok := d.dst.(*net.TCPConn); ok {
+		return dst.ReadFrom(lr)
+	}
+	bp := spliceBufs.Get().(*[]byte)
+	defer spliceBufs.Put(bp)
+	return io.CopyBuffer(struct{ io.Writer }{d.dst}, struct{ io.Reader }{lr}, *bp)
+}
+
+// count adds m transferred bytes to the direction and the metrics.
+func (d *spliceDir) count(m int64) {
+	if m <= 0 {
+		return
+	}
+	d.n.Add(m)
+	if d.rx {
+		d.r.sp.rxBytes.Add(float64(m))
+	} else {
+		d.r.sp.txBytes.Add(float64(m))
+	}
+}
+
+// halfClose forwards an EOF: it shuts down the destination's write side
+// and closes the relay once both directions are done.
+func (d *spliceDir) halfClose() {
+	r := d.r
+	cw, ok := d.dst.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		r.close(closeError)
+		return
+	}
+	bit := uint32(spliceTxDone)
+	if d.rx {
+		bit = spliceRxDone
+	}
+	if r.eofs.Or(bit)|bit == spliceRxDone|spliceTxDone {
+		r.close(closeEOF)
+	}
+}
+
+// acquire registers a running pump; it fails once the relay is closed.
+func (r *spliceRelay) acquire() bool {
+	for {
+		n := r.refs.Load()
+		if n <= 0 || r.closed.Load() {
+			return false
+		}
+		if r.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// release drops a reference; the last one finishes the relay.
+func (r *spliceRelay) release() {
+	if r.refs.Add(-1) == 0 {
+		r.sp.forget(r)
+		if r.onDone != nil {
+			r.onDone(r)
+		}
+	}
+}
+
+// close ends the relay for reason why: both sockets are closed, which
+// stops any running pump. Only the first call has an effect.
+func (r *spliceRelay) close(why string) {
+	if !r.closed.CompareAndSwap(false, true) {
+		return
+	}
+	r.why = why
+	_ = r.client.Close()
+	_ = r.upstream.Close()
+	r.release()
+}
+
+// forget drops a finished relay's registrations.
+func (s *splicer) forget(r *spliceRelay) {
+	s.mu.Lock()
+	delete(s.dirs, r.rx.token)
+	delete(s.dirs, r.tx.token)
+	delete(s.relays, r)
+	s.mu.Unlock()
+}
+
+// closeAll closes every live relay with reason why.
+func (s *splicer) closeAll(why string) {
+	s.mu.Lock()
+	rs := make([]*spliceRelay, 0, len(s.relays))
+	for r := range s.relays {
+		rs = append(rs, r)
+	}
+	s.mu.Unlock()
+	for _, r := range rs {
+		r.close(why)
+	}
+}
+
+// sweepLoop closes relays idle for longer than their timeout or older
+// than their maximum duration.
+func (s *splicer) sweepLoop() {
+	t := time.NewTimer(spliceMaxSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.kick:
+		case <-t.C:
+		}
+		t.Reset(s.sweep())
+	}
+}
+
+// sweep closes stale relays and returns the time until the next sweep.
+func (s *splicer) sweep() time.Duration {
+	now := s.now()
+	var idle, old []*spliceRelay
+	var minTick time.Duration
+	s.mu.Lock()
+	for r := range s.relays {
+		if r.tick <= 0 {
+			continue
+		}
+		if minTick == 0 || r.tick < minTick {
+			minTick = r.tick
+		}
+		switch {
+		case r.expire > 0 && now >= r.expire:
+			old = append(old, r)
+		case r.idle > 0 && now-r.lastActive.Load() >= int64(r.idle):
+			idle = append(idle, r)
+		}
+	}
+	s.minTick = minTick
+	s.mu.Unlock()
+	for _, r := range old {
+		r.close(closeMaxDuration)
+	}
+	for _, r := range idle {
+		r.close(closeIdle)
+	}
+	return spliceSweepPeriod(minTick)
+}
+
+// spliceSweepPeriod is a quarter of the shortest idle timeout or maximum
+// duration, clamped to [5ms, 1s]; 1s when no relay has either.
+func spliceSweepPeriod(minTick time.Duration) time.Duration {
+	if minTick <= 0 {
+		return spliceMaxSweep
+	}
+	return min(max(minTick/4, spliceMinSweep), spliceMaxSweep)
+}
+
+// close closes every relay (reason "closed"), then stops the poll loop and
+// the sweeper. The caller waits for them through its spawn group.
+func (s *splicer) close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.closeAll(closeShutdown)
+	close(s.stop)
+	_ = s.epoll.Close()
+}
+
+// live returns the number of relays not yet finished.
+func (s *splicer) live() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.relays)
+}
