@@ -77,8 +77,8 @@ type mux struct {
 
 func newMux(ln net.Listener, log *slog.Logger) *mux {
 	m := &mux{ln: ln, log: log, closed: make(chan struct{})}
-	m.raft = &subListener{m: m, ch: make(chan net.Conn)}
-	m.fwd = &subListener{m: m, ch: make(chan net.Conn)}
+	m.raft = &subListener{m: m, ch: make(chan net.Conn), done: make(chan struct{})}
+	m.fwd = &subListener{m: m, ch: make(chan net.Conn), done: make(chan struct{})}
 	m.wg.Add(1)
 	go m.acceptLoop()
 	return m
@@ -136,6 +136,8 @@ func (m *mux) route(c net.Conn) {
 	}
 	select {
 	case sub.ch <- c:
+	case <-sub.done:
+		c.Close()
 	case <-m.closed:
 		c.Close()
 	case <-time.After(muxHeaderTimeout):
@@ -155,8 +157,10 @@ func (m *mux) Close() error {
 
 // subListener is the net.Listener view of one stream type.
 type subListener struct {
-	m  *mux
-	ch chan net.Conn
+	m    *mux
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
 }
 
 var _ net.Listener = (*subListener)(nil)
@@ -165,13 +169,19 @@ func (s *subListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-s.ch:
 		return c, nil
+	case <-s.done:
+		return nil, net.ErrClosed
 	case <-s.m.closed:
 		return nil, net.ErrClosed
 	}
 }
 
-// Close is a no-op: the mux owns the underlying listener and closes it once.
-func (s *subListener) Close() error { return nil }
+// Close stops this stream type's Accept; the mux owns the underlying
+// listener and closes it once in mux.Close.
+func (s *subListener) Close() error {
+	s.once.Do(func() { close(s.done) })
+	return nil
+}
 
 func (s *subListener) Addr() net.Addr { return s.m.ln.Addr() }
 

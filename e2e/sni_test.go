@@ -2,9 +2,9 @@ package e2e
 
 import (
 	"context"
-	"net"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +30,7 @@ type mesh struct {
 	ca        *testCA
 	p         *proc
 	tmpl      *template.Template
+	params    meshParams // as last written
 }
 
 const serviceHost = "reviews.default.svc.cluster.local"
@@ -173,6 +174,7 @@ log: {format: json, level: debug}
 // config-management tool would.
 func (m *mesh) write(params meshParams) {
 	m.t.Helper()
+	m.params = params
 	var sb strings.Builder
 	if err := m.tmpl.Execute(&sb, params); err != nil {
 		m.t.Fatal(err)
@@ -360,7 +362,7 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 		})
 	}
 	for i := range 6 {
-		p := params
+		p := m.params
 		p.W1, p.W2 = 10+i*10, 90-i*10
 		m.write(p)
 		if i%2 == 1 {

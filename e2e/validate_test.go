@@ -43,7 +43,7 @@ spec:
 	if err == nil {
 		t.Fatalf("validate -f %s succeeded, want a non-zero exit:\n%s", f, out)
 	}
-	for _, want := range []string{"bad.yaml", "document 1", "bad-gw", "tls.mode", "SIMPLE", "document 2", "bad-dr", "loadBalancer"} {
+	for _, want := range []string{"bad.yaml", "document 2", "bad-gw", "tls.mode", "SIMPLE", "document 3", "bad-dr", "loadBalancer"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("validate output lacks %q:\n%s", want, out)
 		}

@@ -201,7 +201,7 @@ func (ca *CA) issue(ctx context.Context, req Request, now time.Time, rec *AuditR
 	if err != nil {
 		return nil, "", err
 	}
-	csr, err := parseCSR(req.CSR, ca.cfg.MaxCSRBytes, false)
+	csr, _, err := checkCSR(req.CSR, ca.cfg.MaxCSRBytes)
 	if err != nil {
 		return nil, "", err
 	}

@@ -86,6 +86,9 @@ func checkName[T ~string | ~[]byte](s T) (n int, upper bool, off int, reason str
 	if n > maxNameLen {
 		return n, false, maxNameLen, "longer than 253 bytes"
 	}
+	// Istio's cluster-name form outbound|<port>|<subset>|<host> is accepted
+	// as an AUTO_PASSTHROUGH SNI, so '|' is allowed in names that start so.
+	pipeForm := hasPipePrefix(s[:n])
 	start := 0
 	for i := 0; i <= n; i++ {
 		if i == n || s[i] == '.' {
@@ -106,6 +109,7 @@ func checkName[T ~string | ~[]byte](s T) (n int, upper bool, off int, reason str
 		}
 		switch c := s[i]; {
 		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+		case c == '|' && pipeForm:
 		case 'A' <= c && c <= 'Z':
 			upper = true
 		case c >= 0x80:
@@ -118,6 +122,24 @@ func checkName[T ~string | ~[]byte](s T) (n int, upper bool, off int, reason str
 		return n, false, start, "IP address literal"
 	}
 	return n, upper, 0, ""
+}
+
+// hasPipePrefix reports whether s starts with "outbound|", in any case.
+func hasPipePrefix[T ~string | ~[]byte](s T) bool {
+	const p = "outbound|"
+	if len(s) <= len(p) {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != p[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // numericLabel reports whether a last label makes a name read as an IPv4

@@ -332,28 +332,19 @@ func TestServerAutoPassthrough(t *testing.T) {
 				}
 				return
 			}
-			var got string
-			for _, id := range tc.want {
-				cfg := ca.IdentityClientConfig(tc.sni, id, tc.alpn...)
-				d := tls.Dialer{Config: cfg}
-				c, err := d.DialContext(t.Context(), "tcp", addr)
-				if err != nil {
-					continue // another acceptable identity may have answered
-				}
-				if _, err := c.Write([]byte("hi")); err != nil {
-					t.Fatalf("Write: %v", err)
-				}
-				buf := make([]byte, 2)
-				if _, err := io.ReadFull(c, buf); err != nil {
-					t.Fatalf("Read: %v", err)
-				}
-				_ = c.Close()
-				got = id
-				break
+			d := tls.Dialer{Config: ca.IdentityClientConfig(tc.sni, tc.want, tc.alpn...)}
+			c, err := d.DialContext(t.Context(), "tcp", addr)
+			if err != nil {
+				t.Fatalf("dial with SNI %s: %v, want a backend with identity in %v", tc.sni, err, tc.want)
 			}
-			if got == "" {
-				t.Fatalf("no connection with SNI %s reached a backend with identity in %v", tc.sni, tc.want)
+			if _, err := c.Write([]byte("hi")); err != nil {
+				t.Fatalf("Write: %v", err)
 			}
+			buf := make([]byte, 2)
+			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hi" {
+				t.Fatalf("echo = %q, %v; want \"hi\"", buf, err)
+			}
+			_ = c.Close()
 			snitest.WaitFor(t, "backends to see the handshake", func() bool {
 				return len(v1.ServerNames())+len(v2.ServerNames()) > 0
 			})

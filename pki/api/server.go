@@ -91,6 +91,7 @@ func NewServer(cfg Config, ca *pki.CA) (*Server, error) {
 		grpc.Creds(handshakenCreds{}),
 		grpc.MaxRecvMsgSize(cfg.MaxBodyBytes),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.NumStreamWorkers(cfg.StreamWorkers),
 	)
 	pb.RegisterIstioCertificateServiceServer(s.grpc, &grpcService{s: s})
 	s.routes()

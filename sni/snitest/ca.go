@@ -129,10 +129,11 @@ func (ca *CA) ClientConfig(serverName string, alpn ...string) *tls.Config {
 }
 
 // IdentityClientConfig returns a client config that sends serverName as SNI
-// but verifies the server's chain against the CA and requires identity
-// among its DNS names, as Istio clients check a workload identity rather
-// than the SNI (which for AUTO_PASSTHROUGH is a cluster name).
-func (ca *CA) IdentityClientConfig(serverName, identity string, alpn ...string) *tls.Config {
+// but verifies the server's chain against the CA and requires one of
+// identities among its DNS names, as Istio clients check a workload
+// identity rather than the SNI (which for AUTO_PASSTHROUGH is a cluster
+// name).
+func (ca *CA) IdentityClientConfig(serverName string, identities []string, alpn ...string) *tls.Config {
 	return &tls.Config{
 		ServerName:             serverName,
 		NextProtos:             alpn,
@@ -151,10 +152,12 @@ func (ca *CA) IdentityClientConfig(serverName, identity string, alpn ...string) 
 			if _, err := leaf.Verify(x509.VerifyOptions{Roots: ca.pool, Intermediates: inter}); err != nil {
 				return fmt.Errorf("snitest: verify server chain: %w", err)
 			}
-			if !slices.Contains(leaf.DNSNames, identity) {
-				return fmt.Errorf("snitest: server certificate names %v, want identity %s", leaf.DNSNames, identity)
+			for _, id := range identities {
+				if slices.Contains(leaf.DNSNames, id) {
+					return nil
+				}
 			}
-			return nil
+			return fmt.Errorf("snitest: server certificate names %v, want one of %v", leaf.DNSNames, identities)
 		},
 	}
 }

@@ -5,6 +5,7 @@
 package demo
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -15,6 +16,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -93,6 +95,12 @@ func Start(ctx context.Context, opts Options) (*Demo, error) {
 		b.srv = &http.Server{
 			ReadHeaderTimeout: 5 * time.Second,
 			Handler:           b.handler(),
+			// net/http closes connections whose ALPN it has no handler
+			// for; answer the mesh ALPNs with plain HTTP/1.
+			TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){
+				"istio":               b.serveMesh,
+				"istio-peer-exchange": b.serveMesh,
+			},
 			TLSConfig: &tls.Config{
 				Certificates: []tls.Certificate{leaf},
 				// Istio sidecars offer their mesh ALPNs; answer them so
@@ -136,12 +144,41 @@ func (d *Demo) BackendAddrs() map[string]string {
 
 func (b *backend) handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		alpn, sni := "", ""
-		if r.TLS != nil {
-			alpn, sni = r.TLS.NegotiatedProtocol, r.TLS.ServerName
-		}
-		fmt.Fprintf(w, "hello from reviews %s (backend %s, sni=%q, alpn=%q)\n", b.version, b.ln.Addr(), sni, alpn)
+		io.WriteString(w, b.greeting(r.TLS))
 	})
+}
+
+func (b *backend) greeting(cs *tls.ConnectionState) string {
+	alpn, sni := "", ""
+	if cs != nil {
+		alpn, sni = cs.NegotiatedProtocol, cs.ServerName
+	}
+	return fmt.Sprintf("hello from reviews %s (backend %s, sni=%q, alpn=%q)\n", b.version, b.ln.Addr(), sni, alpn)
+}
+
+// serveMesh answers HTTP/1 requests on a connection that negotiated a mesh
+// ALPN, the way a sidecar's application would see them.
+func (b *backend) serveMesh(_ *http.Server, c *tls.Conn, _ http.Handler) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		cs := c.ConnectionState()
+		body := b.greeting(&cs)
+		keep := !req.Close && req.ProtoAtLeast(1, 1)
+		conn := "close"
+		if keep {
+			conn = "keep-alive"
+		}
+		if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n%s", len(body), conn, body); err != nil || !keep {
+			return
+		}
+	}
 }
 
 var resources = template.Must(template.New("demo").Parse(`# Demo resources written by meshgate dev. Edit this file while dev runs:
