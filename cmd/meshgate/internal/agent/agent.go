@@ -50,6 +50,13 @@ type Config struct {
 	Reload <-chan struct{}
 	// WatchFiles re-reads ResourcesPath when its files change. Default true.
 	WatchFiles bool
+	// Sources add resources (e.g. the replicated store) to the local files.
+	Sources []ConfigSource
+	// Endpoints add endpoints (e.g. the gossiped catalog).
+	Endpoints []EndpointSource
+	// Components start after the routes are applied and close, in reverse
+	// order, after the data plane has drained.
+	Components []Component
 }
 
 // DefaultConfig returns the documented defaults.
@@ -180,6 +187,18 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 		a.admin = ln
 	}
+	for i, c := range a.cfg.Components {
+		if err := c.Start(ctx); err != nil {
+			for j := i - 1; j >= 0; j-- {
+				_ = a.cfg.Components[j].Close()
+			}
+			a.server.Close()
+			if a.admin != nil {
+				a.admin.Close()
+			}
+			return fmt.Errorf("agent: %w", err)
+		}
+	}
 	a.ready.Store(true)
 	return nil
 }
@@ -220,6 +239,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	dctx, dcancel := context.WithTimeout(context.Background(), a.cfg.DrainTimeout+time.Second)
 	defer dcancel()
 	err := a.server.Shutdown(dctx)
+	for i := len(a.cfg.Components) - 1; i >= 0; i-- {
+		if cerr := a.cfg.Components[i].Close(); cerr != nil {
+			a.log.Warn("component close", "err", cerr)
+		}
+	}
 	a.log.Info("stopped", "err", err)
 	return nil
 }
@@ -234,7 +258,7 @@ func (a *Agent) Reload(ctx context.Context) error {
 		return err
 	}
 	a.mu.Lock()
-	same := a.current != nil && a.current.Hash() == set.Hash()
+	same := a.current != nil && a.current.Hash() == set.Hash() && len(a.cfg.Endpoints) == 0
 	a.mu.Unlock()
 	if same {
 		a.reloads.WithLabelValues("unchanged").Inc()
@@ -251,18 +275,37 @@ func (a *Agent) Reload(ctx context.Context) error {
 }
 
 func (a *Agent) load() (*config.Set, error) {
-	if a.cfg.ResourcesPath == "" {
-		return &config.Set{}, nil
+	set := &config.Set{}
+	if a.cfg.ResourcesPath != "" {
+		var err error
+		if set, err = config.Load(a.cfg.ResourcesPath); err != nil {
+			return nil, err
+		}
 	}
-	set, err := config.Load(a.cfg.ResourcesPath)
-	if err != nil {
-		return nil, err
+	if len(a.cfg.Sources) == 0 {
+		return set, nil
 	}
-	return set, nil
+	sets := []*config.Set{set}
+	for _, src := range a.cfg.Sources {
+		s, err := src.Resources(context.Background())
+		if err != nil {
+			return nil, fmt.Errorf("agent: resource source: %w", err)
+		}
+		sets = append(sets, s)
+	}
+	return config.Merge(sets...)
+}
+
+func (a *Agent) endpoints() []sni.CatalogEndpoint {
+	var eps []sni.CatalogEndpoint
+	for _, src := range a.cfg.Endpoints {
+		eps = append(eps, src.Endpoints()...)
+	}
+	return eps
 }
 
 func (a *Agent) apply(ctx context.Context, set *config.Set) error {
-	t, err := a.builder.Build(sni.BuildInput{Config: set, Node: a.cfg.Node})
+	t, err := a.builder.Build(sni.BuildInput{Config: set, Node: a.cfg.Node, Endpoints: a.endpoints()})
 	if err != nil {
 		return fmt.Errorf("agent: building routes: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -12,6 +13,9 @@ import (
 // reloadDebounce collects a burst of file events (an editor's write,
 // rename and chmod) into one reload.
 const reloadDebounce = 250 * time.Millisecond
+
+// sourceDebounce coalesces bursts of catalog or store changes.
+const sourceDebounce = 20 * time.Millisecond
 
 // watch re-reads the resources on every Config.Reload receive and on file
 // changes under ResourcesPath, until ctx is done.
@@ -36,6 +40,30 @@ func (a *Agent) watch(ctx context.Context) {
 			}
 		}
 	}
+	// Fan the sources' change signals into one channel.
+	changed := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	forward := func(ch <-chan struct{}) {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+				select {
+				case changed <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+	for _, src := range a.cfg.Sources {
+		wg.Go(func() { forward(src.Changed()) })
+	}
+	for _, src := range a.cfg.Endpoints {
+		wg.Go(func() { forward(src.Changed()) })
+	}
+
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -50,6 +78,9 @@ func (a *Agent) watch(ctx context.Context) {
 			if a.relevant(ev.Name) {
 				timer.Reset(reloadDebounce)
 			}
+		case <-changed:
+			// Catalog and store changes arrive in bursts; coalesce briefly.
+			timer.Reset(sourceDebounce)
 		case err := <-errs:
 			a.log.Warn("file watch error", "err", err)
 		case <-timer.C:

@@ -1,0 +1,43 @@
+package agent
+
+import (
+	"context"
+
+	"github.com/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/sni"
+)
+
+// ConfigSource supplies resources besides the local --resources files,
+// such as the raft-replicated store. The agent merges every source with the
+// local files; a duplicate kind/namespace/name across them is refused like
+// any other bad configuration.
+type ConfigSource interface {
+	// Resources returns the source's current resources. It is called from
+	// one goroutine at a time and must not block for long.
+	Resources(ctx context.Context) (*config.Set, error)
+	// Changed receives a value after the resources changed. The channel
+	// should have a buffer of 1 and be sent to without blocking.
+	Changed() <-chan struct{}
+}
+
+// EndpointSource supplies endpoints beyond those the resources define,
+// such as the gossiped endpoint catalog.
+type EndpointSource interface {
+	// Endpoints returns the current endpoints (already split-horizon
+	// filtered for this node). Must be safe to call from any goroutine.
+	Endpoints() []sni.CatalogEndpoint
+	// Changed receives a value after the endpoints changed (buffer 1,
+	// non-blocking send).
+	Changed() <-chan struct{}
+}
+
+// Component is an optional part of a node (cluster membership, the CA,
+// the certificate API) that starts after the data plane is configured and
+// stops after it has drained.
+type Component interface {
+	// Start starts the component; it must return once it is serving.
+	// Goroutines it starts end on Close.
+	Start(ctx context.Context) error
+	// Close stops the component and waits for its goroutines. Idempotent.
+	Close() error
+}
