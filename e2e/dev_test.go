@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,8 +21,15 @@ func TestDevPrintsCommandsThatWork(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	auto, pass, tcp, admin := freePort(t), freePort(t), freePort(t), freePort(t)
-	p := start(t, dir, "dev",
+	// The printed commands call bin/meshgate, as from a checkout after make run.
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(meshgateBin(t), filepath.Join(dir, "bin", "meshgate")); err != nil {
+		t.Fatal(err)
+	}
+	auto, pass, tcp, admin, caPort := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
+	p := start(t, dir, "dev", "--ca-port", strconv.Itoa(caPort),
 		"--auto-passthrough-port", strconv.Itoa(auto), "--passthrough-port", strconv.Itoa(pass),
 		"--tcp-port", strconv.Itoa(tcp), "--admin-port", strconv.Itoa(admin), "--drain-timeout", "2s")
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", admin)
@@ -32,11 +41,11 @@ func TestDevPrintsCommandsThatWork(t *testing.T) {
 	var cmds []string
 	for _, line := range strings.Split(p.out.String(), "\n") {
 		line = strings.TrimSpace(line)
-		if strings.HasPrefix(line, "curl ") || strings.HasPrefix(line, "openssl ") || strings.HasPrefix(line, "printf ") {
+		if strings.HasPrefix(line, "curl ") || strings.HasPrefix(line, "openssl ") || strings.HasPrefix(line, "printf ") || strings.HasPrefix(line, "bin/meshgate ") {
 			cmds = append(cmds, line)
 		}
 	}
-	if len(cmds) < 6 {
+	if len(cmds) < 11 {
 		t.Fatalf("dev printed %d commands, want at least 6:\n%s", len(cmds), p.out.String())
 	}
 	run := func(c string) (string, error) {
@@ -59,6 +68,20 @@ func TestDevPrintsCommandsThatWork(t *testing.T) {
 		case strings.Contains(c, "unknown.default") || (strings.HasPrefix(c, "openssl") && !strings.Contains(c, "-alpn")):
 			if strings.Contains(out, "BEGIN CERTIFICATE") || strings.Contains(out, "Server certificate") {
 				t.Errorf("%s\ngot a server certificate; want the gateway to refuse:\n%s", c, out)
+			}
+		case strings.HasPrefix(c, "bin/meshgate"):
+			if err != nil {
+				t.Errorf("%s\n= %v\n%s", c, err, out)
+			}
+		case strings.HasPrefix(c, "openssl x509"):
+			for _, want := range []string{"URI:spiffe://cluster.local/ns/default/sa/reviews", "critical", "Digital Signature, Key Encipherment", "TLS Web Server Authentication, TLS Web Client Authentication"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("%s\nlacks %q:\n%s", c, want, out)
+				}
+			}
+		case strings.HasPrefix(c, "openssl verify"):
+			if err != nil || !strings.Contains(out, ": OK") {
+				t.Errorf("%s\n= %v\n%s", c, err, out)
 			}
 		case strings.Contains(c, "/debug/explain"):
 			if err != nil || !strings.Contains(out, "reviews") {

@@ -160,7 +160,8 @@ bind_addr: 127.0.0.1
 drain_timeout: 10s
 hello_timeout: 2s
 log: {format: json, level: debug}
-`, m.admin, filepath.Join(dir, "data"))
+ca: {addr: 127.0.0.1:%d}
+`, m.admin, filepath.Join(dir, "data"), freePort(t))
 	nodeFile := filepath.Join(dir, "node.yaml")
 	if err := os.WriteFile(nodeFile, []byte(node), 0o644); err != nil {
 		t.Fatal(err)

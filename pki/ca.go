@@ -172,7 +172,9 @@ func (ca *CA) create(ctx context.Context, raw []byte) (*signingState, error) {
 // Reload re-reads the CA state from the store (after another node
 // rotated the root or replaced the plug-in CA, or to retire a previous
 // root whose time has come). The node calls it when the store reports a
-// change under "pki/ca/"; it is cheap when nothing changed.
+// change under "pki/ca/" and from time to time (say hourly); Issue also
+// calls it when a previous root is due to retire. It is cheap when
+// nothing changed.
 func (ca *CA) Reload(ctx context.Context) error {
 	ca.rotMu.Lock()
 	defer ca.rotMu.Unlock()

@@ -85,8 +85,8 @@ func checkCSR(data []byte, maxBytes int) (*CSR, []byte, error) {
 	if f.isCA {
 		return nil, nil, refuse(ReasonCSRIsCA, ErrBadCSR, "CSR asks for CA:true; only leaf certificates are issued")
 	}
-	if f.dns+f.ip+f.email > 0 {
-		return nil, nil, refuse(ReasonExtraSAN, ErrPermissionDenied, "CSR has DNS, IP or e-mail SANs; workload certificates carry only the SPIFFE URI")
+	if f.dns+f.ip+f.email+f.otherNames > 0 {
+		return nil, nil, refuse(ReasonExtraSAN, ErrPermissionDenied, "CSR has DNS, IP, e-mail or other SANs; workload certificates carry only the SPIFFE URI")
 	}
 	c := &CSR{PEM: data}
 	switch len(f.uris) {
@@ -109,7 +109,7 @@ type csrFacts struct {
 	isCA           bool
 	dns, ip, email int
 	uris           []string
-	otherNameCount int
+	otherNames     int
 }
 
 var errCSRStructure = errors.New("malformed certificate request")
@@ -160,7 +160,7 @@ func inspectCSR(der []byte) (*csrFacts, error) {
 			var id asn1.ObjectIdentifier
 			var critical bool
 			if !exts.ReadASN1(&ext, cbasn1.SEQUENCE) || !ext.ReadASN1ObjectIdentifier(&id) ||
-				!ext.ReadOptionalASN1Boolean(&critical, cbasn1.BOOLEAN, false) ||
+				!readOptionalBool(&ext, &critical) ||
 				!ext.ReadASN1(&value, cbasn1.OCTET_STRING) || !ext.Empty() {
 				return nil, errCSRStructure
 			}
@@ -173,7 +173,7 @@ func inspectCSR(der []byte) (*csrFacts, error) {
 				var bc cryptobyte.String
 				var isCA bool
 				if !value.ReadASN1(&bc, cbasn1.SEQUENCE) || !value.Empty() ||
-					!bc.ReadOptionalASN1Boolean(&isCA, cbasn1.BOOLEAN, false) {
+					!readOptionalBool(&bc, &isCA) {
 					return nil, errors.New("malformed basicConstraints extension")
 				}
 				if bc.PeekASN1Tag(cbasn1.INTEGER) {
@@ -192,6 +192,15 @@ func inspectCSR(der []byte) (*csrFacts, error) {
 	return f, nil
 }
 
+// readOptionalBool reads a BOOLEAN if one comes next (DEFAULT FALSE).
+func readOptionalBool(s *cryptobyte.String, out *bool) bool {
+	*out = false
+	if !s.PeekASN1Tag(cbasn1.BOOLEAN) {
+		return true
+	}
+	return s.ReadASN1Boolean(out)
+}
+
 // readSAN counts the names of a subjectAltName value; a later SAN
 // extension replaces an earlier one.
 func (f *csrFacts) readSAN(value cryptobyte.String) error {
@@ -199,7 +208,7 @@ func (f *csrFacts) readSAN(value cryptobyte.String) error {
 	if !value.ReadASN1(&names, cbasn1.SEQUENCE) || !value.Empty() {
 		return errors.New("malformed subjectAltName extension")
 	}
-	f.dns, f.ip, f.email, f.uris, f.otherNameCount = 0, 0, 0, nil, 0
+	f.dns, f.ip, f.email, f.uris, f.otherNames = 0, 0, 0, nil, 0
 	for !names.Empty() {
 		var name cryptobyte.String
 		var tag cbasn1.Tag
@@ -216,7 +225,7 @@ func (f *csrFacts) readSAN(value cryptobyte.String) error {
 		case cbasn1.Tag(7).ContextSpecific():
 			f.ip++
 		default:
-			f.otherNameCount++
+			f.otherNames++
 		}
 	}
 	return nil

@@ -96,6 +96,7 @@ type RefusalError struct {
 	Err    error
 }
 
+// Error implements error.
 func (e *RefusalError) Error() string {
 	if e.Detail == "" {
 		return fmt.Sprintf("%v (%s)", e.Err, e.Reason)
@@ -126,6 +127,7 @@ type IdentityError struct {
 	Problem string
 }
 
+// Error implements error.
 func (e *IdentityError) Error() string {
 	if e.Value == "" {
 		return "pki: identity: " + e.Problem
@@ -140,6 +142,7 @@ type ConfigError struct {
 	Problem string
 }
 
+// Error implements error.
 func (e *ConfigError) Error() string {
 	return fmt.Sprintf("pki: config field %s: %s", e.Field, e.Problem)
 }

@@ -136,13 +136,11 @@ func (c *Certificate) IstioChainPEM() []string {
 // an audit record too). Safe for concurrent use.
 func (ca *CA) Issue(ctx context.Context, req Request) (*Certificate, error) {
 	now := ca.now()
-	rec := AuditRecord{Time: now.UTC(), Node: ca.cfg.NodeID, Remote: req.Remote, Caller: "none"}
-	if req.Credential != nil {
-		rec.Caller = req.Credential.caller()
-	}
+	// rec.Caller is filled in by authentication (or by refused).
+	rec := AuditRecord{Time: now.UTC(), Node: ca.cfg.NodeID, Remote: req.Remote}
 	cert, token, err := ca.issue(ctx, req, now, &rec)
 	if err != nil {
-		return nil, ca.refused(ctx, &rec, err)
+		return nil, ca.refused(ctx, req, &rec, err)
 	}
 	rec.Outcome = OutcomeIssued
 	rec.Serial = cert.Serial.Text(16)
@@ -162,15 +160,20 @@ func (ca *CA) Issue(ctx context.Context, req Request) (*Certificate, error) {
 // Issue (an undecodable body, an unsupported option) and returns it as a
 // *RefusalError wrapping sentinel.
 func (ca *CA) Refuse(ctx context.Context, req Request, reason Reason, sentinel error, detail string) error {
-	rec := AuditRecord{Time: ca.now().UTC(), Node: ca.cfg.NodeID, Remote: req.Remote, Caller: "none"}
-	if req.Credential != nil {
-		rec.Caller = req.Credential.caller()
+	rec := AuditRecord{Time: ca.now().UTC(), Node: ca.cfg.NodeID, Remote: req.Remote}
+	return ca.refused(ctx, req, &rec, &RefusalError{Reason: reason, Err: sentinel, Detail: detail})
+}
+
+// callerOf describes a request's credential for the audit log.
+func callerOf(req Request) string {
+	if req.Credential == nil {
+		return "none"
 	}
-	return ca.refused(ctx, &rec, &RefusalError{Reason: reason, Err: sentinel, Detail: detail})
+	return req.Credential.caller()
 }
 
 // refused records a refusal and returns err as a *RefusalError.
-func (ca *CA) refused(ctx context.Context, rec *AuditRecord, err error) error {
+func (ca *CA) refused(ctx context.Context, req Request, rec *AuditRecord, err error) error {
 	var re *RefusalError
 	if !errors.As(err, &re) {
 		re = &RefusalError{Reason: ReasonSigningFailed, Err: ErrSigning, Detail: err.Error()}
@@ -178,6 +181,9 @@ func (ca *CA) refused(ctx context.Context, rec *AuditRecord, err error) error {
 	ca.m.refused.WithLabelValues(string(re.Reason)).Inc()
 	if re.Reason == ReasonClosed {
 		return re
+	}
+	if rec.Caller == "" {
+		rec.Caller = callerOf(req)
 	}
 	rec.Outcome = OutcomeRefused
 	rec.Reason = re.Reason
@@ -206,7 +212,16 @@ func (ca *CA) issue(ctx context.Context, req Request, now time.Time, rec *AuditR
 		return nil, "", err
 	}
 	st := ca.state.Load()
-	id, token, err := ca.authenticate(ctx, req.Credential, req.Identity, csr, st, now)
+	if len(st.retire) > 0 && st.retireDue(now) {
+		// A previous root's time is up: drop it (and its cross
+		// certificate) before signing. Rare; Reload is cheap otherwise.
+		if err := ca.Reload(ctx); err != nil {
+			ca.log.Warn("retiring the previous root failed", "err", err)
+		}
+		st = ca.state.Load()
+	}
+	id, token, caller, err := ca.authenticate(ctx, req.Credential, req.Identity, csr, st, now)
+	rec.Caller = caller
 	if !id.IsZero() {
 		rec.Identity = id.String()
 	} else if !csr.Identity.IsZero() {
@@ -250,48 +265,54 @@ func (ca *CA) ttl(req time.Duration) (time.Duration, error) {
 	return req, nil
 }
 
-// authenticate returns the identity the credential authorizes, and the
-// token hash whose use it reserved.
-func (ca *CA) authenticate(ctx context.Context, cred Credential, want Identity, csr *CSR, st *signingState, now time.Time) (Identity, string, error) {
+// authenticate returns the identity the credential authorizes, the hash
+// of the token whose use it reserved, and the audit caller ("" when the
+// credential did not get far enough to name one).
+func (ca *CA) authenticate(ctx context.Context, cred Credential, want Identity, csr *CSR, st *signingState, now time.Time) (Identity, string, string, error) {
 	switch c := cred.(type) {
 	case nil:
-		return Identity{}, "", refuse(ReasonNoCredential, ErrUnauthenticated, "no bearer token or client certificate")
+		return Identity{}, "", "none", refuse(ReasonNoCredential, ErrUnauthenticated, "no bearer token or client certificate")
 	case BearerToken:
 		id, h, err := ca.authToken(ctx, string(c), now)
-		if err != nil {
-			return id, "", err
+		caller := "token:invalid"
+		if len(h) >= tokenIDLen {
+			caller = "token:" + h[:tokenIDLen]
 		}
-		return id, h, nil
+		if err != nil {
+			return id, "", caller, err
+		}
+		return id, h, caller, nil
 	case PeerCertificates:
 		id, err := ca.verifyPeer(c, st, now)
-		return id, "", err
+		return id, "", c.caller(), err
 	case Credentials:
 		if len(c.Peer) > 0 {
 			id, err := ca.verifyPeer(c.Peer, st, now)
 			if err == nil || c.Token == "" {
-				return id, "", err
+				return id, "", c.Peer.caller(), err
 			}
 		}
 		if c.Token != "" {
 			return ca.authenticate(ctx, c.Token, want, csr, st, now)
 		}
-		return Identity{}, "", refuse(ReasonNoCredential, ErrUnauthenticated, "no bearer token or client certificate")
+		return Identity{}, "", "none", refuse(ReasonNoCredential, ErrUnauthenticated, "no bearer token or client certificate")
 	case Operator:
+		caller := c.caller()
 		if !want.IsZero() {
 			if want.TrustDomain != ca.cfg.TrustDomain {
-				return Identity{}, "", refuse(ReasonIdentityMismatch, ErrPermissionDenied, "identity %s is outside trust domain %s", want, ca.cfg.TrustDomain)
+				return Identity{}, "", caller, refuse(ReasonIdentityMismatch, ErrPermissionDenied, "identity %s is outside trust domain %s", want, ca.cfg.TrustDomain)
 			}
-			return want, "", nil
+			return want, "", caller, nil
 		}
 		if csr.Identity.IsZero() {
-			return Identity{}, "", refuse(ReasonIdentityMismatch, ErrPermissionDenied, "operator request: the CSR must carry the SPIFFE URI SAN to issue")
+			return Identity{}, "", caller, refuse(ReasonIdentityMismatch, ErrPermissionDenied, "operator request: the CSR must carry the SPIFFE URI SAN to issue")
 		}
 		if csr.Identity.TrustDomain != ca.cfg.TrustDomain {
-			return Identity{}, "", refuse(ReasonIdentityMismatch, ErrPermissionDenied, "identity %s is outside trust domain %s", csr.Identity, ca.cfg.TrustDomain)
+			return Identity{}, "", caller, refuse(ReasonIdentityMismatch, ErrPermissionDenied, "identity %s is outside trust domain %s", csr.Identity, ca.cfg.TrustDomain)
 		}
-		return csr.Identity, "", nil
+		return csr.Identity, "", caller, nil
 	default:
-		return Identity{}, "", refuse(ReasonNoCredential, ErrUnauthenticated, "unsupported credential %T", cred)
+		return Identity{}, "", "none", refuse(ReasonNoCredential, ErrUnauthenticated, "unsupported credential %T", cred)
 	}
 }
 

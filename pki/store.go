@@ -43,11 +43,10 @@ type KV struct {
 
 // Store key layout. Everything the CA writes lives under "pki/".
 const (
-	keyState      = "pki/ca/state"
-	keyTokens     = "pki/token/"     // + sha256(secret) hex -> tokenRecord JSON
-	keyTokenUses  = "pki/token-use/" // + hash + "/" + node -> decimal use count
-	keyAudit      = "pki/audit/"     // + node + "/" + 20-digit unix nanos + "-" + seq -> []AuditRecord JSON
-	keyRootRetire = "pki/ca/retired/"
+	keyState     = "pki/ca/state"
+	keyTokens    = "pki/token/"     // + sha256(secret) hex -> tokenRecord JSON
+	keyTokenUses = "pki/token-use/" // + hash + "/" + node -> decimal use count
+	keyAudit     = "pki/audit/"     // + node + "/" + 20-digit unix nanos + "-" + seq -> []AuditRecord JSON
 )
 
 func put(ctx context.Context, s Store, key string, val []byte) error {

@@ -39,7 +39,12 @@ type TokenRequest struct {
 	// TTL is how long the token is valid. 0 means DefaultTokenTTL.
 	TTL time.Duration
 	// Uses caps how many certificates the token may obtain. 0 means
-	// unlimited (within TTL).
+	// unlimited (within TTL). A use is consumed when the issuance's audit
+	// batch is written, even if that write fails (the certificate is then
+	// withheld); refused requests consume none. Each node counts its own
+	// uses and reads the others' from the store, so two nodes issuing
+	// with the same token at the same instant can together exceed Uses by
+	// the number of nodes minus one.
 	Uses int
 }
 

@@ -51,7 +51,7 @@ type Cluster struct {
 	pol       *tableClusterPolicy
 	// pools by priority: local endpoints first, then (unless localOnly)
 	// endpoints in other networks.
-	pools []*tablePool
+	pools []tablePool
 	size  int
 	live  *tableClusterLive
 	env   *tableEnv
@@ -125,7 +125,8 @@ func (c *Cluster) Active() int64 { return c.live.active.Load() }
 // Endpoints returns a copy of the endpoints, local network first.
 func (c *Cluster) Endpoints() []Endpoint {
 	var out []Endpoint
-	for _, p := range c.pools {
+	for i := range c.pools {
+		p := &c.pools[i]
 		for _, e := range p.eps {
 			out = append(out, e.Endpoint)
 		}
@@ -158,8 +159,8 @@ func (c *Cluster) Pick(tried []string) (*Lease, error) {
 	}
 	var clk tableClock
 	ignoreEjection := c.pol.outlier.minHealthPercent > 0 && c.panicking(&clk)
-	for tier, p := range c.pools {
-		if ep := c.pickPool(tier, p, tried, &clk, ignoreEjection); ep != nil {
+	for tier := range c.pools {
+		if ep := c.pickPool(tier, &c.pools[tier], tried, &clk, ignoreEjection); ep != nil {
 			ep.live.active.Add(1)
 			return &Lease{c: c, ep: ep}, nil
 		}
@@ -258,7 +259,8 @@ func (c *Cluster) eligible(e *tableEndpoint, tried []string, clk *tableClock, ig
 // panic threshold).
 func (c *Cluster) panicking(clk *tableClock) bool {
 	healthy := 0
-	for _, p := range c.pools {
+	for i := range c.pools {
+		p := &c.pools[i]
 		for _, e := range p.eps {
 			if !c.env.ejected(e.live, clk) {
 				healthy++
@@ -296,8 +298,8 @@ func (p *tablePool) drawExcept(r uint64, skip int) int {
 }
 
 // tableNewPool precomputes the weighted structures of a pool.
-func tableNewPool(eps []*tableEndpoint) *tablePool {
-	p := &tablePool{eps: eps}
+func tableNewPool(eps []*tableEndpoint) tablePool {
+	p := tablePool{eps: eps}
 	equal := true
 	var total uint64
 	for _, e := range eps {

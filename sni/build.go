@@ -202,6 +202,52 @@ type tableBuild struct {
 	gen       uint64
 	routeMemo map[string]*tableRoute
 	policies  map[tablePolicyKey]*tableClusterPolicy
+	// Slabs: objects that live exactly as long as the table are carved
+	// from chunks, which cuts allocations (and GC work) of large builds.
+	clusterSlab  []Cluster
+	decisionSlab []Decision
+	endpointSlab []tableEndpoint
+	poolSlab     []tablePool
+}
+
+const tableSlabSize = 256
+
+func (tb *tableBuild) slabCluster() *Cluster {
+	if len(tb.clusterSlab) == 0 {
+		tb.clusterSlab = make([]Cluster, tableSlabSize)
+	}
+	c := &tb.clusterSlab[0]
+	tb.clusterSlab = tb.clusterSlab[1:]
+	return c
+}
+
+func (tb *tableBuild) slabDecision() *Decision {
+	if len(tb.decisionSlab) == 0 {
+		tb.decisionSlab = make([]Decision, tableSlabSize)
+	}
+	d := &tb.decisionSlab[0]
+	tb.decisionSlab = tb.decisionSlab[1:]
+	return d
+}
+
+func (tb *tableBuild) slabEndpoint() *tableEndpoint {
+	if len(tb.endpointSlab) == 0 {
+		tb.endpointSlab = make([]tableEndpoint, tableSlabSize)
+	}
+	e := &tb.endpointSlab[0]
+	tb.endpointSlab = tb.endpointSlab[1:]
+	return e
+}
+
+// slabPool returns a one-element, full-capacity slice holding p.
+func (tb *tableBuild) slabPool(p tablePool) []tablePool {
+	if len(tb.poolSlab) == 0 {
+		tb.poolSlab = make([]tablePool, tableSlabSize)
+	}
+	tb.poolSlab[0] = p
+	out := tb.poolSlab[0:1:1]
+	tb.poolSlab = tb.poolSlab[1:]
+	return out
 }
 
 type tablePolicyKey struct {
@@ -453,7 +499,9 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 		tb.b.eps[key] = live
 	}
 	live.gen = tb.gen
-	sp.eps = append(sp.eps, &tableEndpoint{Endpoint: ep, local: local, live: live})
+	e := tb.slabEndpoint()
+	*e = tableEndpoint{Endpoint: ep, local: local, live: live}
+	sp.eps = append(sp.eps, e)
 }
 
 // ---- destination rules ----
@@ -970,7 +1018,8 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 	} else if live.gen == tb.gen {
 		return live.cluster
 	}
-	c := &Cluster{service: host, port: port, subset: subset, localOnly: localOnly, env: tb.b.env, live: live}
+	c := tb.slabCluster()
+	*c = Cluster{service: host, port: port, subset: subset, localOnly: localOnly, env: tb.b.env, live: live}
 	live.gen, live.cluster = tb.gen, c
 	tb.t.clusters = append(tb.t.clusters, c)
 
@@ -1004,7 +1053,22 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 	c.pol = tb.policy(svc.dr, sub, port)
 	var local, remote []*tableEndpoint
 	matched := 0
+	allLocal := sub == nil
 	for _, e := range sp.eps {
+		if !e.local {
+			allLocal = false
+			break
+		}
+	}
+	if allLocal {
+		// The common case: no subset, every endpoint local. Share the
+		// port's slice; it no longer changes.
+		local, matched = sp.eps, len(sp.eps)
+	}
+	for _, e := range sp.eps {
+		if allLocal {
+			break
+		}
 		if sub != nil && !config.LabelsMatch(sub.Labels, e.Labels) {
 			continue
 		}
@@ -1015,11 +1079,13 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 			remote = append(remote, e)
 		}
 	}
-	if len(local) > 0 {
-		c.pools = append(c.pools, tableNewPool(local))
-	}
-	if len(remote) > 0 {
-		c.pools = append(c.pools, tableNewPool(remote))
+	switch {
+	case len(local) > 0 && len(remote) > 0:
+		c.pools = []tablePool{tableNewPool(local), tableNewPool(remote)}
+	case len(local) > 0:
+		c.pools = tb.slabPool(tableNewPool(local))
+	case len(remote) > 0:
+		c.pools = tb.slabPool(tableNewPool(remote))
 	}
 	c.size = len(local) + len(remote)
 	if c.size == 0 {
@@ -1165,11 +1231,10 @@ func (tb *tableBuild) buildAuto() {
 
 func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, host string, port uint32, subset string) {
 	cl := tb.cluster(host, port, subset, true)
-	l.auto[tableAutoKey{host: host, port: port, subset: subset}] = tableAutoTarget{
-		server: srv,
-		dec: &Decision{Route: srv.route, Service: host, Subset: subset, Port: port, Mode: ModeAutoPassthrough,
-			Gateway: srv.gateway, Server: srv.name, Policy: cl.pol.conn, Cluster: cl},
-	}
+	d := tb.slabDecision()
+	*d = Decision{Route: srv.route, Service: host, Subset: subset, Port: port, Mode: ModeAutoPassthrough,
+		Gateway: srv.gateway, Server: srv.name, Policy: cl.pol.conn, Cluster: cl}
+	l.auto[tableAutoKey{host: host, port: port, subset: subset}] = tableAutoTarget{server: srv, dec: d}
 }
 
 // ---- finish ----

@@ -146,8 +146,8 @@ func explainDestination(d *Decision, w uint64, now int64) ExplainedDestination {
 	ed := ExplainedDestination{Service: d.Service, Port: d.Port, Subset: d.Subset, Weight: w, Cluster: c.Name(),
 		LoadBalancer: c.pol.lb.String(), Policy: explainPolicy(c.pol.conn), Active: c.live.active.Load()}
 	healthy := 0
-	for _, p := range c.pools {
-		for _, e := range p.eps {
+	for i := range c.pools {
+		for _, e := range c.pools[i].eps {
 			x := explainEndpoint(e, now)
 			if !x.Ejected {
 				healthy++
@@ -275,8 +275,8 @@ func (t *Table) Dump() any {
 			dc.Outlier = &dumpOutlier{ConsecutiveFailures: o.threshold, Interval: o.interval.String(),
 				BaseEjectionTime: o.baseEjection.String(), MaxEjectionPercent: o.maxPercent, MinHealthPercent: o.minHealthPercent}
 		}
-		for _, p := range c.pools {
-			for _, e := range p.eps {
+		for i := range c.pools {
+			for _, e := range c.pools[i].eps {
 				dc.Endpoints = append(dc.Endpoints, explainEndpoint(e, now))
 			}
 		}

@@ -173,7 +173,8 @@ func (e *tableEnv) eject(c *Cluster, ep *tableEndpoint) {
 		return
 	}
 	out := 0
-	for _, p := range c.pools {
+	for i := range c.pools {
+		p := &c.pools[i]
 		for _, x := range p.eps {
 			if x != ep && e.ejected(x.live, &clk) {
 				out++

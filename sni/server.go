@@ -98,8 +98,22 @@ const (
 // Server accepts connections on the listeners of the published route
 // table, routes each by its ClientHello and splices it to an upstream.
 //
+// Per connection: on a listener that needs a hello, Peek reads the
+// ClientHello within Limits; a bad one is refused (not_tls, too_large,
+// malformed, timeout) without dialling. A hello without SNI is still
+// resolved, so that a "*" host or the listener's plain TCP route can take
+// it as Envoy would; if nothing does, it is refused as no_sni. The table
+// then resolves the connection (a refusal carries its reason), an endpoint
+// is picked and dialled with the route's ConnectTimeout and keep-alive,
+// and after a connect failure up to MaxRetries other endpoints are tried
+// (all failing: ReasonUpstream, access log close=upstream_error). Finally
+// the peeked hello is replayed to the upstream and the splicer takes over
+// (see splice.go). Every connection ends with one access-log line and is
+// counted in the meshgate_sni_* metrics.
+//
 // All methods are safe for concurrent use. The server owns every goroutine
 // it starts; Shutdown and Close return only after all of them have ended.
+// The data path is Linux-only (epoll, splice(2)).
 type Server struct {
 	cfg    ServerConfig
 	router *Router
@@ -340,9 +354,10 @@ type peekedConn interface {
 	WriteBufferedTo(w io.Writer) (int64, error)
 }
 
-// peekReason maps a Peek error to its refusal reason.
+// peekReason maps a Peek error to its refusal reason. A *MalformedError,
+// and a read error (the client reset the connection mid-hello), count as
+// malformed.
 func peekReason(err error) Reason {
-	var me *MalformedError
 	switch {
 	case errors.Is(err, ErrNotTLS):
 		return ReasonNotTLS
@@ -352,8 +367,6 @@ func peekReason(err error) Reason {
 		return ReasonTooLarge
 	case errors.Is(err, ErrTimeout):
 		return ReasonTimeout
-	case errors.As(err, &me):
-		return ReasonMalformed
 	}
 	return ReasonMalformed
 }

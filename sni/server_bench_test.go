@@ -3,6 +3,7 @@ package sni
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -125,6 +126,43 @@ func BenchmarkProxyThroughput(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkProxyRoundTrip measures one 64-byte request and its echo on an
+// established connection, straight and through the proxy: the latency the
+// proxy adds per exchange on a busy connection.
+func BenchmarkProxyRoundTrip(b *testing.B) {
+	be := snitest.NewTCPBackend(b)
+	s := newServerBench(b, serverPassthroughTable(b, map[string][]string{"rt.example.com": {be.Addr()}}, ConnPolicy{}))
+	hello := snitest.ClientHello(b, "rt.example.com")
+	for _, path := range []struct{ name, addr string }{
+		{"direct", be.Addr()},
+		{"proxy", serverBenchAddr(b, s)},
+	} {
+		b.Run(path.name, func(b *testing.B) {
+			c, err := net.Dial("tcp", path.addr)
+			if err != nil {
+				b.Fatalf("dial %s: %v", path.addr, err)
+			}
+			defer c.Close()
+			// The echo backend returns the hello first.
+			if _, err := c.Write(hello); err != nil {
+				b.Fatalf("write hello: %v", err)
+			}
+			if _, err := io.ReadFull(c, make([]byte, len(hello))); err != nil {
+				b.Fatalf("read hello echo: %v", err)
+			}
+			buf := make([]byte, 64)
+			for b.Loop() {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatalf("write: %v", err)
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatalf("read: %v", err)
+				}
+			}
+		})
 	}
 }
 

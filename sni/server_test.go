@@ -4,10 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,8 +33,8 @@ type serverLog struct {
 }
 
 func (l *serverLog) Enabled(context.Context, slog.Level) bool { return true }
-func (l *serverLog) WithAttrs([]slog.Attr) slog.Handler      { return l }
-func (l *serverLog) WithGroup(string) slog.Handler           { return l }
+func (l *serverLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *serverLog) WithGroup(string) slog.Handler            { return l }
 func (l *serverLog) Handle(_ context.Context, r slog.Record) error {
 	m := map[string]string{"msg": r.Message}
 	r.Attrs(func(a slog.Attr) bool {
@@ -88,7 +89,7 @@ type serverHarness struct {
 
 // newServerHarness starts a server whose listeners all bind 127.0.0.1:0,
 // whatever the table asks, and closes it at cleanup.
-func newServerHarness(t *testing.T, mod func(*ServerConfig)) *serverHarness {
+func newServerHarness(t testing.TB, mod func(*ServerConfig)) *serverHarness {
 	t.Helper()
 	h := &serverHarness{r: &Router{}, log: &serverLog{}, reg: prometheus.NewRegistry()}
 	cfg := DefaultServerConfig()
@@ -122,7 +123,7 @@ func serverLoopbackListen(ctx context.Context, network, address string) (net.Lis
 }
 
 // apply publishes t and fails the test on error.
-func (h *serverHarness) apply(t *testing.T, tbl *Table) {
+func (h *serverHarness) apply(t testing.TB, tbl *Table) {
 	t.Helper()
 	if err := h.s.Apply(t.Context(), tbl); err != nil {
 		t.Fatalf("Apply() error = %v, want nil", err)
@@ -130,7 +131,7 @@ func (h *serverHarness) apply(t *testing.T, tbl *Table) {
 }
 
 // addr returns the bound address of the only (or the named) listener.
-func (h *serverHarness) addr(t *testing.T, key string) string {
+func (h *serverHarness) addr(t testing.TB, key string) string {
 	t.Helper()
 	addrs := h.s.Addrs()
 	if key == "" && len(addrs) == 1 {
@@ -825,6 +826,52 @@ func TestServerCloseIdempotent(t *testing.T) {
 	}
 }
 
+// TestServerCloseForcesAll: Close ends spliced and still-peeking
+// connections at once (close=closed) and leaks nothing.
+func TestServerCloseForcesAll(t *testing.T) {
+	snitest.CheckNoLeaks(t)
+	ca := snitest.NewCA(t)
+	be := snitest.NewTLSBackend(t, ca, "c.example.com")
+	h := newServerHarness(t, nil)
+	h.apply(t, serverPassthroughTable(t, map[string][]string{"c.example.com": {be.Addr()}}, ConnPolicy{}))
+	addr := h.addr(t, "")
+	spliced, err := tls.Dial("tcp", addr, ca.ClientConfig("c.example.com"))
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer spliced.Close()
+	pending, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer pending.Close()
+	if _, err := pending.Write([]byte{0x16}); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	snitest.WaitFor(t, "two active connections", func() bool { return h.s.Active() == 2 })
+	if err := h.s.Close(); err != nil {
+		t.Fatalf("Close() = %v, want nil", err)
+	}
+	if n := h.s.Active(); n != 0 {
+		t.Fatalf("Active() after Close = %d, want 0", n)
+	}
+	var closed int
+	for _, m := range h.log.all() {
+		if m["close"] == closeShutdown {
+			closed++
+		}
+	}
+	if closed != 2 {
+		t.Fatalf("access log has %d lines with close=%s, want 2: %v", closed, closeShutdown, h.log.all())
+	}
+	for name, c := range map[string]net.Conn{"spliced": spliced, "pending": pending} {
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%s client Read after Close = %v, want the connection closed", name, err)
+		}
+	}
+}
+
 // serverFlakyListener fails Accept a few times before passing through, as
 // a listener out of fds would.
 type serverFlakyListener struct {
@@ -953,7 +1000,6 @@ func TestServerMetricsReregister(t *testing.T) {
 		t.Fatal("meshgate_sni_upstream_connect_failures_total not registered")
 	}
 }
-
 
 // ---- tables built with the real Builder from a config.Set made in Go ----
 
@@ -1089,5 +1135,55 @@ func serverTCPTable(tb testing.TB, addr string) *Table {
 			Hosts: []string{"*"}, Gateways: []string{"gw"},
 			Tcp: []*networking.TCPRoute{{Route: []*networking.RouteDestination{{Destination: &networking.Destination{Host: "tcp.backend.test", Port: &networking.PortSelector{Number: 9000}}}}}},
 		}}},
+	})
+}
+
+// FuzzServerDialsOnlyRoutedNames sends arbitrary first bytes to the proxy
+// and checks the one property that makes it safe: the backend is dialled
+// exactly when the bytes start with a well-formed ClientHello for the one
+// routed name, and the proxy never hangs or crashes on the way.
+func FuzzServerDialsOnlyRoutedNames(f *testing.F) {
+	const known = "known.example.com"
+	be := snitest.NewTCPBackend(f)
+	h := newServerHarness(f, func(c *ServerConfig) {
+		c.Logger = slog.New(slog.DiscardHandler)
+		c.AccessLog = slog.New(slog.DiscardHandler)
+	})
+	h.apply(f, serverPassthroughTable(f, map[string][]string{known: {be.Addr()}}, ConnPolicy{}))
+	addr := h.addr(f, "")
+
+	good := snitest.ClientHello(f, known, "h2")
+	f.Add(good)
+	f.Add(snitest.ClientHello(f, "unknown.example.com"))
+	f.Add(snitest.ClientHello(f, ""))
+	f.Add(snitest.ClientHello(f, "KNOWN.example.com."))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: known.example.com\r\n\r\n"))
+	f.Add([]byte{0x16})
+	f.Add([]byte{})
+	f.Add(good[:len(good)/2])
+	f.Add(append(append([]byte{}, good...), "trailing application bytes"...))
+
+	f.Fuzz(func(t *testing.T, b []byte) {
+		before := be.Accepts()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("dial proxy: %v", err)
+		}
+		defer c.Close()
+		_, _ = c.Write(b) // the proxy may already have closed
+		_ = c.(*net.TCPConn).CloseWrite()
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("reading from the proxy: %v (it must close, not hang)", err)
+		}
+		snitest.WaitFor(t, "the proxy to finish the connection", func() bool { return h.s.Active() == 0 })
+
+		var rh RawHello
+		perr := ParseHello(b, &rh)
+		routed := perr == nil && string(rh.ServerName) == known
+		dialled := be.Accepts() != before
+		if dialled != routed {
+			t.Fatalf("input %q: backend dialled = %v, want %v (ParseHello error %v, server name %q)", b, dialled, routed, perr, rh.ServerName)
+		}
 	})
 }

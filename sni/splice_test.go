@@ -15,27 +15,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshgate/meshgate/sni/snitest"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/meshgate/meshgate/sni/snitest"
 )
 
 // spliceHarness is a splicer with its own goroutine group, closed and
 // waited for at cleanup.
 type spliceHarness struct {
-	sp   *splicer
-	wg   sync.WaitGroup
-	rx   prometheus.Counter
-	tx   prometheus.Counter
-	mu   sync.Mutex
-	done map[*spliceRelay]chan struct{}
+	sp *splicer
+	wg sync.WaitGroup
+	rx prometheus.Counter
+	tx prometheus.Counter
 }
 
 func newSpliceHarness(t *testing.T) *spliceHarness {
 	t.Helper()
 	h := &spliceHarness{
-		rx:   prometheus.NewCounter(prometheus.CounterOpts{Name: "rx"}),
-		tx:   prometheus.NewCounter(prometheus.CounterOpts{Name: "tx"}),
-		done: make(map[*spliceRelay]chan struct{}),
+		rx: prometheus.NewCounter(prometheus.CounterOpts{Name: "rx"}),
+		tx: prometheus.NewCounter(prometheus.CounterOpts{Name: "tx"}),
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	sp, err := newSplicer(log, h.wg.Go, h.rx, h.tx)
@@ -162,6 +161,13 @@ func spliceExchange(t *testing.T, h *spliceHarness, client, proxySide, upSide, u
 	}
 	if got := r.tx.n.Load(); got != int64(len(down)) {
 		t.Errorf("relay tx bytes = %d, want %d", got, len(down))
+	}
+	var m dto.Metric
+	if err := h.rx.Write(&m); err != nil || m.GetCounter().GetValue() != float64(len(up)) {
+		t.Errorf("rx bytes counter = %v (err %v), want %d", m.GetCounter().GetValue(), err, len(up))
+	}
+	if err := h.tx.Write(&m); err != nil || m.GetCounter().GetValue() != float64(len(down)) {
+		t.Errorf("tx bytes counter = %v (err %v), want %d", m.GetCounter().GetValue(), err, len(down))
 	}
 }
 
@@ -443,23 +449,31 @@ func TestSpliceIdleHoldsNoPipe(t *testing.T) {
 		pairs[i] = pair{c, up}
 	}
 	baseG := snitest.Goroutines()
-	for i, p := range pairs {
-		msg := []byte{byte(i), 1, 2, 3}
-		got := make([]byte, len(msg))
-		if _, err := p.c.Write(msg); err != nil {
-			t.Fatalf("client Write: %v", err)
-		}
-		if _, err := io.ReadFull(p.u, got); err != nil || !bytes.Equal(got, msg) {
-			t.Fatalf("upstream got %v, %v; want %v", got, err, msg)
-		}
-		if _, err := p.u.Write(msg); err != nil {
-			t.Fatalf("upstream Write: %v", err)
-		}
-		if _, err := io.ReadFull(p.c, got); err != nil || !bytes.Equal(got, msg) {
-			t.Fatalf("client got %v, %v; want %v", got, err, msg)
+	exchange := func(round int) {
+		t.Helper()
+		for i, p := range pairs {
+			msg := []byte{byte(i), byte(round), 2, 3}
+			got := make([]byte, len(msg))
+			if _, err := p.c.Write(msg); err != nil {
+				t.Fatalf("round %d: client Write: %v", round, err)
+			}
+			if _, err := io.ReadFull(p.u, got); err != nil || !bytes.Equal(got, msg) {
+				t.Fatalf("round %d: upstream got %v, %v; want %v", round, got, err, msg)
+			}
+			if _, err := p.u.Write(msg); err != nil {
+				t.Fatalf("round %d: upstream Write: %v", round, err)
+			}
+			if _, err := io.ReadFull(p.c, got); err != nil || !bytes.Equal(got, msg) {
+				t.Fatalf("round %d: client got %v, %v; want %v", round, got, err, msg)
+			}
 		}
 	}
-	snitest.WaitFor(t, "pumps to exit after re-arming", func() bool { return snitest.Goroutines() <= baseG })
+	exchange(1)
+	// Busy pumps wait in the runtime poller; once quiet, the sweeper moves
+	// them to epoll and they exit.
+	snitest.WaitFor(t, "parked pumps to move to epoll and exit", func() bool { return snitest.Goroutines() <= baseG })
+	exchange(2) // the directions were re-armed and still carry bytes
+	snitest.WaitFor(t, "pumps to exit again", func() bool { return snitest.Goroutines() <= baseG })
 	if h.sp.live() != n {
 		t.Fatalf("live relays = %d, want %d", h.sp.live(), n)
 	}

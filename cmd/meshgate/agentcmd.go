@@ -56,6 +56,17 @@ on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.`,
 			}
 			cfg.Logger = log
 			cfg.Reload = hupChannel(ctx)
+			cfg.Registry = agent.NewRegistry()
+			if node.CA.Addr != "" {
+				ca, err := agent.NewCA(ctx, agent.CAConfig{
+					DataDir: node.DataDir, Addr: node.CA.Addr, TrustDomain: node.TrustDomain,
+					NodeName: node.Name, Logger: log, Registerer: cfg.Registry,
+				})
+				if err != nil {
+					return err
+				}
+				cfg.Components = append(cfg.Components, ca)
+			}
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err

@@ -26,6 +26,7 @@ func newDevCmd() *cobra.Command {
 		passPort  = 8443
 		tcpPort   = 9000
 		adminPort = 15000
+		caPort    = 15012
 		logFormat = "text"
 		logLevel  = "info"
 		drain     = 5 * time.Second
@@ -61,6 +62,18 @@ endpoint. It prints commands to try. Data lives under --data-dir.`,
 			cfg.DrainTimeout = drain
 			cfg.Logger = log
 			cfg.Reload = hupChannel(ctx)
+			cfg.Registry = agent.NewRegistry()
+			var ca *agent.CA
+			if caPort != 0 {
+				ca, err = agent.NewCA(ctx, agent.CAConfig{
+					DataDir: dataDir, Addr: net.JoinHostPort(host, strconv.Itoa(caPort)),
+					NodeName: cfg.Node.Name, Logger: log, Registerer: cfg.Registry,
+				})
+				if err != nil {
+					return err
+				}
+				cfg.Components = append(cfg.Components, ca)
+			}
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err
@@ -70,6 +83,9 @@ endpoint. It prints commands to try. Data lives under --data-dir.`,
 			}
 			log.Info("meshgate dev ready", "node", cfg.Node.Name, "network", cfg.Node.Network, "admin", a.AdminAddr())
 			fmt.Fprint(cmd.OutOrStdout(), d.Instructions(a.AdminAddr().String()))
+			if ca != nil {
+				fmt.Fprint(cmd.OutOrStdout(), caInstructions(dataDir, ca.Addr().String()))
+			}
 			err = a.Run(ctx)
 			d.Wait()
 			return err
@@ -82,10 +98,23 @@ endpoint. It prints commands to try. Data lives under --data-dir.`,
 	f.IntVar(&passPort, "passthrough-port", passPort, "PASSTHROUGH listener port")
 	f.IntVar(&tcpPort, "tcp-port", tcpPort, "plain TCP route port (0 disables)")
 	f.IntVar(&adminPort, "admin-port", adminPort, "admin listener port")
+	f.IntVar(&caPort, "ca-port", caPort, "certificate API port (0 disables the CA)")
 	f.StringVar(&logFormat, "log-format", logFormat, "text or json")
 	f.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
 	f.DurationVar(&drain, "drain-timeout", drain, "how long Ctrl-C waits for connections in flight")
 	return cmd
+}
+
+// caInstructions is what dev prints about its CA.
+func caInstructions(dataDir, addr string) string {
+	return fmt.Sprintf(`
+  # the built-in CA (certificate API on %[2]s): a join token, then an ISTIO_MUTUAL workload certificate
+  bin/meshgate token create --ca-addr %[2]s --data-dir %[1]s --namespace default --service-account reviews > %[1]s/reviews.token
+  bin/meshgate cert issue --ca-addr %[2]s --data-dir %[1]s --token %[1]s/reviews.token --namespace default --service-account reviews --out %[1]s/reviews-certs
+  openssl x509 -in %[1]s/reviews-certs/cert-chain.pem -noout -subject -ext subjectAltName,keyUsage,extendedKeyUsage
+  openssl verify -CAfile %[1]s/reviews-certs/root-cert.pem %[1]s/reviews-certs/cert-chain.pem
+  bin/meshgate cert renew --ca-addr %[2]s --data-dir %[1]s --out %[1]s/reviews-certs
+`, dataDir, addr)
 }
 
 // hupChannel delivers one value per SIGHUP until ctx is done.

@@ -37,7 +37,7 @@ func newRoot() *cobra.Command {
 			fmt.Fprintln(cmd.OutOrStdout(), "meshgate", buildVersion())
 		},
 	})
-	root.AddCommand(newDevCmd(), newAgentCmd(), newValidateCmd())
+	root.AddCommand(newDevCmd(), newAgentCmd(), newValidateCmd(), newTokenCmd(), newCertCmd(), newCACmd())
 	return root
 }
 

@@ -91,6 +91,7 @@ type ConfigError struct {
 	Problem string
 }
 
+// Error implements error.
 func (e *ConfigError) Error() string {
 	return fmt.Sprintf("api: config field %s: %s", e.Field, e.Problem)
 }

@@ -18,6 +18,7 @@ import (
 	pb "istio.io/api/security/v1alpha1"
 
 	"github.com/meshgate/meshgate/pki"
+	"github.com/meshgate/meshgate/pki/api"
 	"github.com/meshgate/meshgate/pki/pkitest"
 )
 
@@ -220,5 +221,40 @@ func TestServeStopsAndHandshakeGarbage(t *testing.T) {
 	csr, _ := pkitest.WorkloadCSR(t, web)
 	if _, err := ts.grpcClient(t, nil).CreateCertificate(withToken(t.Context(), ts.token(t, "default", "web", 0)), &pb.IstioCertificateRequest{Csr: string(csr)}); err != nil {
 		t.Fatalf("CreateCertificate() after a garbage connection = %v", err)
+	}
+}
+
+func TestCloseEndsServe(t *testing.T) {
+	ca, _ := pkitest.NewCA(t, pkitest.Config(t))
+	srv, err := api.NewServer(api.DefaultConfig(), ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background(), ln) }()
+	// Wait until it serves.
+	for {
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: ca.RootPool(), ServerName: "localhost"})
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal("server never answered")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	srv.Close()
+	srv.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve() after Close = %v, want nil", err)
+	}
+	if err := srv.Serve(context.Background(), ln); err == nil {
+		t.Fatal("Serve() on a closed server = nil, want an error")
 	}
 }

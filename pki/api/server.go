@@ -113,6 +113,7 @@ func (s *Server) Handler() http.Handler {
 
 // serveState is one Serve call's servers and goroutines.
 type serveState struct {
+	ln     net.Listener
 	grpcLn *chanListener
 	httpLn *chanListener
 	http   *http.Server
@@ -136,6 +137,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return ErrAlreadyServing
 	}
 	st := &serveState{
+		ln:     ln,
 		grpcLn: newChanListener(ln.Addr()),
 		httpLn: newChanListener(ln.Addr()),
 	}
@@ -149,6 +151,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.serving = st
 	s.mu.Unlock()
 
+	if s.cfg.GetCertificate == nil {
+		// Issue the server certificate now, so that a CA that cannot
+		// issue fails Serve instead of every handshake.
+		if _, err := s.getCertificate(nil); err != nil {
+			s.mu.Lock()
+			s.serving = nil
+			s.mu.Unlock()
+			ln.Close()
+			return err
+		}
+	}
 	base := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		ClientAuth:     tls.RequestClientCert, // verified by the CA, against its current bundle
@@ -205,7 +218,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs.Wait()
 	close(stopped)
 	wg.Wait()
-	if ctx.Err() != nil {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if ctx.Err() != nil || closed {
 		return nil
 	}
 	return err
@@ -264,8 +280,8 @@ func (s *Server) shutdown(st *serveState) {
 	st.httpLn.Close()
 }
 
-// Close stops every server immediately. Serve calls return once their
-// context is done (or their listener is closed). Idempotent.
+// Close stops the servers immediately and closes the listener, so that
+// Serve returns (with nil). Idempotent.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -277,6 +293,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.grpc.Stop()
 	if st != nil {
+		st.ln.Close()
 		st.http.Close()
 		st.grpcLn.Close()
 		st.httpLn.Close()

@@ -26,6 +26,7 @@ type APIError struct {
 	Message string
 }
 
+// Error implements error.
 func (e *APIError) Error() string {
 	return fmt.Sprintf("client: HTTP %d %s: %s", e.Status, e.Code, e.Message)
 }

@@ -2,16 +2,16 @@ package snitest
 
 import (
 	"crypto"
-	"fmt"
-	"slices"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"math/big"
 	"net"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"

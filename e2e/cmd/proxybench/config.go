@@ -60,6 +60,9 @@ type config struct {
 	IdleOpenTimeout time.Duration
 	// Timeout bounds the whole run. Default 30m.
 	Timeout time.Duration
+	// KeepDir keeps the temporary folder with the proxies' configs and
+	// prints its path.
+	KeepDir bool
 	// Logger receives progress; nil discards it.
 	Logger *slog.Logger
 }
@@ -174,6 +177,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 		install  = fs.Bool("install", def.Install, "apt-get install haproxy / nginx when missing (root only)")
 		workers  = fs.Int("workers", def.Workers, "worker threads/processes per proxy")
 		timeout  = fs.Duration("timeout", def.Timeout, "bound on the whole run")
+		keep     = fs.Bool("keep", false, "keep the folder with the proxies' configs and print its path")
 		rounds   = fs.Int("rounds", def.Rounds, "rounds per cell; each round visits every peer (short: 1)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -212,6 +216,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 	c.MeshgateBin = *meshgate
 	c.Install = *install
 	c.Workers = *workers
+	c.KeepDir = *keep
 	if err := c.validate(); err != nil {
 		return config{}, err
 	}

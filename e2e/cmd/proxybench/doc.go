@@ -6,8 +6,13 @@
 //
 // Usage, from the repository root (make bench does this):
 //
-//	MESHGATE_BIN=bin/meshgate go run ./e2e/cmd/proxybench [-duration 5s] [-conns 9000]
-//	    [-only direct,meshgate,haproxy,nginx] [-skip-idle] [-short] [-json FILE]
+//	MESHGATE_BIN=bin/meshgate go run ./e2e/cmd/proxybench [-duration 5s] [-rounds 5]
+//	    [-conns 9000] [-only direct,meshgate,haproxy,nginx] [-skip-idle] [-short]
+//	    [-json FILE] [-workers 2] [-install=true] [-keep] [-timeout 30m]
+//
+// Each cell is cut into rounds that visit every peer in a rotating order, so
+// that load from elsewhere on the machine weighs on all peers alike; the
+// report prints the load average and warns when it exceeded the core count.
 //
 // Figures:
 //

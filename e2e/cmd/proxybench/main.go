@@ -186,7 +186,11 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxybench: %w", err)
 	}
-	defer os.RemoveAll(dir)
+	if cfg.KeepDir {
+		res.Notes = append(res.Notes, "proxy configs kept in "+dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 
 	var peers []peer
 	defer func() {
@@ -221,7 +225,7 @@ func run(ctx context.Context, cfg config) (*results, error) {
 			continue
 		}
 		peers = append(peers, p)
-		res.Peers = append(res.Peers, peerInfo{Name: name, Version: p.Version()})
+		res.Peers = append(res.Peers, peerInfo{Name: name, Version: p.Version(), Setup: peerSetup(name, cfg.Workers)})
 	}
 	if len(peers) == 0 {
 		return res, fmt.Errorf("proxybench: no peer could be started")

@@ -42,6 +42,21 @@ const readyTimeout = 20 * time.Second
 // without it.
 var errUnavailable = errors.New("proxybench: peer unavailable")
 
+// peerSetup describes how run configures the named peer.
+func peerSetup(name string, workers int) string {
+	switch name {
+	case peerDirect:
+		return "client -> backend, no proxy"
+	case peerMeshgate:
+		return fmt.Sprintf("agent, Gateway PASSTHROUGH + VirtualService tls sniHosts, GOMAXPROCS=%d", workers)
+	case peerHAProxy:
+		return fmt.Sprintf("mode tcp, req_ssl_hello_type + req_ssl_sni, option splice-auto, nbthread %d", workers)
+	case peerNginx:
+		return fmt.Sprintf("stream, ssl_preread + map, proxy_half_close, default buffers, worker_processes %d", workers)
+	}
+	return ""
+}
+
 // peer is one way to reach the backends: directly or through a proxy.
 type peer interface {
 	// Name is one of allPeers.

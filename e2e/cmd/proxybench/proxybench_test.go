@@ -293,8 +293,8 @@ func fixedResults() *results {
 		Host:     hostInfo{Cores: 2, Kernel: "linux 6.1", GoVersion: "go1.26.8", NoFile: 20000, LoadStart: "0.10 0.20 0.30", LoadEnd: "1.00 0.50 0.40"},
 		Settings: settings{CellSeconds: 5, Rounds: 5, Workers: 2, DetailAt: 16, IdleConns: 9000},
 		Peers: []peerInfo{
-			{Name: "direct"}, {Name: "meshgate", Version: "meshgate v0.1.0"},
-			{Name: "haproxy", Version: "HAProxy version 2.6.12"},
+			{Name: "direct", Setup: peerSetup(peerDirect, 2)}, {Name: "meshgate", Version: "meshgate v0.1.0", Setup: peerSetup(peerMeshgate, 2)},
+			{Name: "haproxy", Version: "HAProxy version 2.6.12", Setup: peerSetup(peerHAProxy, 2)},
 			{Name: "nginx", Skipped: "proxybench: peer unavailable: nginx has no stream module\nsecond line"},
 		},
 		Notes: []string{"9000 idle connections asked, 8000 used"},

@@ -54,6 +54,8 @@ type settings struct {
 type peerInfo struct {
 	Name    string `json:"name"`
 	Version string `json:"version,omitempty"`
+	// Setup says how the peer was configured.
+	Setup   string `json:"setup,omitempty"`
 	Skipped string `json:"skipped,omitempty"`
 }
 
@@ -310,8 +312,11 @@ func writeReport(w io.Writer, r *results) error {
 			}
 		case p.Version != "":
 			fmt.Fprintf(&b, "  %-9s %s\n", p.Name, p.Version)
+			if p.Setup != "" {
+				fmt.Fprintf(&b, "            %s\n", p.Setup)
+			}
 		default:
-			fmt.Fprintf(&b, "  %-9s client -> backend, no proxy\n", p.Name)
+			fmt.Fprintf(&b, "  %-9s %s\n", p.Name, p.Setup)
 		}
 	}
 	for _, n := range r.Notes {

@@ -54,6 +54,10 @@ type Config struct {
 	Sources []ConfigSource
 	// Endpoints add endpoints (e.g. the gossiped catalog).
 	Endpoints []EndpointSource
+	// Registry is the Prometheus registry /metrics serves; nil makes one
+	// (with the Go and process collectors). Pass one in to share it with
+	// components.
+	Registry *prometheus.Registry
 	// Components start after the routes are applied and close, in reverse
 	// order, after the data plane has drained.
 	Components []Component
@@ -118,8 +122,10 @@ func New(cfg Config) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := cfg.Registry
+	if reg == nil {
+		reg = NewRegistry()
+	}
 	a := &Agent{cfg: cfg, log: log, registry: reg, router: &sni.Router{}}
 	a.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meshgate_config_reloads_total",
@@ -152,6 +158,14 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.server = srv
 	return a, nil
+}
+
+// NewRegistry returns a registry with the Go runtime and process
+// collectors, as /metrics serves it.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // Registry is the Prometheus registry /metrics serves.
