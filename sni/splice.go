@@ -173,7 +173,9 @@ type spliceDir struct {
 	token  uint64 // epoll user data
 	n      atomic.Int64
 	parked atomic.Bool // the pump waits in the runtime poller
-	rx     bool
+	// watched is set once the source is registered in the epoll set.
+	watched atomic.Bool
+	rx      bool
 }
 
 // relay takes ownership of client and upstream (both already connected,
@@ -220,13 +222,12 @@ func (s *splicer) relay(client, upstream net.Conn, idle time.Duration, start tim
 		default:
 		}
 	}
-	for _, d := range []*spliceDir{&r.rx, &r.tx} {
-		if err := s.arm(d, unix.EPOLL_CTL_ADD); err != nil {
-			s.log.Debug("sni: splice: watch failed", "err", err)
-			r.close(closeError)
-			break
-		}
-	}
+	// A new connection is busy (its TLS handshake is in flight), so both
+	// pumps start at once and wait in the runtime poller, as io.Copy would;
+	// going through epoll first would add a hop to every handshake flight.
+	// They hand their direction to epoll after spliceParkFor of silence.
+	s.spawn(func() { copyClientToUpstream(&r.rx) })
+	s.spawn(func() { copyUpstreamToClient(&r.tx) })
 	return r
 }
 
@@ -349,7 +350,11 @@ func (d *spliceDir) pump() {
 					r.close(closeError)
 					return
 				}
-				if err := r.sp.arm(d, unix.EPOLL_CTL_MOD); err != nil {
+				op := unix.EPOLL_CTL_MOD
+				if !d.watched.Swap(true) {
+					op = unix.EPOLL_CTL_ADD // first hand-over to epoll
+				}
+				if err := r.sp.arm(d, op); err != nil {
 					r.close(closeError)
 				}
 				return
@@ -455,12 +460,19 @@ func spliceInq(fd int) (int, bool, error) {
 // (a client on a unix socket). Only a transfer in progress holds one.
 var spliceBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// spliceSmall is the largest burst moved with read/write instead of
+// splice(2).
+const spliceSmall = 16 << 10
+
 // move transfers exactly n queued bytes. With a TCP destination the
 // standard library uses splice(2); its pipe returns to the pool when the
 // call ends.
 func (d *spliceDir) move(n int64) (int64, error) {
 	lr := &io.LimitedReader{R: d.src, N: n}
-	if dst, ok := d.dst.(*net.TCPConn); ok {
+	// Small bursts (handshake flights, requests) cost fewer syscalls as
+	// one read and one write than as two splices through a pipe, as
+	// HAProxy's splice-auto also judges; bulk transfers are spliced.
+	if dst, ok := d.dst.(*net.TCPConn); ok && n > spliceSmall {
 		return dst.ReadFrom(lr)
 	}
 	bp := spliceBufs.Get().(*[]byte)

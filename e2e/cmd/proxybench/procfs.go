@@ -32,9 +32,6 @@ type procSample struct {
 	FDs int `json:"fds"`
 }
 
-// cpuSeconds converts the CPU ticks to seconds.
-func (s procSample) cpuSeconds() float64 { return float64(s.CPUTicks) / clockTicks }
-
 // parseStat returns the parent PID and utime+stime from the contents of
 // /proc/PID/stat. The command name (field 2) may hold spaces and parentheses,
 // so fields are counted from the last ')'.

@@ -103,7 +103,6 @@ type Agent struct {
 	ready     atomic.Bool
 	draining  atomic.Bool
 	admin     net.Listener
-	adminOnce sync.Once
 
 	// mu guards current (the last config that loaded cleanly).
 	mu      sync.Mutex
