@@ -100,9 +100,9 @@ type Agent struct {
 	router   *sni.Router
 	server   *sni.Server
 
-	ready     atomic.Bool
-	draining  atomic.Bool
-	admin     net.Listener
+	ready    atomic.Bool
+	draining atomic.Bool
+	admin    net.Listener
 
 	// mu guards current (the last config that loaded cleanly).
 	mu      sync.Mutex
