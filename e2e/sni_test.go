@@ -31,6 +31,8 @@ type mesh struct {
 	p         *proc
 	tmpl      *template.Template
 	params    meshParams // as last written
+	caAddr    string     // certificate API
+	dataDir   string
 }
 
 const serviceHost = "reviews.default.svc.cluster.local"
@@ -150,6 +152,8 @@ func newMesh(t *testing.T, ca *testCA, params meshParams) *mesh {
 	m.passAddr = fmt.Sprintf("127.0.0.1:%d", params.PassPort)
 	m.tcpAddr = fmt.Sprintf("127.0.0.1:%d", params.TCPPort)
 	m.admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	m.caAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	m.dataDir = filepath.Join(dir, "data")
 	m.write(params)
 	node := fmt.Sprintf(`name: gw-a
 network: network-a
@@ -160,8 +164,8 @@ bind_addr: 127.0.0.1
 drain_timeout: 10s
 hello_timeout: 2s
 log: {format: json, level: debug}
-ca: {addr: 127.0.0.1:%d}
-`, m.admin, filepath.Join(dir, "data"), freePort(t))
+ca: {addr: %s}
+`, m.admin, m.dataDir, m.caAddr)
 	nodeFile := filepath.Join(dir, "node.yaml")
 	if err := os.WriteFile(nodeFile, []byte(node), 0o644); err != nil {
 		t.Fatal(err)

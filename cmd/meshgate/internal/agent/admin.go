@@ -41,6 +41,13 @@ func (a *Agent) adminHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	for _, c := range a.cfg.Components {
+		if r, ok := c.(AdminRouter); ok {
+			for pattern, h := range r.AdminRoutes() {
+				mux.Handle(pattern, h)
+			}
+		}
+	}
 	mux.HandleFunc("GET /debug/routes", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, a.router.Load().Dump())
 	})

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,7 +72,18 @@ type CA struct {
 	closeOnce sync.Once
 }
 
-var _ Component = (*CA)(nil)
+var (
+	_ Component   = (*CA)(nil)
+	_ AdminRouter = (*CA)(nil)
+)
+
+// AdminRoutes serves cfssl's remote-signer API (/api/v1/cfssl/info and
+// /api/v1/cfssl/authsign, HMAC-authenticated) on the admin listener too, so
+// the cfssl CLI, which cannot be told to trust the mesh root for https,
+// can use `cfssl ... -remote ADMIN_ADDR`.
+func (c *CA) AdminRoutes() map[string]http.Handler {
+	return map[string]http.Handler{"/api/v1/cfssl/": c.srv.Handler()}
+}
 
 // NewCA opens (or creates) the CA state in cfg.DataDir. Nothing listens
 // until Start.

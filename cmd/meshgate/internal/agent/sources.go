@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/sni"
@@ -40,4 +41,12 @@ type Component interface {
 	Start(ctx context.Context) error
 	// Close stops the component and waits for its goroutines. Idempotent.
 	Close() error
+}
+
+// AdminRouter is an optional capability of a Component: routes it serves
+// on the node's admin listener (plain HTTP, loopback by default).
+type AdminRouter interface {
+	// AdminRoutes returns ServeMux patterns and their handlers. Called once
+	// when the admin listener starts.
+	AdminRoutes() map[string]http.Handler
 }
