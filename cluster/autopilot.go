@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"slices"
 	"time"
 
@@ -45,15 +44,13 @@ func (n *Node) reconcile() {
 	servers := f.Configuration().Servers
 	ready := slices.ContainsFunc(servers, func(s raft.Server) bool { return s.ID == raft.ServerID(n.cfg.NodeName) })
 	if ready != (n.cat.Meta().Flags&catalog.FlagRaftReady != 0) {
-		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-		err := n.cat.UpdateMeta(ctx, func(m *catalog.Meta) {
+		err := n.cat.UpdateMeta(func(m *catalog.Meta) {
 			if ready {
 				m.Flags |= catalog.FlagRaftReady
 			} else {
 				m.Flags &^= catalog.FlagRaftReady
 			}
 		})
-		cancel()
 		if err != nil {
 			n.log.Debug("cluster: update meta", "err", err)
 		}

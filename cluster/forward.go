@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -147,13 +147,21 @@ type errRetryable struct{ err error }
 func (e errRetryable) Error() string { return e.err.Error() }
 func (e errRetryable) Unwrap() error { return e.err }
 
-// call POSTs body to path on the node at addr.
-func (f *forwardClient) call(ctx context.Context, addr, path string, body []byte) (uint64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, strings.NewReader(string(body)))
+// call POSTs body to path on the node at addr. replayable says the request
+// may be sent twice without harm: net/http then retries it once on a fresh
+// connection when a pooled one turns out to be dead (typically the old
+// leader's, right after it failed). Batches with a Check are not
+// replayable: a second delivery would report a conflict for a write that
+// succeeded.
+func (f *forwardClient) call(ctx context.Context, addr, path string, body []byte, replayable bool) (uint64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
+	if replayable {
+		req.Header["Idempotency-Key"] = nil // marks the request replayable without sending the header
+	}
 	resp, err := f.hc.Do(req)
 	if err != nil {
 		var re errRetryable

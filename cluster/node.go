@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -407,9 +408,10 @@ func (n *Node) apply(ctx context.Context, ops []Op) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	replayable := !slices.ContainsFunc(ops, func(op Op) bool { return op.Type == OpCheck })
 	backoff := 10 * time.Millisecond
 	for {
-		idx, err := n.tryApply(ctx, cmd)
+		idx, err := n.tryApply(ctx, cmd, replayable)
 		if err == nil {
 			_ = n.fsm.waitIndex(ctx, idx)
 			return idx, nil
@@ -430,7 +432,7 @@ func (n *Node) apply(ctx context.Context, ops []Op) (uint64, error) {
 }
 
 // tryApply applies cmd at the leader once.
-func (n *Node) tryApply(ctx context.Context, cmd []byte) (uint64, error) {
+func (n *Node) tryApply(ctx context.Context, cmd []byte, replayable bool) (uint64, error) {
 	if n.raft.State() == raft.Leader {
 		idx, err := n.applyLocal(ctx, cmd)
 		if errors.Is(err, ErrNotLeader) {
@@ -443,7 +445,7 @@ func (n *Node) tryApply(ctx context.Context, cmd []byte) (uint64, error) {
 		return 0, errRetryable{ErrNoLeader}
 	}
 	n.m.forwarded.Inc()
-	idx, err := n.fwd.call(ctx, string(addr), "/v1/apply", cmd)
+	idx, err := n.fwd.call(ctx, string(addr), "/v1/apply", cmd, replayable)
 	if err != nil {
 		var re errRetryable
 		var ce *ConflictError
@@ -511,7 +513,7 @@ func (n *Node) Sync(ctx context.Context) error {
 		} else if addr, id := n.raft.LeaderWithID(); addr == "" || string(id) == n.cfg.NodeName {
 			err = errRetryable{ErrNoLeader}
 		} else {
-			idx, err = n.fwd.call(ctx, string(addr), "/v1/barrier", nil)
+			idx, err = n.fwd.call(ctx, string(addr), "/v1/barrier", nil, true)
 		}
 		if err == nil {
 			return n.fsm.waitIndex(ctx, idx)
@@ -581,7 +583,7 @@ func (n *Node) leaveRaft(ctx context.Context) error {
 		} else if addr, id := n.raft.LeaderWithID(); addr == "" || string(id) == n.cfg.NodeName {
 			err = errRetryable{ErrNoLeader}
 		} else {
-			_, err = n.fwd.call(ctx, string(addr), "/v1/remove?id="+n.cfg.NodeName, nil)
+			_, err = n.fwd.call(ctx, string(addr), "/v1/remove?id="+url.QueryEscape(n.cfg.NodeName), nil, true)
 		}
 		if err == nil {
 			return nil

@@ -63,6 +63,12 @@ type Node struct {
 	// (spiffe://<trust_domain>/ns/<ns>/sa/<sa>). Default "cluster.local".
 	TrustDomain string `json:"trust_domain,omitempty" yaml:"trust_domain,omitempty"`
 
+	// GatewayAddr is "host:port" where nodes of other networks reach this
+	// node's AUTO_PASSTHROUGH listener (Istio's 15443); gossiped so remote
+	// networks send cross-network traffic here. Default "" (this node is
+	// not a cross-network gateway). The host may be a go-sockaddr template.
+	GatewayAddr string `json:"gateway_addr,omitempty" yaml:"gateway_addr,omitempty"`
+
 	// Join lists gossip addresses ("host" or "host:port") of nodes to join
 	// at start. Default none (a node on its own).
 	Join []string `json:"join,omitempty" yaml:"join,omitempty"`

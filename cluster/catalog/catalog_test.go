@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -386,7 +390,7 @@ func TestOtherClusterRefused(t *testing.T) {
 
 func TestUpdateMeta(t *testing.T) {
 	tc := start(t, 2, nil)
-	err := tc.nodes[0].UpdateMeta(t.Context(), func(m *catalog.Meta) {
+	err := tc.nodes[0].UpdateMeta(func(m *catalog.Meta) {
 		m.GatewayAddr = "192.0.2.10:15443"
 		m.Flags |= catalog.FlagRaftReady
 	})
@@ -401,7 +405,7 @@ func TestUpdateMeta(t *testing.T) {
 		}
 		return false
 	})
-	err = tc.nodes[0].UpdateMeta(t.Context(), func(m *catalog.Meta) { m.GatewayAddr = string(make([]byte, 600)) })
+	err = tc.nodes[0].UpdateMeta(func(m *catalog.Meta) { m.GatewayAddr = string(make([]byte, 600)) })
 	if !errors.Is(err, catalog.ErrMetaTooLarge) {
 		t.Fatalf("UpdateMeta(oversized) error = %v, want ErrMetaTooLarge", err)
 	}
@@ -432,4 +436,52 @@ func TestRealSocketsEncrypted(t *testing.T) {
 	waitFor(t, "endpoint crosses real UDP/TCP", func() bool { return len(addrsOf(nodes[0])) == 1 && len(addrsOf(nodes[1])) == 1 })
 	nodes[2].Close()
 	waitFor(t, "crashed node's endpoint withdrawn", func() bool { return len(addrsOf(nodes[0])) == 0 && len(addrsOf(nodes[1])) == 0 })
+}
+
+func TestHandler(t *testing.T) {
+	tc := start(t, 2, nil)
+	srv := httptest.NewServer(tc.nodes[0].Handler())
+	t.Cleanup(srv.Close)
+	do := func(method, path, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), method, srv.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatalf("%s %s error = %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, c := range []struct {
+		name, method, path, body string
+		want                     int
+	}{
+		{"register", "PUT", "/v1/endpoints/web-1", `{"service":"web.default.svc.cluster.local","port":80,"addr":"10.0.0.1:80","ttl":"1m"}`, http.StatusOK},
+		{"bad body", "PUT", "/v1/endpoints/web-2", `{"service":"web","port":0,"addr":"10.0.0.1:80"}`, http.StatusBadRequest},
+		{"unknown field", "PUT", "/v1/endpoints/web-2", `{"svc":"web"}`, http.StatusBadRequest},
+		{"delete missing", "DELETE", "/v1/endpoints/nope", ``, http.StatusNotFound},
+		{"wrong method", "POST", "/v1/endpoints/web-1", `{}`, http.StatusMethodNotAllowed},
+	} {
+		if got, body := do(c.method, c.path, c.body); got != c.want {
+			t.Errorf("%s: %s %s = %d %s, want %d", c.name, c.method, c.path, got, body, c.want)
+		}
+	}
+	waitFor(t, "registered endpoint reaches the peer", func() bool { return len(addrsOf(tc.nodes[1])) == 1 })
+	if code, body := do("GET", "/v1/registrations", ""); code != http.StatusOK || !strings.Contains(body, `"healthy":true`) {
+		t.Fatalf("GET /v1/registrations = %d %s, want the healthy registration", code, body)
+	}
+	if code, body := do("GET", "/v1/members", ""); code != http.StatusOK || !strings.Contains(body, "node-1") {
+		t.Fatalf("GET /v1/members = %d %s, want both members", code, body)
+	}
+	if code, _ := do("DELETE", "/v1/endpoints/web-1", ""); code != http.StatusNoContent {
+		t.Fatalf("DELETE /v1/endpoints/web-1 = %d, want 204", code)
+	}
+	waitFor(t, "deregistered endpoint leaves the peer", func() bool { return len(addrsOf(tc.nodes[1])) == 0 })
+	if code, body := do("GET", "/v1/endpoints", ""); code != http.StatusOK || strings.TrimSpace(body) != "null" && strings.TrimSpace(body) != "[]" {
+		t.Fatalf("GET /v1/endpoints = %d %s, want an empty list", code, body)
+	}
 }

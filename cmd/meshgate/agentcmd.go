@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
 	"github.com/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/pki"
 	"github.com/meshgate/meshgate/sni"
 )
 
@@ -57,10 +58,25 @@ on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.`,
 			cfg.Logger = log
 			cfg.Reload = hupChannel(ctx)
 			cfg.Registry = agent.NewRegistry()
+			var caStore pki.Store // nil = a journal in data_dir
+			if clusterEnabled(node) {
+				ccfg, err := clusterConfig(node, log, cfg.Registry, node.GatewayAddr)
+				if err != nil {
+					return err
+				}
+				cl, err := startCluster(ctx, ccfg, log)
+				if err != nil {
+					return err
+				}
+				cfg.Sources = append(cfg.Sources, cl)
+				cfg.Endpoints = append(cfg.Endpoints, cl)
+				cfg.Components = append(cfg.Components, cl)
+				caStore = agent.NewRaftCAStore(cl.Node())
+			}
 			if node.CA.Addr != "" {
 				ca, err := agent.NewCA(ctx, agent.CAConfig{
 					DataDir: node.DataDir, Addr: node.CA.Addr, TrustDomain: node.TrustDomain,
-					NodeName: node.Name, Logger: log, Registerer: cfg.Registry,
+					NodeName: node.Name, Logger: log, Registerer: cfg.Registry, Store: caStore,
 				})
 				if err != nil {
 					return err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
 	"github.com/meshgate/meshgate/cmd/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/sni"
 )
 
@@ -63,11 +64,31 @@ endpoint. It prints commands to try. Data lives under --data-dir.`,
 			cfg.Logger = log
 			cfg.Reload = hupChannel(ctx)
 			cfg.Registry = agent.NewRegistry()
+			// A one-node fleet: raft (on loopback) holds the config applied
+			// with `meshgate apply` and the CA's state.
+			node := config.DefaultNode()
+			node.Name, node.Network, node.Labels = cfg.Node.Name, cfg.Node.Network, cfg.Node.Labels
+			node.DataDir = filepath.Join(dataDir, "state")
+			node.Bootstrap = true
+			node.Raft.Bind, node.Raft.Port = host, 0
+			node.Gossip.Bind, node.Gossip.Port = host, 0
+			ccfg, err := clusterConfig(node, log, cfg.Registry, net.JoinHostPort(host, strconv.Itoa(autoPort)))
+			if err != nil {
+				return err
+			}
+			cl, err := startCluster(ctx, ccfg, log)
+			if err != nil {
+				return err
+			}
+			cfg.Sources = append(cfg.Sources, cl)
+			cfg.Endpoints = append(cfg.Endpoints, cl)
+			cfg.Components = append(cfg.Components, cl)
 			var ca *agent.CA
 			if caPort != 0 {
 				ca, err = agent.NewCA(ctx, agent.CAConfig{
 					DataDir: dataDir, Addr: net.JoinHostPort(host, strconv.Itoa(caPort)),
 					NodeName: cfg.Node.Name, Logger: log, Registerer: cfg.Registry,
+					Store: agent.NewRaftCAStore(cl.Node()),
 				})
 				if err != nil {
 					return err

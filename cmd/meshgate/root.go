@@ -37,7 +37,8 @@ func newRoot() *cobra.Command {
 			fmt.Fprintln(cmd.OutOrStdout(), "meshgate", buildVersion())
 		},
 	})
-	root.AddCommand(newDevCmd(), newAgentCmd(), newValidateCmd(), newTokenCmd(), newCertCmd(), newCACmd())
+	root.AddCommand(newDevCmd(), newAgentCmd(), newValidateCmd(), newTokenCmd(), newCertCmd(), newCACmd(),
+		newApplyCmd(), newGetCmd(), newDeleteCmd(), newMembersCmd(), newJoinCmd(), newLeaveCmd(), newKeyringCmd())
 	return root
 }
 

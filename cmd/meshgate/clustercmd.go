@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
+)
+
+// adminClient calls a node's admin API (loopback by default).
+type adminClient struct{ addr string }
+
+func (a *adminClient) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&a.addr, "admin", "127.0.0.1:15000", "admin address of any node")
+}
+
+// do sends a request and decodes a JSON answer into out (nil: raw body
+// returned). A non-2xx answer becomes an error with the node's message.
+func (a *adminClient) do(method, path string, body io.Reader, out any) ([]byte, error) {
+	req, err := http.NewRequest(method, "http://"+a.addr+path, body)
+	if err != nil {
+		return nil, err
+	}
+	c := &http.Client{Timeout: 60 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return nil, fmt.Errorf("%s", e.Error)
+		}
+		if resp.StatusCode == http.StatusNotFound {
+			return nil, fmt.Errorf("%s %s: not found (is this node part of a fleet? node.yaml bootstrap/join)", method, path)
+		}
+		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if out != nil {
+		return b, json.Unmarshal(b, out)
+	}
+	return b, nil
+}
+
+func newApplyCmd() *cobra.Command {
+	var a adminClient
+	var path string
+	cmd := &cobra.Command{
+		Use:   "apply -f PATH",
+		Short: "Write Istio resources (a file or a folder) to the replicated store, at any node",
+		Long: `apply validates every document first and writes them in one raft entry:
+a bad document changes nothing. Writes at a follower are forwarded to the
+leader. Resources applied here and the node's own --resources files are
+merged; the same kind/namespace/name in both is refused.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			files := []string{path}
+			if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+				files = nil
+				entries, err := os.ReadDir(path)
+				if err != nil {
+					return err
+				}
+				for _, e := range entries {
+					if ext := filepath.Ext(e.Name()); !e.IsDir() && !strings.HasPrefix(e.Name(), ".") && (ext == ".yaml" || ext == ".yml") {
+						files = append(files, filepath.Join(path, e.Name()))
+					}
+				}
+			}
+			for _, f := range files {
+				data, err := os.ReadFile(f)
+				if err != nil {
+					return err
+				}
+				var res struct {
+					Index uint64 `json:"index"`
+				}
+				if _, err := a.do(http.MethodPut, "/v1/config?file="+url.QueryEscape(f), bytes.NewReader(data), &res); err != nil {
+					fmt.Fprintln(cmd.ErrOrStderr(), err)
+					return errSilent
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s applied (raft index %d)\n", f, res.Index)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&path, "file", "f", "", "YAML file or folder")
+	_ = cmd.MarkFlagRequired("file")
+	a.register(cmd)
+	return cmd
+}
+
+func newGetCmd() *cobra.Command {
+	var a adminClient
+	var ns string
+	cmd := &cobra.Command{
+		Use:   "get [KIND [NAME]]",
+		Short: "Print replicated resources as YAML (KIND: Gateway, VirtualService, DestinationRule, ServiceEntry, WorkloadEntry)",
+		Args:  cobra.MaximumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{}
+			if len(args) > 0 {
+				q.Set("kind", args[0])
+			}
+			if len(args) > 1 {
+				q.Set("name", args[1])
+			}
+			if ns != "" {
+				q.Set("namespace", ns)
+			}
+			b, err := a.do(http.MethodGet, "/v1/config?"+q.Encode(), nil, nil)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&ns, "namespace", "n", "", "only this namespace")
+	a.register(cmd)
+	return cmd
+}
+
+func newDeleteCmd() *cobra.Command {
+	var a adminClient
+	ns := "default"
+	cmd := &cobra.Command{
+		Use:   "delete KIND NAME",
+		Short: "Delete one replicated resource",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p := fmt.Sprintf("/v1/config/%s/%s/%s", url.PathEscape(args[0]), url.PathEscape(ns), url.PathEscape(args[1]))
+			if _, err := a.do(http.MethodDelete, p, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s/%s deleted\n", args[0], ns, args[1])
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&ns, "namespace", "n", ns, "namespace of the resource")
+	a.register(cmd)
+	return cmd
+}
+
+func newMembersCmd() *cobra.Command {
+	var a adminClient
+	cmd := &cobra.Command{
+		Use: "members", Short: "List the fleet: name, network, address, status, raft role, version", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ms []agent.MemberView
+			if _, err := a.do(http.MethodGet, "/v1/members", nil, &ms); err != nil {
+				return err
+			}
+			sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tNETWORK\tADDRESS\tSTATUS\tRAFT\tGATEWAY\tPROTOCOL")
+			for _, m := range ms {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Network, m.Addr, m.Status, orDefault(m.RaftRole, "-"), orDefault(m.Gateway, "-"), m.Version)
+			}
+			return tw.Flush()
+		},
+	}
+	a.register(cmd)
+	return cmd
+}
+
+func newJoinCmd() *cobra.Command {
+	var a adminClient
+	cmd := &cobra.Command{
+		Use: "join ADDR...", Short: "Make the node join the fleet through the gossip address of any member", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body, _ := json.Marshal(map[string]any{"addrs": args})
+			var res struct {
+				Joined int `json:"joined"`
+			}
+			if _, err := a.do(http.MethodPost, "/v1/join", bytes.NewReader(body), &res); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "joined through %d of %d addresses\n", res.Joined, len(args))
+			return nil
+		},
+	}
+	a.register(cmd)
+	return cmd
+}
+
+func newLeaveCmd() *cobra.Command {
+	var a adminClient
+	cmd := &cobra.Command{
+		Use:   "leave",
+		Short: "Leave the fleet gracefully (peers see a departure, not a crash); stopping the node with SIGTERM drains and leaves",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := a.do(http.MethodPost, "/v1/leave", nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "left the fleet")
+			return nil
+		},
+	}
+	a.register(cmd)
+	return cmd
+}
+
+func newKeyringCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "keyring", Short: "Manage the gossip encryption keys (list, install, use, remove, generate)"}
+	var la adminClient
+	list := &cobra.Command{
+		Use: "list", Short: "List installed keys (primary first)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res struct {
+				Keys []string `json:"keys"`
+			}
+			if _, err := la.do(http.MethodGet, "/v1/keyring", nil, &res); err != nil {
+				return err
+			}
+			for _, k := range res.Keys {
+				fmt.Fprintln(cmd.OutOrStdout(), k)
+			}
+			return nil
+		},
+	}
+	la.register(list)
+	cmd.AddCommand(list)
+	for _, op := range []string{"install", "use", "remove"} {
+		var a adminClient
+		c := &cobra.Command{
+			Use: op + " KEY", Short: op + " a base64 gossip key on the node", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				body, _ := json.Marshal(map[string]string{"key": args[0]})
+				if _, err := a.do(http.MethodPost, "/v1/keyring/"+op, bytes.NewReader(body), nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "key %sed\n", strings.TrimSuffix(op, "e"))
+				return nil
+			},
+		}
+		a.register(c)
+		cmd.AddCommand(c)
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use: "generate", Short: "Print a new random 32-byte key for a keyring file", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k := make([]byte, 32)
+			if _, err := rand.Read(k); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(k))
+			return nil
+		},
+	})
+	return cmd
+}
