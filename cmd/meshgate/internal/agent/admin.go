@@ -15,6 +15,9 @@ import (
 //	/readyz                200 once routes are applied, 503 while draining
 //	/metrics               Prometheus exposition
 //	/debug/routes          the route table as JSON
+//	/debug/endpoints       the catalog endpoints the table is built from, as
+//	                       this node sees them (split horizon: a remote
+//	                       network's endpoints through its gateways)
 //	/debug/explain?sni=N   which listener/server/route/endpoints N takes, or
 //	                       exactly why it is refused (&alpn=a,b to test ALPN)
 //	/debug/pprof/          Go runtime profiles
@@ -48,6 +51,9 @@ func (a *Agent) adminHandler() http.Handler {
 			}
 		}
 	}
+	mux.HandleFunc("GET /debug/endpoints", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, a.endpoints())
+	})
 	mux.HandleFunc("GET /debug/routes", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, a.router.Load().Dump())
 	})
