@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -276,6 +277,25 @@ func newCACmd() *cobra.Command {
 	initCmd.Flags().StringVar(&td, "trust-domain", "cluster.local", "trust domain (the root's O=)")
 	initCmd.Flags().StringVar(&plugin, "plugin-dir", "", "Istio cacerts folder: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem")
 	initCmd.Flags().StringVar(&alg, "key-algorithm", string(pki.DefaultConfig().KeyAlgorithm), "root key algorithm: ecdsa-p256 or rsa-2048")
-	cmd.AddCommand(show, initCmd)
+	var ra adminClient
+	rotate := &cobra.Command{
+		Use:   "rotate",
+		Short: "Rotate a self-signed root: new root, cross-signed; both are trusted until every old leaf has expired",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res struct {
+				Roots []string `json:"roots"`
+			}
+			if _, err := ra.do(http.MethodPost, "/v1/ca/rotate", nil, &res); err != nil {
+				return err
+			}
+			for i, r := range res.Roots {
+				fmt.Fprintf(cmd.OutOrStdout(), "root[%d]: %s\n", i, r)
+			}
+			return nil
+		},
+	}
+	ra.register(rotate)
+	cmd.AddCommand(show, initCmd, rotate)
 	return cmd
 }

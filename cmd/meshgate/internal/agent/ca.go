@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -81,8 +82,31 @@ var (
 // /api/v1/cfssl/authsign, HMAC-authenticated) on the admin listener too, so
 // the cfssl CLI, which cannot be told to trust the mesh root for https,
 // can use `cfssl ... -remote ADMIN_ADDR`.
+//
+// POST /v1/ca/rotate starts a root rotation (meshgate ca rotate): a new
+// root, cross-signed by the current one; the trust bundle serves both until
+// every leaf of the old root has expired.
 func (c *CA) AdminRoutes() map[string]http.Handler {
-	return map[string]http.Handler{"/api/v1/cfssl/": c.srv.Handler()}
+	return map[string]http.Handler{
+		"/api/v1/cfssl/": c.srv.Handler(),
+		"POST /v1/ca/rotate": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := c.ca.Rotate(r.Context()); err != nil {
+				writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+				return
+			}
+			_ = c.writeRoot()
+			var roots []string
+			for _, rc := range c.ca.Info().Roots {
+				roots = append(roots, fmt.Sprintf("%s serial %s until %s", rc.Subject, rc.SerialNumber.Text(16), rc.NotAfter.Format(time.RFC3339)))
+			}
+			writeJSON(w, http.StatusOK, map[string]any{"roots": roots})
+		}),
+	}
+}
+
+// writeRoot refreshes DATA_DIR/root-cert.pem with the current bundle.
+func (c *CA) writeRoot() error {
+	return writeFileAtomic(filepath.Join(c.cfg.DataDir, RootCertFile), []byte(strings.Join(c.ca.RootsPEM(), "")), 0o644)
 }
 
 // NewCA opens (or creates) the CA state in cfg.DataDir. Nothing listens
