@@ -280,3 +280,35 @@ func TestFleetReplicatesConfigAndGossipsEndpoints(t *testing.T) {
 		t.Fatal("the backend of a withdrawn endpoint was dialled")
 	}
 }
+
+func TestFleetRestartKeepsState(t *testing.T) {
+	nodes := newFleet(t, 3)
+	for _, fn := range nodes {
+		fn.start(t)
+	}
+	waitLeader := func(what string) {
+		waitFor(t, 60*time.Second, what, func() bool {
+			for _, fn := range nodes {
+				if fn.role(t) == "leader" {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	waitLeader("a raft leader")
+	port := freePort(t)
+	waitFor(t, 20*time.Second, "apply accepted", func() bool { return nodes[0].apply(t, gatewayYAML(port)) == nil })
+	for _, fn := range nodes {
+		if err := fn.p.stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+			t.Fatalf("%s exit after SIGTERM = %v, want 0", fn.name, err)
+		}
+	}
+	for _, fn := range nodes {
+		fn.start(t)
+	}
+	waitLeader("a raft leader after restarting every node")
+	for _, fn := range nodes {
+		waitFor(t, 20*time.Second, fn.name+" has the Gateway after restart", func() bool { return fn.has(t, "Gateway", "eastwest") })
+	}
+}

@@ -33,6 +33,9 @@ const (
 	RootCertFile   = "root-cert.pem"    // the mesh root bundle, 0644
 	DefaultCAPort  = 15012
 	caStateDirMode = 0o700
+
+	caOpenRetries = 40
+	caOpenBackoff = 250 * time.Millisecond
 )
 
 // CAConfig places the built-in CA of a node.
@@ -150,6 +153,19 @@ func NewCA(ctx context.Context, cfg CAConfig) (*CA, error) {
 		st, closer = f, f
 	}
 	ca, err := pki.NewCA(ctx, pcfg, st)
+	// With the replicated store, several nodes of a new fleet race to
+	// create the CA; the losers find it committed but maybe not yet in
+	// their own replica. Retry briefly (bounded) before giving up.
+	for attempt := 0; err != nil && cfg.Store != nil && attempt < caOpenRetries && ctx.Err() == nil; attempt++ {
+		if cfg.Logger != nil {
+			cfg.Logger.Info("CA not readable yet; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(caOpenBackoff):
+		}
+		ca, err = pki.NewCA(ctx, pcfg, st)
+	}
 	if err != nil {
 		if closer != nil {
 			closer.Close()
