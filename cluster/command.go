@@ -241,8 +241,23 @@ func (d *decoder) uvarint() uint64 {
 		d.err = fmt.Errorf("bad varint")
 		return 0
 	}
+	if n != uvarintLen(v) {
+		d.err = fmt.Errorf("non-minimal varint")
+		return 0
+	}
 	d.b = d.b[n:]
 	return v
+}
+
+// uvarintLen is the length of v's minimal uvarint encoding. Decoders refuse
+// longer encodings, so every value has exactly one wire form.
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
 }
 
 func (d *decoder) bytes(limit int) []byte {

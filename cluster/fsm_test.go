@@ -72,6 +72,7 @@ func TestDecodeCommandHostile(t *testing.T) {
 		{"empty key", []byte{commandVersion, 1, byte(OpDelete), 0}},
 		{"key with newline", []byte{commandVersion, 1, byte(OpDelete), 2, 'k', '\n'}},
 		{"oversized input", make([]byte, MaxCommandLen+1)},
+		{"non-minimal varint", []byte{commandVersion, 1, byte(OpCheck), 1, '0', 0x80, 0x00}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ops, err := decodeCommand(tc.in)
@@ -342,4 +343,3 @@ spec:
     hosts:
     - "*.local"
 `
-

@@ -181,8 +181,16 @@ func TestBootstrapThenAutopilotAddsAndPromotes(t *testing.T) {
 	}
 	victimName := c.Node(victim).Name()
 	c.Kill(victim)
+	var last string
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("killed %s, non-voter %s; last view: %s", victimName, nonvoter, last)
+		}
+	})
 	c.WaitAll(t, "dead voter replaced by the non-voter", func(n *cluster.Node) bool {
 		s, err := n.Servers()
+		leaderName, _ := n.Leader()
+		last = fmt.Sprintf("%s (leader %s) servers %+v err %v members %+v", n.Name(), leaderName, s, err, n.Members())
 		if err != nil {
 			return false
 		}

@@ -118,10 +118,12 @@ type snapReader struct {
 	r   io.Reader
 	err error
 	one [1]byte
+	n   int // bytes read by ReadByte since the last uvarint began
 }
 
 func (s *snapReader) ReadByte() (byte, error) {
 	_, err := io.ReadFull(s.r, s.one[:])
+	s.n++
 	return s.one[0], err
 }
 
@@ -129,9 +131,15 @@ func (s *snapReader) uvarint() uint64 {
 	if s.err != nil {
 		return 0
 	}
+	s.n = 0
 	v, err := binary.ReadUvarint(s)
 	if err != nil {
 		s.err = fmt.Errorf("varint: %w", err)
+		return 0
+	}
+	if s.n != uvarintLen(v) {
+		s.err = fmt.Errorf("non-minimal varint")
+		return 0
 	}
 	return v
 }

@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -229,6 +228,3 @@ type tcpAddr string
 
 func (a tcpAddr) Network() string { return "tcp" }
 func (a tcpAddr) String() string  { return string(a) }
-
-// errListenerClosed reports whether err means the listener was closed.
-func errListenerClosed(err error) bool { return errors.Is(err, net.ErrClosed) }

@@ -158,13 +158,21 @@ func BenchmarkGossipBandwidth(b *testing.B) {
 		}
 		return true
 	})
+	waitForUpTo(b, 5*time.Minute, "gossip queues drained (steady state)", func() bool {
+		for _, c := range nodes {
+			if c.QueuedBroadcasts() > 0 {
+				return false
+			}
+		}
+		return true
+	})
 	for b.Loop() {
 		before := uint64(0)
 		for _, t := range trs {
 			before += t.SentBytes.Load()
 		}
-		window := 10 * time.Second
-		time.Sleep(window) // measuring a rate over a fixed window, not synchronizing
+		window := time.Minute // one push-pull period at N=50 (30s scaled x2)
+		time.Sleep(window)    // measuring a rate over a fixed window, not synchronizing
 		after := uint64(0)
 		for _, t := range trs {
 			after += t.SentBytes.Load()

@@ -80,6 +80,7 @@ type Catalog struct {
 	ml      *memberlist.Memberlist
 	keyring *memberlist.Keyring
 	q       *memberlist.TransmitLimitedQueue
+	addr    string // advertised gossip address
 
 	numNodes atomic.Int32 // alive members, for the broadcast queue
 
@@ -184,6 +185,13 @@ func New(cfg Config) (*Catalog, error) {
 		c.cancel()
 		return nil, err
 	}
+	ip, port, err := mlc.Transport.FinalAdvertiseAddr(mlc.AdvertiseAddr, mlc.AdvertisePort)
+	if err != nil {
+		c.cancel()
+		_ = mlc.Transport.Shutdown()
+		return nil, fmt.Errorf("catalog: advertise address: %w", err)
+	}
+	c.addr = net.JoinHostPort(ip.String(), strconv.Itoa(port))
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
 		c.cancel()
@@ -273,10 +281,7 @@ func (c *Catalog) Name() string { return c.cfg.Name }
 func (c *Catalog) Network() string { return c.cfg.Network }
 
 // Addr returns the gossip address peers use to reach this node.
-func (c *Catalog) Addr() string {
-	n := c.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (c *Catalog) Addr() string { return c.addr }
 
 // Keyring returns the gossip keyring, or nil when gossip is not encrypted.
 func (c *Catalog) Keyring() *Keyring {
@@ -288,6 +293,10 @@ func (c *Catalog) Keyring() *Keyring {
 
 // Stats returns the catalog's counters.
 func (c *Catalog) Stats() Stats { return c.m.stats() }
+
+// QueuedBroadcasts returns how many catalog messages wait in the gossip
+// queue for (re)transmission.
+func (c *Catalog) QueuedBroadcasts() int { return c.q.NumQueued() }
 
 // Changed returns a channel that receives (buffer 1, never blocks the
 // catalog) after the set of endpoints changes. Read Snapshot after it fires.
@@ -923,6 +932,10 @@ func (c *Catalog) tick(now time.Time) {
 		go c.runCheck(id, r)
 	}
 	c.view.gc(now, c.cfg.TombstoneTTL)
+	// Owners with missed changes and no newer delta to notice it by.
+	for _, o := range c.view.lagging() {
+		c.enqueueLocked(job{kind: jobRequest, to: o})
+	}
 	for name, at := range c.lastSync {
 		if now.Sub(at) > time.Minute {
 			delete(c.lastSync, name)
@@ -963,20 +976,6 @@ func (c *Catalog) runCheck(id string, r *reg) {
 			c.publishLocked(id, r, false)
 		}
 	}
-}
-
-// knownOwners is for tests: owners with visible endpoints in the view.
-func (c *Catalog) knownOwners() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []string
-	for o := range c.view.owners {
-		if len(c.view.visibleOf(o)) > 0 {
-			out = append(out, o)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // gatedWriter discards writes once ctx is done.

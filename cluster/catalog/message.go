@@ -27,10 +27,6 @@ type version struct {
 	Ctr uint64
 }
 
-func (v version) less(o version) bool {
-	return v.Inc < o.Inc || (v.Inc == o.Inc && v.Ctr < o.Ctr)
-}
-
 // delta is one endpoint change, broadcast by its owner and relayed by
 // every node that found it new.
 type delta struct {
@@ -204,6 +200,10 @@ func (d *decoder) uvarint() uint64 {
 	v, n := binary.Uvarint(d.b)
 	if n <= 0 {
 		d.fail("bad varint")
+		return 0
+	}
+	if n != len(binary.AppendUvarint(nil, v)) {
+		d.fail("non-minimal varint")
 		return 0
 	}
 	d.b = d.b[n:]

@@ -31,6 +31,43 @@ type ownerView struct {
 	ver  version // highest change applied
 	base uint64  // counter of the last full state applied in ver.Inc
 	eps  map[string]*epRec
+	// contig is the highest counter up to which every change is known;
+	// seen holds the counters received above it. contig < ver.Ctr means a
+	// change was missed (a lost packet, or a version the sender's queue
+	// replaced): the caller asks the owner for its full state.
+	contig uint64
+	seen   map[uint64]struct{}
+}
+
+// holes reports whether some change below the highest known was missed.
+func (o *ownerView) holes() bool { return o.contig < o.ver.Ctr }
+
+// mark records that counter ctr was received.
+func (o *ownerView) mark(ctr uint64) {
+	if ctr <= o.contig {
+		return
+	}
+	if o.seen == nil {
+		o.seen = make(map[uint64]struct{})
+	}
+	o.seen[ctr] = struct{}{}
+	o.advance()
+}
+
+// advance moves contig over received counters and drops those below it.
+func (o *ownerView) advance() {
+	for {
+		if _, ok := o.seen[o.contig+1]; !ok {
+			break
+		}
+		delete(o.seen, o.contig+1)
+		o.contig++
+	}
+	for c := range o.seen {
+		if c <= o.contig {
+			delete(o.seen, c)
+		}
+	}
 }
 
 // epRec is one endpoint of an owner, or a tombstone (deleted).
@@ -73,8 +110,8 @@ func (v *view) owner(name string, inc uint64) *ownerView {
 
 // applyDelta applies one endpoint change. news says the delta was new here
 // (so the caller re-gossips it and the visible set may have changed); gap
-// says counters were skipped, so the caller should ask the owner for its
-// full state.
+// says some earlier change of the owner is still missing, so the caller
+// should ask the owner for its full state.
 func (v *view) applyDelta(d *delta, now time.Time) (news, gap bool) {
 	if !v.accepts(d.Owner, d.Ver.Inc) {
 		return false, false
@@ -86,17 +123,17 @@ func (v *view) applyDelta(d *delta, now time.Time) (news, gap bool) {
 	if d.Ver.Ctr <= o.base {
 		return false, false
 	}
+	o.mark(d.Ver.Ctr) // even a superseded change fills its counter
 	if r := o.eps[d.ID]; r != nil && d.Ver.Ctr <= r.ctr {
-		return false, false
+		return false, o.holes()
 	}
-	gap = d.Ver.Ctr > o.ver.Ctr+1
 	if d.Delete {
 		o.eps[d.ID] = &epRec{ctr: d.Ver.Ctr, deleted: true, at: now}
 	} else {
 		o.eps[d.ID] = &epRec{ctr: d.Ver.Ctr, ep: d.Ep.clone()}
 	}
 	o.ver.Ctr = max(o.ver.Ctr, d.Ver.Ctr)
-	return true, gap
+	return true, o.holes()
 }
 
 // applyState merges an owner's full state. changed says the visible set of
@@ -109,7 +146,7 @@ func (v *view) applyState(s *state, now time.Time) (changed bool, behind []strin
 		if r.Owner == s.Owner || !v.accepts(r.Owner, r.Ver.Inc) {
 			continue
 		}
-		if o := v.owners[r.Owner]; o == nil || o.ver.less(r.Ver) {
+		if o := v.owners[r.Owner]; o == nil || o.ver.Inc < r.Ver.Inc || (o.ver.Inc == r.Ver.Inc && o.contig < r.Ver.Ctr) {
 			behind = append(behind, r.Owner)
 		}
 	}
@@ -136,6 +173,8 @@ func (v *view) mergeFull(s *state, now time.Time) bool {
 	o.eps = merged
 	o.base = s.Ver.Ctr
 	o.ver.Ctr = max(o.ver.Ctr, s.Ver.Ctr)
+	o.contig = max(o.contig, s.Ver.Ctr)
+	o.advance()
 	return !maps.EqualFunc(before, v.visibleOf(s.Owner), Endpoint.Equal)
 }
 
@@ -179,6 +218,17 @@ func (v *view) visibleOf(name string) map[string]Endpoint {
 	for id, r := range o.eps {
 		if !r.deleted {
 			out[id] = r.ep
+		}
+	}
+	return out
+}
+
+// lagging lists the owners with missed changes.
+func (v *view) lagging() []string {
+	var out []string
+	for name, o := range v.owners {
+		if o.holes() && v.alive[name] {
+			out = append(out, name)
 		}
 	}
 	return out

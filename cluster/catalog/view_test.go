@@ -189,3 +189,32 @@ func TestViewTombstoneGC(t *testing.T) {
 		t.Fatalf("gc after TTL kept the tombstone, want it removed")
 	}
 }
+
+func TestViewHolesCloseByDeltaOrFullState(t *testing.T) {
+	now := time.Now()
+	v := newView("self")
+	v.setAlive("o", true)
+	v.applyDelta(put("o", 1, 1, "a", "1.1.1.1:80"), now)
+	if _, gap := v.applyDelta(put("o", 1, 3, "a", "3.3.3.3:80"), now); !gap {
+		t.Fatalf("applyDelta(counter 3 after 1) reported no missed change, want one")
+	}
+	if got := v.lagging(); len(got) != 1 || got[0] != "o" {
+		t.Fatalf("lagging() = %v, want [o]", got)
+	}
+	// Counter 2 arrives late and is superseded for its endpoint, yet it
+	// fills the hole.
+	if news, gap := v.applyDelta(put("o", 1, 2, "a", "2.2.2.2:80"), now); news || gap {
+		t.Fatalf("applyDelta(superseded counter 2) = news %v, gap %v; want neither", news, gap)
+	}
+	if got := v.lagging(); len(got) != 0 {
+		t.Fatalf("lagging() after the hole filled = %v, want none", got)
+	}
+	v.applyDelta(put("o", 1, 9, "b", "9.9.9.9:80"), now)
+	if len(v.lagging()) != 1 {
+		t.Fatalf("lagging() after counter 9 = %v, want [o]", v.lagging())
+	}
+	v.applyState(full("o", 1, 9, map[string]string{"a": "3.3.3.3:80", "b": "9.9.9.9:80"}), now)
+	if got := v.lagging(); len(got) != 0 {
+		t.Fatalf("lagging() after a full state = %v, want none", got)
+	}
+}

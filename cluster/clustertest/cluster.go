@@ -3,6 +3,7 @@ package clustertest
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -61,7 +62,11 @@ func FastConfig(t testing.TB, name string) cluster.Config {
 	g.TCPTimeout = 2 * time.Second
 	g.SyncInterval = 100 * time.Millisecond
 	g.MaintenanceInterval = 20 * time.Millisecond
-	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	level := slog.LevelWarn
+	if os.Getenv("CLUSTERTEST_LOG") == "info" {
+		level = slog.LevelInfo
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: level}))
 	return cfg
 }
 
