@@ -103,12 +103,18 @@ func (b *syncBuffer) String() string {
 // start runs meshgate with args; Cleanup kills it if the test did not stop it.
 func start(t *testing.T, dir string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(meshgateBin(t), args...)
+	return startCmd(t, dir, exec.Command(meshgateBin(t), args...))
+}
+
+// startCmd runs a prepared command with its output in t.Output(); Cleanup
+// kills it if the test did not stop it.
+func startCmd(t *testing.T, dir string, cmd *exec.Cmd) *proc {
+	t.Helper()
 	cmd.Dir = dir
 	out := &syncBuffer{tee: t.Output()}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start meshgate %v: %v", args, err)
+		t.Fatalf("start %v: %v", cmd.Args, err)
 	}
 	p := &proc{cmd: cmd, out: out, done: make(chan struct{})}
 	go func() {

@@ -197,31 +197,3 @@ tls: {cert_file: %s, key_file: %s, ca_file: %s}
 	})
 	_ = procs
 }
-
-// startCmd runs a prepared command like start does for meshgate.
-func startCmd(t *testing.T, dir string, cmd *exec.Cmd) *proc {
-	t.Helper()
-	cmd.Dir = dir
-	out := &syncBuffer{tee: t.Output()}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", cmd.Args, err)
-	}
-	p := &proc{cmd: cmd, out: out, done: make(chan struct{})}
-	go func() {
-		err := cmd.Wait()
-		p.waitMu.Lock()
-		p.err = err
-		p.waitMu.Unlock()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}

@@ -68,9 +68,7 @@ on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.`,
 				if err != nil {
 					return err
 				}
-				cfg.Sources = append(cfg.Sources, cl)
-				cfg.Endpoints = append(cfg.Endpoints, cl)
-				cfg.Components = append(cfg.Components, cl)
+				addCluster(&cfg, cl)
 				caStore = agent.NewRaftCAStore(cl.Node())
 			}
 			if node.CA.Addr != "" {

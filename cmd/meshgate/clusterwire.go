@@ -111,3 +111,11 @@ func startCluster(ctx context.Context, cfg cluster.Config, log *slog.Logger) (*a
 	}
 	return c, nil
 }
+
+// addCluster makes the fleet a source of resources and endpoints and a
+// component of the node.
+func addCluster(cfg *agent.Config, cl *agent.Cluster) {
+	cfg.Sources = append(cfg.Sources, cl)
+	cfg.Endpoints = append(cfg.Endpoints, cl)
+	cfg.Components = append(cfg.Components, cl)
+}

@@ -80,9 +80,7 @@ endpoint. It prints commands to try. Data lives under --data-dir.`,
 			if err != nil {
 				return err
 			}
-			cfg.Sources = append(cfg.Sources, cl)
-			cfg.Endpoints = append(cfg.Endpoints, cl)
-			cfg.Components = append(cfg.Components, cl)
+			addCluster(&cfg, cl)
 			var ca *agent.CA
 			if caPort != 0 {
 				ca, err = agent.NewCA(ctx, agent.CAConfig{
