@@ -93,7 +93,7 @@ func propagate(b *testing.B, nodes []*catalog.Catalog, origin *catalog.Catalog, 
 				select {
 				case <-c.Changed():
 				case <-deadline:
-					b.Errorf("%s never saw %s from %s", c.Name(), addr, origin.Name())
+					b.Errorf("%s never saw %s from %s (stats %+v, queued %d)", c.Name(), addr, origin.Name(), c.Stats(), c.QueuedBroadcasts())
 					return
 				}
 			}

@@ -115,6 +115,7 @@ type memberInfo struct {
 type ownState struct {
 	ver  version
 	regs map[string]*reg
+	pub  map[string]bool // IDs currently published
 }
 
 // reg is one registration and its health.
@@ -133,6 +134,7 @@ type jobKind int
 const (
 	jobSendState jobKind = iota // send our full state to a node
 	jobRequest                  // ask an owner for its full state
+	jobMeta                     // re-announce our meta (FlagEndpoints changed)
 )
 
 type job struct {
@@ -160,7 +162,7 @@ func New(cfg Config) (*Catalog, error) {
 		meta: Meta{ProtocolVersion: ProtocolVersion, ClusterID: cfg.ClusterID, Network: cfg.Network,
 			GatewayAddr: cfg.GatewayAddr, RaftAddr: cfg.RaftAddr, LabelsDigest: LabelsDigest(cfg.Labels)},
 		view:     newView(cfg.Name),
-		own:      ownState{ver: version{Inc: cfg.Incarnation}, regs: make(map[string]*reg)},
+		own:      ownState{ver: version{Inc: cfg.Incarnation}, regs: make(map[string]*reg), pub: make(map[string]bool)},
 		members:  make(map[string]*memberInfo),
 		lastSync: make(map[string]time.Time),
 		changed:  make(chan struct{}, 1),
@@ -490,6 +492,15 @@ type RegistrationStatus struct {
 func (c *Catalog) publishLocked(id string, r *reg, on bool) {
 	c.own.ver.Ctr++
 	r.published = on
+	had := len(c.own.pub) > 0
+	if on {
+		c.own.pub[id] = true
+	} else {
+		delete(c.own.pub, id)
+	}
+	if had != (len(c.own.pub) > 0) {
+		c.enqueueLocked(job{kind: jobMeta})
+	}
 	d := delta{Owner: c.cfg.Name, Ver: c.own.ver, ID: id, Delete: !on}
 	if on {
 		d.Ep = r.Endpoint
@@ -628,6 +639,10 @@ func (c *Catalog) worker() {
 		case <-c.ctx.Done():
 			return
 		case j := <-c.work:
+			if j.kind == jobMeta {
+				_ = c.ml.UpdateNode(time.Nanosecond) // queued; see UpdateMeta
+				continue
+			}
 			c.mu.Lock()
 			mi := c.members[j.to]
 			var node memberlist.Node
@@ -718,7 +733,11 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	c := (*Catalog)(d)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	b, err := c.meta.Encode()
+	m := c.meta
+	if len(c.own.pub) > 0 && !c.leaving {
+		m.Flags |= FlagEndpoints
+	}
+	b, err := m.Encode()
 	if err != nil || len(b) > limit {
 		// Validate and UpdateMeta keep this from happening; memberlist
 		// panics on oversized meta, so send none rather than crash.
@@ -835,8 +854,7 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 	c.setMemberLocked(n, StatusAlive)
 	if n.Name != c.cfg.Name {
 		c.view.setAlive(n.Name, true)
-		// Fetch its endpoints now rather than at the next push-pull.
-		c.enqueueLocked(job{kind: jobRequest, to: n.Name})
+		c.fetchIfOwnsLocked(n.Name)
 	}
 	c.m.members.Set(float64(c.numNodes.Load()))
 }
@@ -867,8 +885,25 @@ func (e *events) NotifyUpdate(n *memberlist.Node) {
 		status = mi.status
 	}
 	c.setMemberLocked(n, status)
+	if n.Name != c.cfg.Name && status == StatusAlive {
+		c.fetchIfOwnsLocked(n.Name)
+	}
 	// An endpoint without a network takes its owner's; that may have moved.
 	c.markChangedLocked()
+}
+
+// fetchIfOwnsLocked asks a member for its full state when its meta says it
+// publishes endpoints this node has none of yet, rather than waiting for
+// the next push-pull. Members without endpoints are not asked, so a
+// fleet-wide join does not cost N^2 requests.
+func (c *Catalog) fetchIfOwnsLocked(name string) {
+	mi := c.members[name]
+	if mi == nil || mi.meta.Flags&FlagEndpoints == 0 {
+		return
+	}
+	if len(c.view.visibleOf(name)) == 0 {
+		c.enqueueLocked(job{kind: jobRequest, to: name})
+	}
 }
 
 func (c *Catalog) setMemberLocked(n *memberlist.Node, status Status) {

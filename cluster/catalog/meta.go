@@ -19,6 +19,9 @@ const (
 	// FlagRaftReady: the node belongs to a raft configuration (bootstrapped
 	// or joined). A node that sees one never bootstraps a new cluster.
 	FlagRaftReady uint8 = 1 << 0
+	// FlagEndpoints: the node publishes at least one endpoint. Peers fetch
+	// its full state when they meet it; set by the catalog itself.
+	FlagEndpoints uint8 = 1 << 1
 )
 
 // Meta is what a node tells every peer about itself through memberlist's
