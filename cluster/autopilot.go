@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"slices"
 	"time"
 
@@ -214,8 +215,45 @@ func (n *Node) autopilot(servers []raft.Server) {
 		if _, ok := inConfig[id]; ok || m.Status != catalog.StatusAlive || m.Meta.RaftAddr == "" {
 			continue
 		}
+		if err := n.probeRaft(m.Meta.RaftAddr); err != nil {
+			n.warnRefused(name, err)
+			continue
+		}
 		do("add", n.raft.AddNonvoter(id, raft.ServerAddress(m.Meta.RaftAddr), 0, timeout), id)
 		return
 	}
 	_ = healthyVoters
+}
+
+// probeTimeout bounds the handshake autopilot makes with a candidate
+// before adding it to raft.
+const probeTimeout = 3 * time.Second
+
+// probeRaft opens (and closes) one stream to a candidate's raft address,
+// so a member whose certificate this node does not accept (another mesh,
+// or a workload identity rather than a gateway's) is never made a raft
+// server: gossip membership alone proves nothing about identity.
+func (n *Node) probeRaft(addr string) error {
+	ctx, cancel := context.WithTimeout(n.ctx, probeTimeout)
+	defer cancel()
+	c, err := n.streams.Dial(ctx, addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// warnRefused logs a refused candidate at most once a minute per member.
+func (n *Node) warnRefused(name string, err error) {
+	n.apMu.Lock()
+	defer n.apMu.Unlock()
+	if n.refusedAt == nil {
+		n.refusedAt = map[string]time.Time{}
+	}
+	if last, ok := n.refusedAt[name]; ok && time.Since(last) < time.Minute {
+		return
+	}
+	n.refusedAt[name] = time.Now()
+	n.log.Warn("cluster: autopilot: not adding a member whose raft endpoint failed the mutual-TLS check", "peer_id", name, "err", err)
+	n.m.autopilot.WithLabelValues("refused").Inc()
 }

@@ -43,8 +43,9 @@ type Node struct {
 
 	cfgCache configCache
 
-	apMu        sync.Mutex // guards expectSet, expectSince
+	apMu        sync.Mutex // guards expectSet, expectSince, refusedAt
 	expectSet   []string
+	refusedAt   map[string]time.Time
 	expectSince time.Time
 
 	ctx       context.Context // canceled by Close

@@ -139,7 +139,24 @@ type NodeTLS struct {
 	// KeyFile is the private key of CertFile. Needs CertFile.
 	KeyFile string `json:"key_file,omitempty" yaml:"key_file,omitempty"`
 	// CAFile is the bundle of roots peers' certificates must chain to.
+	// With TokenFile it is the mesh root-cert.pem the CA at CAAddr must
+	// chain to before the token is sent.
 	CAFile string `json:"ca_file,omitempty" yaml:"ca_file,omitempty"`
+
+	// Identity is this node's SPIFFE identity when its certificate comes
+	// from the built-in CA. Default
+	// spiffe://<trust_domain>/ns/meshgate-system/sa/meshgate.
+	Identity string `json:"identity,omitempty" yaml:"identity,omitempty"`
+	// PeerIdentities are the SPIFFE identities allowed to talk raft to
+	// this node. Default: Identity only.
+	PeerIdentities []string `json:"peer_identities,omitempty" yaml:"peer_identities,omitempty"`
+	// TokenFile holds a join token for Identity (meshgate token create).
+	// A node without a valid certificate in data_dir/node uses it once to
+	// get one from the CA at CAAddr. Needs CAAddr and CAFile.
+	TokenFile string `json:"token_file,omitempty" yaml:"token_file,omitempty"`
+	// CAAddr is a certificate API (host:port) to enroll with the token
+	// and to renew at when this node runs no CA itself.
+	CAAddr string `json:"ca_addr,omitempty" yaml:"ca_addr,omitempty"`
 }
 
 // Duration is a time.Duration written in YAML as a Go duration string
@@ -448,6 +465,22 @@ func (n *Node) Validate() error {
 	}
 	if n.CA.Addr != "" {
 		checkListenAddr(c, "ca.addr", n.CA.Addr)
+	}
+	if n.TLS.TokenFile != "" {
+		if n.TLS.CAAddr == "" {
+			c.invalid("tls.ca_addr", "tls.token_file needs tls.ca_addr (the certificate API to enroll with)")
+		}
+		if n.TLS.CAFile == "" {
+			c.invalid("tls.ca_file", "tls.token_file needs tls.ca_file (the mesh root-cert.pem)")
+		}
+		if n.TLS.CertFile != "" {
+			c.invalid("tls.token_file", "tls.token_file and tls.cert_file exclude each other")
+		}
+	}
+	if n.TLS.CAAddr != "" {
+		if _, _, err := net.SplitHostPort(n.TLS.CAAddr); err != nil {
+			c.invalid("tls.ca_addr", "tls.ca_addr %q is not host:port", n.TLS.CAAddr)
+		}
 	}
 	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
 		if n.TLS.CertFile == "" {

@@ -156,7 +156,12 @@ tls: {cert_file: %s, key_file: %s, ca_file: %s}
 	}
 	waitFor(t, 60*time.Second, "two alive members and a raft leader", func() bool {
 		out, err := admin(na, "http://"+na.ip+":15000/v1/members")
-		return err == nil && strings.Count(out, `"alive"`) == 2 && strings.Contains(out, `"leader"`)
+		if err != nil || strings.Count(out, `"alive"`) != 2 || !strings.Contains(out, `"leader"`) {
+			return false
+		}
+		// gw-b serves its admin API once its replicated store has synced.
+		_, err = admin(nb, "-f", "http://"+nb.ip+":15000/readyz")
+		return err == nil
 	})
 	reg := fmt.Sprintf(`{"service":%q,"port":9080,"addr":"%s:9443","labels":{"version":"v1"},"ttl":"120s"}`, serviceHost, nb.ip)
 	if out, err := admin(nb, "-f", "-X", "PUT", "-d", reg, "http://"+nb.ip+":15000/v1/endpoints/reviews-b"); err != nil {

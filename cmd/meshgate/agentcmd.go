@@ -11,7 +11,6 @@ import (
 
 	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
 	"github.com/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/pki"
 	"github.com/meshgate/meshgate/sni"
 )
 
@@ -58,24 +57,17 @@ on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.`,
 			cfg.Logger = log
 			cfg.Reload = hupChannel(ctx)
 			cfg.Registry = agent.NewRegistry()
-			var caStore pki.Store // nil = a journal in data_dir
-			if clusterEnabled(node) {
-				ccfg, err := clusterConfig(node, log, cfg.Registry, node.GatewayAddr)
-				if err != nil {
-					return err
-				}
-				cl, err := startCluster(ctx, ccfg, log)
-				if err != nil {
-					return err
-				}
-				addCluster(&cfg, cl)
-				caStore = agent.NewRaftCAStore(cl.Node())
+			caCfg := agent.CAConfig{
+				DataDir: node.DataDir, Addr: node.CA.Addr, TrustDomain: node.TrustDomain,
+				NodeName: node.Name, Logger: log, Registerer: cfg.Registry,
 			}
-			if node.CA.Addr != "" {
-				ca, err := agent.NewCA(ctx, agent.CAConfig{
-					DataDir: node.DataDir, Addr: node.CA.Addr, TrustDomain: node.TrustDomain,
-					NodeName: node.Name, Logger: log, Registerer: cfg.Registry, Store: caStore,
-				})
+			if clusterEnabled(node) {
+				if _, err := startFleet(ctx, node, &cfg, node.GatewayAddr, caCfg); err != nil {
+					return err
+				}
+			} else if node.CA.Addr != "" {
+				// A node outside any fleet keeps its CA in a local journal.
+				ca, err := agent.NewCA(ctx, caCfg)
 				if err != nil {
 					return err
 				}

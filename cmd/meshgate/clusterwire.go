@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/meshgate/meshgate/cluster"
 	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
 	"github.com/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/pki"
 )
 
 // clusterEnabled reports whether node.yaml asks for a fleet: a one-node
@@ -55,17 +58,60 @@ func clusterConfig(n *config.Node, log *slog.Logger, reg prometheus.Registerer, 
 	}
 	cfg.Logger = log
 	cfg.Registerer = reg
-	var err error
-	switch {
-	case n.TLS.CertFile != "":
-		cfg.TLS, err = agent.FileTLS(n.TLS.CertFile, n.TLS.KeyFile, n.TLS.CAFile)
-	case n.Bootstrap && len(n.Join) == 0:
-		// One node on its own: nobody else ever dials raft.
-		cfg.TLS, err = agent.SelfSignedTLS(n.Name)
-	default:
-		err = fmt.Errorf("node.yaml: tls.cert_file, tls.key_file and tls.ca_file are required for a fleet (raft runs over mutual TLS)")
+	return cfg, nil
+}
+
+// raftTLS decides how this node proves who it is to its peers: its own
+// certificate files; or the node identity from the built-in CA (kept in
+// data_dir/node, enrolled with a join token, or self-issued by a fleet's
+// first node); or, for a lone node without a CA, a throwaway self-signed
+// certificate nobody else needs to trust.
+func raftTLS(ctx context.Context, n *config.Node, log *slog.Logger) (*tls.Config, *agent.NodeIdentity, error) {
+	if n.TLS.CertFile != "" {
+		c, err := agent.FileTLS(n.TLS.CertFile, n.TLS.KeyFile, n.TLS.CAFile)
+		return c, nil, err
 	}
-	return cfg, err
+	lone := n.Bootstrap && len(n.Join) == 0 && n.TLS.TokenFile == ""
+	if lone && n.CA.Addr == "" {
+		c, err := agent.SelfSignedTLS(n.Name)
+		return c, nil, err
+	}
+	id, peers, err := nodeIdentities(n)
+	if err != nil {
+		return nil, nil, err
+	}
+	ni, err := agent.NewNodeIdentity(ctx, agent.IdentityConfig{
+		DataDir: n.DataDir, Identity: id, Peers: peers,
+		CAAddr: n.TLS.CAAddr, TokenFile: n.TLS.TokenFile, RootFile: n.TLS.CAFile,
+		SelfIssue: n.Bootstrap && n.CA.Addr != "",
+		Logger:    log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return ni.TLSConfig(), ni, nil
+}
+
+// nodeIdentities reads tls.identity (default
+// spiffe://<td>/ns/meshgate-system/sa/meshgate) and tls.peer_identities.
+func nodeIdentities(n *config.Node) (pki.Identity, []pki.Identity, error) {
+	td := orDefault(n.TrustDomain, "cluster.local")
+	id, err := pki.NewIdentity(td, "meshgate-system", "meshgate")
+	if n.TLS.Identity != "" {
+		id, err = pki.ParseIdentity(n.TLS.Identity)
+	}
+	if err != nil {
+		return id, nil, fmt.Errorf("node.yaml tls.identity: %w", err)
+	}
+	var peers []pki.Identity
+	for i, s := range n.TLS.PeerIdentities {
+		p, err := pki.ParseIdentity(s)
+		if err != nil {
+			return id, nil, fmt.Errorf("node.yaml tls.peer_identities[%d]: %w", i, err)
+		}
+		peers = append(peers, p)
+	}
+	return id, peers, nil
 }
 
 // readKeyring reads gossip keys, one standard-base64 key per line (16, 24
@@ -110,6 +156,73 @@ func startCluster(ctx context.Context, cfg cluster.Config, log *slog.Logger) (*a
 		log.Warn("replicated store not ready yet; starting with local resources", "err", err)
 	}
 	return c, nil
+}
+
+// startFleet starts what a fleet node runs besides the data plane: the
+// cluster (raft and gossip) secured with the node's identity, and the CA
+// when caCfg.Addr is set. The parts are added to cfg as sources and
+// components; the CA is returned (nil when this node runs none).
+func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayAddr string, caCfg agent.CAConfig) (*agent.CA, error) {
+	log := cfg.Logger
+	tlsCfg, ident, err := raftTLS(ctx, n, log)
+	if err != nil {
+		return nil, err
+	}
+	ccfg, err := clusterConfig(n, log, cfg.Registry, gatewayAddr)
+	if err != nil {
+		return nil, err
+	}
+	ccfg.TLS = tlsCfg
+	cl, err := startCluster(ctx, ccfg, log)
+	if err != nil {
+		return nil, err
+	}
+	addCluster(cfg, cl)
+	if ident != nil {
+		cfg.Components = append(cfg.Components, ident)
+	}
+	if caCfg.Addr == "" {
+		return nil, nil
+	}
+	if n.TLS.TokenFile != "" && !agent.HasKEK(caCfg.DataDir) {
+		// The CA key in the replicated store is sealed with the fleet's
+		// KEK; a node that joined with a token and was not given it
+		// cannot sign, so it renews at tls.ca_addr instead.
+		log.Warn("no key-encryption key in data_dir: this node runs no CA (copy data_dir/kek from the first node to enable it)", "data_dir", caCfg.DataDir)
+		return nil, nil
+	}
+	caCfg.Store = agent.NewRaftCAStore(cl.Node())
+	caCfg.IPs = append(caCfg.IPs, nodeIPs(n)...)
+	ca, err := agent.NewCA(ctx, caCfg)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Components = append(cfg.Components, ca)
+	if ident != nil {
+		if err := ident.AttachCA(ctx, ca.Authority()); err != nil {
+			return nil, err
+		}
+	}
+	return ca, nil
+}
+
+// nodeIPs are the literal IP addresses node.yaml gives this node (bind and
+// advertise addresses), for the certificate API's server certificate.
+func nodeIPs(n *config.Node) []net.IP {
+	var ips []net.IP
+	for _, s := range []string{n.BindAddr, n.Raft.Bind, n.Raft.Advertise, n.Gossip.Bind, n.Gossip.Advertise} {
+		ip := net.ParseIP(s)
+		if ip == nil || ip.IsUnspecified() || slices.ContainsFunc(ips, ip.Equal) {
+			continue
+		}
+		ips = append(ips, ip)
+	}
+	if host, _, err := net.SplitHostPort(n.GatewayAddr); err == nil {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() && !slices.ContainsFunc(ips, ip.Equal) {
+			ips = append(ips, ip)
+		}
+	}
+	return ips
 }
 
 // addCluster makes the fleet a source of resources and endpoints and a

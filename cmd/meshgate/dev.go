@@ -72,26 +72,15 @@ endpoint. It prints commands to try. Data lives under --data-dir.`,
 			node.Bootstrap = true
 			node.Raft.Bind, node.Raft.Port = host, 0
 			node.Gossip.Bind, node.Gossip.Port = host, 0
-			ccfg, err := clusterConfig(node, log, cfg.Registry, net.JoinHostPort(host, strconv.Itoa(autoPort)))
-			if err != nil {
-				return err
-			}
-			cl, err := startCluster(ctx, ccfg, log)
-			if err != nil {
-				return err
-			}
-			addCluster(&cfg, cl)
-			var ca *agent.CA
+			caCfg := agent.CAConfig{DataDir: dataDir, NodeName: cfg.Node.Name, Logger: log, Registerer: cfg.Registry}
+			node.CA.Addr = ""
 			if caPort != 0 {
-				ca, err = agent.NewCA(ctx, agent.CAConfig{
-					DataDir: dataDir, Addr: net.JoinHostPort(host, strconv.Itoa(caPort)),
-					NodeName: cfg.Node.Name, Logger: log, Registerer: cfg.Registry,
-					Store: agent.NewRaftCAStore(cl.Node()),
-				})
-				if err != nil {
-					return err
-				}
-				cfg.Components = append(cfg.Components, ca)
+				caCfg.Addr = net.JoinHostPort(host, strconv.Itoa(caPort))
+				node.CA.Addr = caCfg.Addr
+			}
+			ca, err := startFleet(ctx, node, &cfg, net.JoinHostPort(host, strconv.Itoa(autoPort)), caCfg)
+			if err != nil {
+				return err
 			}
 			a, err := agent.New(cfg)
 			if err != nil {

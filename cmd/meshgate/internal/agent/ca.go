@@ -244,6 +244,12 @@ func (c *CA) Close() error {
 	return err
 }
 
+// HasKEK reports whether dataDir holds a key-encryption key.
+func HasKEK(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, KEKFile))
+	return err == nil
+}
+
 // ensureSecret returns "file:PATH" for a random 32-byte hex key kept at
 // path (created 0600 on first use).
 func ensureSecret(path string) (string, error) {

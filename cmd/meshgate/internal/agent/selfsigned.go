@@ -15,10 +15,33 @@ import (
 )
 
 // SelfSignedTLS returns a mutual-TLS config whose only trusted certificate
-// is a fresh self-signed one for name. It secures a one-node raft (meshgate
-// dev), where no peer ever needs to trust it; a fleet takes its node
-// certificates from files instead (node.yaml tls).
+// is a fresh self-signed one for name. It secures a one-node raft that
+// runs no CA (nobody else ever dials it); fleets use the node identity
+// from the built-in CA (NodeIdentity) or certificate files.
 func SelfSignedTLS(name string) (*tls.Config, error) {
+	cert, err := selfSigned(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: name},
+		DNSNames:    []string{name, "localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}, 365*24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	return &tls.Config{
+		Certificates: []tls.Certificate{*cert},
+		RootCAs:      pool,
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ServerName:   name,
+		MinVersion:   tls.VersionTLS13,
+	}, nil
+}
+
+// selfSigned signs tmpl's names with a new P-256 key, valid from a minute
+// ago for life, usable for server and client auth and as its own root.
+func selfSigned(tmpl *x509.Certificate, life time.Duration) (*tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
@@ -27,36 +50,22 @@ func SelfSignedTLS(name string) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: name},
-		DNSNames:              []string{name, "localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		NotBefore:             time.Now().Add(-time.Minute),
-		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
+	tmpl.SerialNumber = serial
+	tmpl.NotBefore = time.Now().Add(-time.Minute)
+	tmpl.NotAfter = time.Now().Add(life)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	tmpl.BasicConstraintsValid = true
+	tmpl.IsCA = true
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	cert, err := x509.ParseCertificate(der)
+	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}},
-		RootCAs:      pool,
-		ClientCAs:    pool,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ServerName:   name,
-		MinVersion:   tls.VersionTLS13,
-	}, nil
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
 
 // FileTLS builds the mutual-TLS config of raft and forwarding from PEM
