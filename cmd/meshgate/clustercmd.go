@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -230,13 +231,17 @@ func newKeyringCmd() *cobra.Command {
 		Use: "list", Short: "List installed keys (primary first)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var res struct {
-				Keys []string `json:"keys"`
+				Keys  []string `json:"keys"`
+				Local []string `json:"local"`
 			}
 			if _, err := la.do(http.MethodGet, "/v1/keyring", nil, &res); err != nil {
 				return err
 			}
 			for _, k := range res.Keys {
 				fmt.Fprintln(cmd.OutOrStdout(), k)
+			}
+			if !slices.Equal(res.Keys, res.Local) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "this node has not applied the fleet keyring yet; it holds: %s\n", strings.Join(res.Local, " "))
 			}
 			return nil
 		},
@@ -246,13 +251,13 @@ func newKeyringCmd() *cobra.Command {
 	for _, op := range []string{"install", "use", "remove"} {
 		var a adminClient
 		c := &cobra.Command{
-			Use: op + " KEY", Short: op + " a base64 gossip key on the node", Args: cobra.ExactArgs(1),
+			Use: op + " KEY", Short: op + " a base64 gossip key on every node of the fleet", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				body, _ := json.Marshal(map[string]string{"key": args[0]})
 				if _, err := a.do(http.MethodPost, "/v1/keyring/"+op, bytes.NewReader(body), nil); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "key %sed\n", strings.TrimSuffix(op, "e"))
+				fmt.Fprintf(cmd.OutOrStdout(), "key %sed on the fleet\n", strings.TrimSuffix(op, "e"))
 				return nil
 			},
 		}

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,12 +50,25 @@ func NewCluster(ctx context.Context, cfg cluster.Config) (*Cluster, error) {
 	}
 	c := &Cluster{node: n, network: cfg.Network, changed: make(chan struct{}, 1), stop: make(chan struct{})}
 	cfgCh, cancel := n.Watch("config/")
+	keyCh, cancelKeys := n.Watch(keyringRecord)
+	if err := c.syncKeyring(); err != nil {
+		n.Close()
+		cancel()
+		cancelKeys()
+		return nil, err
+	}
 	c.wg.Go(func() {
 		defer cancel()
+		defer cancelKeys()
 		for {
 			select {
 			case <-c.stop:
 				return
+			case <-keyCh:
+				if err := c.syncKeyring(); err != nil && cfg.Logger != nil {
+					cfg.Logger.Error("gossip keyring from the replicated store not applied", "err", err)
+				}
+				continue
 			case <-cfgCh:
 			case <-n.Catalog().Changed():
 			case <-n.Catalog().MembersChanged():
@@ -299,40 +311,4 @@ func (c *Cluster) leave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"left": c.node.Name()})
-}
-
-func (c *Cluster) keyringList(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"keys": c.node.Catalog().Keyring().List()})
-}
-
-func (c *Cluster) keyringOp(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Key string `json:"key"`
-	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10)).Decode(&req); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "body must be {\"key\": \"<base64>\"}"})
-		return
-	}
-	key, err := base64.StdEncoding.DecodeString(req.Key)
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "key is not standard base64"})
-		return
-	}
-	kr := c.node.Catalog().Keyring()
-	switch r.PathValue("op") {
-	case "install":
-		err = kr.Install(key)
-	case "use":
-		err = kr.Use(key)
-	case "remove":
-		err = kr.Remove(key)
-	default:
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "operation must be install, use or remove"})
-		return
-	}
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"keys": kr.List()})
 }
