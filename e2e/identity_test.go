@@ -87,8 +87,8 @@ func nodeLeafURI(t *testing.T, data string) string {
 // TestFleetNodesEnrollWithTokens starts a fleet whose only certificate
 // files are the ones meshgate makes: the first node issues its own node
 // identity from its CA; two more join with one-use tokens (one of them
-// given the KEK so it runs the CA too, the other not); raft between them
-// runs on those identities. A node holding a valid mesh certificate of
+// given the KEK by hand, the other asks the fleet for it); raft between
+// them runs on those identities. A node holding a valid mesh certificate of
 // another identity (a workload's) never gets into raft, and a token for
 // the wrong identity is refused at start with a clear error.
 func TestFleetNodesEnrollWithTokens(t *testing.T) {
@@ -179,12 +179,16 @@ func TestFleetNodesEnrollWithTokens(t *testing.T) {
 	for _, n := range []*enrolledNode{gw1, gw2, gw3} {
 		waitFor(t, 20*time.Second, n.name+" has the Gateway", func() bool { return n.fleet().has(t, "Gateway", "eastwest") })
 	}
-	// gw-2 has the KEK and runs the CA; gw-3 has none and serves no API.
-	if o, err := exec.Command("openssl", "s_client", "-connect", gw2.caAddr, "-CAfile", rootCert, "-verify_return_error", "-brief").CombinedOutput(); err != nil {
-		t.Fatalf("gw-2's certificate API does not verify against the mesh root: %v\n%s", err, o)
+	// gw-2 was given the KEK; gw-3 asked the fleet for it (sealed to its
+	// node certificate through the replicated store). Both run the CA.
+	kek3, err := os.ReadFile(filepath.Join(gw3.data, "kek"))
+	if err != nil || string(kek3) != string(kek) {
+		t.Fatalf("gw-3's KEK = %v (same as gw-1's: %v); want the fleet's KEK granted to it", err, string(kek3) == string(kek))
 	}
-	if !strings.Contains(gw3.p.out.String(), "runs no CA") {
-		t.Fatalf("gw-3 (no KEK) log does not say it runs no CA:\n%s", gw3.p.out.String())
+	for _, n := range []*enrolledNode{gw2, gw3} {
+		if o, err := exec.Command("openssl", "s_client", "-connect", n.caAddr, "-CAfile", rootCert, "-verify_return_error", "-brief").CombinedOutput(); err != nil {
+			t.Fatalf("%s's certificate API does not verify against the mesh root: %v\n%s", n.name, err, o)
+		}
 	}
 
 	// A node with a valid mesh certificate of a workload identity joins
@@ -215,6 +219,9 @@ func TestFleetNodesEnrollWithTokens(t *testing.T) {
 	}
 	if gw1.fleet().has(t, "Gateway", "from-rogue") {
 		t.Fatal("a write made at the node with a workload identity reached the fleet")
+	}
+	if _, err := os.Stat(filepath.Join(rogue.data, "kek")); err == nil {
+		t.Fatal("the node with a workload identity obtained the fleet's KEK")
 	}
 	for _, m := range gw1.fleet().members(t) {
 		if m.Name == "rogue" && m.RaftRole != "" && m.RaftRole != "-" && m.RaftRole != "none" {

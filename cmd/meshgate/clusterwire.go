@@ -184,12 +184,19 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 	if caCfg.Addr == "" {
 		return nil, nil
 	}
-	if n.TLS.TokenFile != "" && !agent.HasKEK(caCfg.DataDir) {
+	if ident != nil && n.TLS.TokenFile != "" && !agent.HasKEK(caCfg.DataDir) {
 		// The CA key in the replicated store is sealed with the fleet's
-		// KEK; a node that joined with a token and was not given it
-		// cannot sign, so it renews at tls.ca_addr instead.
-		log.Warn("no key-encryption key in data_dir: this node runs no CA (copy data_dir/kek from the first node to enable it)", "data_dir", caCfg.DataDir)
-		return nil, nil
+		// KEK. A node that joined with a token asks the fleet for it,
+		// sealed to its node certificate; without an answer it runs no CA
+		// and renews at tls.ca_addr.
+		rctx, cancel := context.WithTimeout(ctx, kekWait)
+		err := agent.RequestKEK(rctx, cl.Node(), ident, caCfg.DataDir)
+		cancel()
+		if err != nil {
+			log.Warn("no key-encryption key: this node runs no CA (copy data_dir/kek from the first node to enable it)", "data_dir", caCfg.DataDir, "err", err)
+			return nil, nil
+		}
+		log.Info("key-encryption key received from the fleet")
 	}
 	caCfg.Store = agent.NewRaftCAStore(cl.Node())
 	caCfg.IPs = append(caCfg.IPs, nodeIPs(n)...)
@@ -202,9 +209,13 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		if err := ident.AttachCA(ctx, ca.Authority()); err != nil {
 			return nil, err
 		}
+		cfg.Components = append(cfg.Components, agent.NewKEKGranter(cl.Node(), ident, caCfg.DataDir, log))
 	}
 	return ca, nil
 }
+
+// kekWait bounds how long a joining node waits for the fleet's KEK.
+const kekWait = 30 * time.Second
 
 // nodeIPs are the literal IP addresses node.yaml gives this node (bind and
 // advertise addresses), for the certificate API's server certificate.
