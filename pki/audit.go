@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,12 +36,15 @@ type AuditRecord struct {
 	// Remote is the caller's network address, when known.
 	Remote   string    `json:"remote,omitempty"`
 	NotAfter time.Time `json:"notAfter,omitzero"`
+	// TokenUse is, for an issuance with a use-limited token, which of the
+	// token's uses it consumed (1-based); 0 otherwise.
+	TokenUse int `json:"tokenUse,omitempty"`
 }
 
 // auditEntry is one record waiting for the group commit.
 type auditEntry struct {
 	rec   AuditRecord
-	token string     // hash of the token whose use this issuance consumed
+	token string     // hash of the unlimited token whose use this issuance counts
 	done  chan error // buffered(1); receives the commit result
 }
 
@@ -49,11 +54,20 @@ var auditEntryPool = sync.Pool{New: func() any { return &auditEntry{done: make(c
 // record and waits; one goroutine takes everything queued (up to
 // maxBatch) and writes it with one Store.Apply, so N concurrent issuances
 // cost one replicated write instead of N.
+//
+// A batch also waits, up to linger, for the records of issuances already
+// in progress (announced with begin), when store writes are slow (the
+// previous one took lingerMinWrite or more): such a write has a fixed
+// cost (an fsync, a raft round) that a busy CA otherwise pays for nearly
+// every certificate, as records arrive one at a time while the previous
+// write is in progress. Nothing waits when no issuance is in progress,
+// nor on a store fast enough that a write costs less than the wait.
 type auditor struct {
 	store    Store
 	node     string
 	maxBatch int
 	timeout  time.Duration
+	linger   time.Duration
 	now      func() time.Time
 	log      *slog.Logger
 	m        *metrics
@@ -65,11 +79,24 @@ type auditor struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
+	// coming counts issuances that announced a record (begin) and have
+	// not yet enqueued it (recordBegun) or given up (cancel); none gets a
+	// signal when it drops to zero.
+	coming atomic.Int64
+	none   chan struct{}
+	// lingerExpired counts batches written because linger ran out.
+	lingerExpired atomic.Int64
+
+	seq       uint64        // committer goroutine only
+	lastWrite time.Duration // committer goroutine only: the previous Apply's duration
+
 	mu     sync.RWMutex // guards closed; held shared while enqueueing
 	closed bool
-
-	seq uint64 // committer goroutine only
 }
+
+// lingerMinWrite is how long a store write must take for batches to wait
+// for more records (see auditor).
+const lingerMinWrite = 100 * time.Microsecond
 
 func newAuditor(cfg Config, store Store, now func() time.Time, log *slog.Logger, m *metrics) *auditor {
 	a := &auditor{
@@ -77,26 +104,59 @@ func newAuditor(cfg Config, store Store, now func() time.Time, log *slog.Logger,
 		node:     cfg.NodeID,
 		maxBatch: cfg.AuditMaxBatch,
 		timeout:  cfg.AuditTimeout,
+		linger:   cfg.AuditLinger,
 		now:      now,
 		log:      log,
 		m:        m,
 		q:        make(chan *auditEntry, cfg.AuditQueue),
 		stop:     make(chan struct{}),
+		none:     make(chan struct{}, 1),
 	}
 	a.wg.Add(1)
 	go a.run()
 	return a
 }
 
+// begin announces that a record will follow (recordBegun), or not
+// (cancel).
+func (a *auditor) begin() { a.coming.Add(1) }
+
+// cancel withdraws a begin that will have no record.
+func (a *auditor) cancel() {
+	if a.coming.Add(-1) == 0 {
+		a.wake()
+	}
+}
+
+// wake tells a lingering batch that nothing more is coming.
+func (a *auditor) wake() {
+	select {
+	case a.none <- struct{}{}:
+	default:
+	}
+}
+
+// recordBegun is record for a caller that called begin.
+func (a *auditor) recordBegun(ctx context.Context, rec AuditRecord, token string) error {
+	return a.enqueue(ctx, rec, token, true)
+}
+
 // record enqueues rec and waits until it is durable. token is the hash of
-// the token whose use the record consumes, or "".
+// the unlimited token whose use the record counts, or "".
 func (a *auditor) record(ctx context.Context, rec AuditRecord, token string) error {
+	return a.enqueue(ctx, rec, token, false)
+}
+
+func (a *auditor) enqueue(ctx context.Context, rec AuditRecord, token string, begun bool) error {
 	e := auditEntryPool.Get().(*auditEntry)
 	e.rec, e.token = rec, token
 	a.mu.RLock()
 	if a.closed {
 		a.mu.RUnlock()
 		auditEntryPool.Put(e)
+		if begun {
+			a.cancel()
+		}
 		return ErrClosed
 	}
 	select {
@@ -104,9 +164,17 @@ func (a *auditor) record(ctx context.Context, rec AuditRecord, token string) err
 	case <-ctx.Done():
 		a.mu.RUnlock()
 		auditEntryPool.Put(e)
+		if begun {
+			a.cancel()
+		}
 		return fmt.Errorf("%w: %v", ErrAudit, ctx.Err())
 	}
 	a.mu.RUnlock()
+	if begun {
+		// After enqueueing: once nothing is coming, every announced
+		// record is in the queue, and a lingering batch takes them all.
+		a.cancel()
+	}
 	// The committer always answers, within the audit timeout.
 	err := <-e.done
 	e.rec = AuditRecord{}
@@ -131,6 +199,7 @@ func (a *auditor) close() {
 func (a *auditor) run() {
 	defer a.wg.Done()
 	batch := make([]*auditEntry, 0, a.maxBatch)
+	var linger *time.Timer
 	for {
 		select {
 		case e := <-a.q:
@@ -162,6 +231,37 @@ func (a *auditor) run() {
 				break fill
 			}
 		}
+		if a.linger > 0 && a.lastWrite >= lingerMinWrite && len(batch) < a.maxBatch && a.coming.Load() > 0 {
+			if linger == nil {
+				linger = time.NewTimer(a.linger)
+			} else {
+				linger.Reset(a.linger)
+			}
+		wait:
+			for len(batch) < a.maxBatch && a.coming.Load() > 0 {
+				select {
+				case e := <-a.q:
+					batch = append(batch, e)
+				case <-a.none:
+				case <-linger.C:
+					a.lingerExpired.Add(1)
+					break wait
+				case <-a.stop:
+					break wait // commit now; the drain above handles the rest
+				}
+			}
+			linger.Stop()
+			// Records enqueued before coming dropped are in the queue.
+		more:
+			for len(batch) < a.maxBatch {
+				select {
+				case e := <-a.q:
+					batch = append(batch, e)
+				default:
+					break more
+				}
+			}
+		}
 		a.commit(batch)
 		clear(batch)
 		batch = batch[:0]
@@ -174,17 +274,19 @@ func (a *auditor) commit(batch []*auditEntry) {
 	for i, e := range batch {
 		recs[i] = e.rec
 	}
-	val, err := json.Marshal(recs)
+	val, err := marshalAudit(recs)
 	if err == nil {
 		a.seq++
-		key := fmt.Sprintf("%s%s/%020d-%08x", keyAudit, a.node, a.now().UnixNano(), a.seq)
+		key := auditKey(a.node, a.now().UnixNano(), a.seq)
 		ops := make([]Op, 0, 1+len(batch))
 		ops = append(ops, Op{Key: key, Value: val})
 		if a.extraOps != nil {
 			ops = append(ops, a.extraOps(batch)...)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+		t0 := time.Now()
 		err = a.store.Apply(ctx, ops)
+		a.lastWrite = time.Since(t0)
 		cancel()
 	}
 	if err != nil {
@@ -197,6 +299,28 @@ func (a *auditor) commit(batch []*auditEntry) {
 	for _, e := range batch {
 		e.done <- err
 	}
+}
+
+// auditKey is keyAudit + node + "/" + 20-digit unix nanos + "-" +
+// 8-hex-digit sequence number (longer if it ever exceeds 32 bits), so
+// that a node's batches sort by time.
+func auditKey(node string, nanos int64, seq uint64) string {
+	b := make([]byte, 0, len(keyAudit)+len(node)+1+20+1+16)
+	b = append(b, keyAudit...)
+	b = append(b, node...)
+	b = append(b, '/')
+	b = appendPadded(b, strconv.AppendInt(nil, nanos, 10), 20)
+	b = append(b, '-')
+	b = appendPadded(b, strconv.AppendUint(nil, seq, 16), 8)
+	return string(b)
+}
+
+// appendPadded appends digits left-padded with zeros to width.
+func appendPadded(b, digits []byte, width int) []byte {
+	for range width - len(digits) {
+		b = append(b, '0')
+	}
+	return append(b, digits...)
 }
 
 // AuditLog returns the audit records of every node with Time at or after

@@ -1,14 +1,12 @@
 package pki
 
 import (
-	"crypto"
-	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/pem"
 	"errors"
+	"math/bits"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -59,11 +57,13 @@ func ParseCSR(data []byte, maxBytes int) (*CSR, error) {
 
 // checkCSR applies the CA's CSR policy without crypto/x509's full parse or
 // the signature check: the issuing path leaves both to cfssl, which does
-// them anyway, so that each request pays for one parse and one signature
-// verification. It reads the structure with cryptobyte and the public
-// key with x509.ParsePKIXPublicKey (the parser cfssl's copy of the key
-// comes from). It is at least as strict as crypto/x509 where the two
-// overlap (see FuzzCheckCSRAgreesWithX509).
+// them anyway before it signs, so that each request pays for one parse
+// and one signature verification. It reads the structure with cryptobyte,
+// and of the public key only what the policy needs (algorithm, curve,
+// modulus size): that the key itself is well formed (an EC point on its
+// curve, a valid RSA exponent) is checked by cfssl's parse, which refuses
+// such a CSR as malformed before signing. It agrees with crypto/x509 on
+// everything it reads (see FuzzCheckCSRAgreesWithX509).
 func checkCSR(data []byte, maxBytes int) (*CSR, []byte, error) {
 	if len(data) > maxBytes {
 		return nil, nil, refuse(ReasonCSRTooLarge, ErrBadCSR, "CSR is %d bytes, limit %d", len(data), maxBytes)
@@ -79,7 +79,7 @@ func checkCSR(data []byte, maxBytes int) (*CSR, []byte, error) {
 	if err != nil {
 		return nil, nil, refuse(ReasonCSRMalformed, ErrBadCSR, "%v", err)
 	}
-	if err := checkCSRKey(f.pub); err != nil {
+	if err := checkCSRKey(f.key); err != nil {
 		return nil, nil, err
 	}
 	if f.isCA {
@@ -105,7 +105,7 @@ func checkCSR(data []byte, maxBytes int) (*CSR, []byte, error) {
 
 // csrFacts is what the policy needs from a CSR.
 type csrFacts struct {
-	pub            crypto.PublicKey
+	key            keyFacts
 	isCA           bool
 	dns, ip, email int
 	uris           []string
@@ -137,11 +137,11 @@ func inspectCSR(der []byte) (*csrFacts, error) {
 		!info.Empty() {
 		return nil, errCSRStructure
 	}
-	pub, err := x509.ParsePKIXPublicKey(spki)
+	key, err := inspectSPKI(spki)
 	if err != nil {
 		return nil, err
 	}
-	f := &csrFacts{pub: pub}
+	f := &csrFacts{key: key}
 	for !attrs.Empty() {
 		var attr, values, exts cryptobyte.String
 		var oid asn1.ObjectIdentifier
@@ -231,18 +231,133 @@ func (f *csrFacts) readSAN(value cryptobyte.String) error {
 	return nil
 }
 
-func checkCSRKey(pub crypto.PublicKey) error {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
-			return refuse(ReasonCSRKey, ErrBadCSR, "ECDSA curve %s not accepted; use P-256 or P-384", k.Curve.Params().Name)
+func checkCSRKey(k keyFacts) error {
+	switch k.alg {
+	case x509.ECDSA:
+		if k.curve != elliptic.P256() && k.curve != elliptic.P384() {
+			return refuse(ReasonCSRKey, ErrBadCSR, "ECDSA curve %s not accepted; use P-256 or P-384", k.curve.Params().Name)
 		}
-	case *rsa.PublicKey:
-		if n := k.N.BitLen(); n < 2048 || n > 8192 {
-			return refuse(ReasonCSRKey, ErrBadCSR, "RSA key of %d bits not accepted; use 2048-8192", n)
+	case x509.RSA:
+		if k.rsaBits < 2048 || k.rsaBits > 8192 {
+			return refuse(ReasonCSRKey, ErrBadCSR, "RSA key of %d bits not accepted; use 2048-8192", k.rsaBits)
 		}
 	default:
-		return refuse(ReasonCSRKey, ErrBadCSR, "public key type %T not accepted; use ECDSA or RSA", pub)
+		return refuse(ReasonCSRKey, ErrBadCSR, "public key algorithm %s not accepted; use ECDSA or RSA", k.name)
 	}
 	return nil
+}
+
+// keyFacts is what the policy needs from a subjectPublicKeyInfo.
+type keyFacts struct {
+	alg     x509.PublicKeyAlgorithm
+	curve   elliptic.Curve // ECDSA
+	rsaBits int            // RSA: bit length of the modulus
+	name    string         // algorithm named in a refusal
+}
+
+var (
+	oidPublicKeyRSA     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
+	oidPublicKeyECDSA   = asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}
+	oidPublicKeyEd25519 = asn1.ObjectIdentifier{1, 3, 101, 112}
+	oidPublicKeyX25519  = asn1.ObjectIdentifier{1, 3, 101, 110}
+	oidPublicKeyDSA     = asn1.ObjectIdentifier{1, 2, 840, 10040, 4, 1}
+
+	oidCurveP224 = asn1.ObjectIdentifier{1, 3, 132, 0, 33}
+	oidCurveP256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}
+	oidCurveP384 = asn1.ObjectIdentifier{1, 3, 132, 0, 34}
+	oidCurveP521 = asn1.ObjectIdentifier{1, 3, 132, 0, 35}
+)
+
+// inspectSPKI reads a DER subjectPublicKeyInfo (RFC 5280 4.1) as far as
+// the policy needs: the algorithm, an EC key's named curve and point
+// encoding, an RSA key's modulus size. It refuses the encodings
+// crypto/x509 refuses for these algorithms (missing or wrong parameters,
+// compressed or odd-sized points, a non-positive modulus) but does not
+// check that an EC point lies on its curve: cfssl's crypto/x509 parse
+// does, before anything is signed.
+func inspectSPKI(der cryptobyte.String) (keyFacts, error) {
+	var spki, algo cryptobyte.String
+	var oid asn1.ObjectIdentifier
+	var key asn1.BitString
+	if !der.ReadASN1(&spki, cbasn1.SEQUENCE) || !der.Empty() ||
+		!spki.ReadASN1(&algo, cbasn1.SEQUENCE) ||
+		!spki.ReadASN1BitString(&key) || !spki.Empty() ||
+		!algo.ReadASN1ObjectIdentifier(&oid) {
+		return keyFacts{}, errors.New("malformed public key")
+	}
+	if key.BitLength%8 != 0 {
+		return keyFacts{}, errors.New("public key is not a whole number of bytes")
+	}
+	params := algo
+	switch {
+	case oid.Equal(oidPublicKeyECDSA):
+		var curveOID asn1.ObjectIdentifier
+		if !params.ReadASN1ObjectIdentifier(&curveOID) || !params.Empty() {
+			return keyFacts{}, errors.New("malformed ECDSA parameters")
+		}
+		var c elliptic.Curve
+		switch {
+		case curveOID.Equal(oidCurveP224):
+			c = elliptic.P224()
+		case curveOID.Equal(oidCurveP256):
+			c = elliptic.P256()
+		case curveOID.Equal(oidCurveP384):
+			c = elliptic.P384()
+		case curveOID.Equal(oidCurveP521):
+			c = elliptic.P521()
+		default:
+			return keyFacts{}, errors.New("unsupported elliptic curve")
+		}
+		size := (c.Params().BitSize + 7) / 8
+		if len(key.Bytes) != 1+2*size || key.Bytes[0] != 4 {
+			return keyFacts{}, errors.New("failed to unmarshal elliptic curve point")
+		}
+		return keyFacts{alg: x509.ECDSA, curve: c, name: "ECDSA"}, nil
+	case oid.Equal(oidPublicKeyRSA):
+		// RFC 3279 2.3.1: the parameters are NULL.
+		var null cryptobyte.String
+		if !params.ReadASN1(&null, cbasn1.NULL) || !null.Empty() || !params.Empty() {
+			return keyFacts{}, errors.New("RSA key missing NULL parameters")
+		}
+		var pub, n cryptobyte.String
+		var e int64
+		in := cryptobyte.String(key.Bytes)
+		if !in.ReadASN1(&pub, cbasn1.SEQUENCE) || !in.Empty() ||
+			!pub.ReadASN1(&n, cbasn1.INTEGER) || !pub.ReadASN1Integer(&e) || !pub.Empty() {
+			return keyFacts{}, errors.New("malformed RSA public key")
+		}
+		bits, ok := positiveIntBits(n)
+		if !ok {
+			return keyFacts{}, errors.New("RSA modulus is not a positive number")
+		}
+		if e <= 0 {
+			return keyFacts{}, errors.New("RSA public exponent is not a positive number")
+		}
+		return keyFacts{alg: x509.RSA, rsaBits: bits, name: "RSA"}, nil
+	case oid.Equal(oidPublicKeyEd25519):
+		return keyFacts{alg: x509.Ed25519, name: "Ed25519"}, nil
+	case oid.Equal(oidPublicKeyX25519):
+		return keyFacts{name: "X25519"}, nil
+	case oid.Equal(oidPublicKeyDSA):
+		return keyFacts{alg: x509.DSA, name: "DSA"}, nil
+	}
+	return keyFacts{}, errors.New("unknown public key algorithm")
+}
+
+// positiveIntBits returns the bit length of a DER INTEGER's content if it
+// is minimally encoded and positive.
+func positiveIntBits(n []byte) (int, bool) {
+	if len(n) == 0 || n[0]&0x80 != 0 {
+		return 0, false // empty or negative
+	}
+	if len(n) > 1 && n[0] == 0 && n[1]&0x80 == 0 {
+		return 0, false // not minimal
+	}
+	for len(n) > 0 && n[0] == 0 {
+		n = n[1:]
+	}
+	if len(n) == 0 {
+		return 0, false // zero
+	}
+	return (len(n)-1)*8 + bits.Len8(n[0]), true
 }

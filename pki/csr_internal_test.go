@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -15,7 +16,11 @@ import (
 
 func seedCSRs(t testing.TB) [][]byte {
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ec384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	ec224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
 	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	rk1024, _ := rsa.GenerateKey(rand.Reader, 1024)
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
 	bcTrue, _ := asn1.Marshal(struct {
 		IsCA bool `asn1:"optional"`
 	}{true})
@@ -35,6 +40,10 @@ func seedCSRs(t testing.TB) [][]byte {
 		{ec, &x509.CertificateRequest{ExtraExtensions: []pkix.Extension{{Id: oidBasicConstraints, Critical: true, Value: bcTrue}}}},
 		{ec, &x509.CertificateRequest{ExtraExtensions: []pkix.Extension{{Id: oidBasicConstraints, Value: bcFalse}}}},
 		{rk, &x509.CertificateRequest{URIs: u("spiffe://cluster.local/ns/a/sa/b")}},
+		{ec384, &x509.CertificateRequest{}},
+		{ec224, &x509.CertificateRequest{}},
+		{rk1024, &x509.CertificateRequest{}},
+		{ed, &x509.CertificateRequest{}},
 	} {
 		der, err := x509.CreateCertificateRequest(rand.Reader, tc.tmpl, tc.key)
 		if err != nil {
@@ -75,8 +84,19 @@ func compareWithX509(der []byte) string {
 			return "identity " + f.uris[i] + " accepted here but not as x509 reads it"
 		}
 	}
-	if !publicKeysEqual(f.pub, req.PublicKey) {
-		return "public keys differ"
+	switch k := req.PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		if f.key.alg != x509.ECDSA || f.key.curve != k.Curve {
+			return "ECDSA key read as " + f.key.name
+		}
+	case *rsa.PublicKey:
+		if f.key.alg != x509.RSA || f.key.rsaBits != k.N.BitLen() {
+			return "RSA key read as " + f.key.name + " of another size"
+		}
+	default:
+		if f.key.alg == x509.ECDSA || f.key.alg == x509.RSA {
+			return "a key of another type read as " + f.key.name
+		}
 	}
 	anyCA := false
 	for _, e := range req.Extensions {

@@ -37,6 +37,8 @@ func csrRows(t testing.TB) []csrRow {
 		{"asks CA", first(pkitest.CSR(t, pkitest.CSROptions{CA: true, URIs: []string{web.String()}})), pki.ErrBadCSR, pki.ReasonCSRIsCA},
 		{"rsa 1024", first(pkitest.CSR(t, pkitest.CSROptions{Key: pkitest.RSA1024})), pki.ErrBadCSR, pki.ReasonCSRKey},
 		{"p224", first(pkitest.CSR(t, pkitest.CSROptions{Key: pkitest.P224})), pki.ErrBadCSR, pki.ReasonCSRKey},
+		{"ed25519", first(pkitest.CSR(t, pkitest.CSROptions{Key: pkitest.Ed25519})), pki.ErrBadCSR, pki.ReasonCSRKey},
+		{"point off the curve", pkitest.OffCurve(t, good), pki.ErrBadCSR, pki.ReasonCSRMalformed},
 		{"dns SAN", first(pkitest.CSR(t, pkitest.CSROptions{URIs: []string{web.String()}, DNSNames: []string{"web.default.svc"}})), pki.ErrPermissionDenied, pki.ReasonExtraSAN},
 		{"ip SAN", first(pkitest.CSR(t, pkitest.CSROptions{IPs: []net.IP{net.IPv4(10, 0, 0, 1)}})), pki.ErrPermissionDenied, pki.ReasonExtraSAN},
 		{"email SAN", first(pkitest.CSR(t, pkitest.CSROptions{Emails: []string{"a@b.c"}})), pki.ErrPermissionDenied, pki.ReasonExtraSAN},

@@ -10,7 +10,9 @@
 // certificate. The identity comes from the caller, never from the CSR: a
 // bearer token (CreateToken; only its hash is stored), a client certificate
 // of the same identity (renewal), or an operator credential checked by the
-// API layer. A CSR whose SANs name anything else is refused.
+// API layer. A CSR whose SANs name anything else is refused. A token's
+// use cap is exact however many CA instances share the store: each use is
+// claimed with a conditional store write before the certificate is signed.
 //
 // The root is self-signed on first bootstrap (ECDSA P-256 by default, RSA
 // 2048 on request, 10 years, O = trust domain) or imported from Istio's

@@ -118,6 +118,13 @@ func TestIssueHostile(t *testing.T) {
 		{"garbage CSR", nil, func(t *testing.T, e *env) pki.Request {
 			return pki.Request{CSR: []byte("-----BEGIN CERTIFICATE REQUEST-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE REQUEST-----\n"), Credential: e.token(t, "default", "web", 0, 0)}
 		}, pki.ErrBadCSR, pki.ReasonCSRMalformed},
+		{"CSR key off the curve", nil, func(t *testing.T, e *env) pki.Request {
+			return pki.Request{CSR: pkitest.OffCurve(t, goodCSR(t)), Credential: e.token(t, "default", "web", 0, 1)}
+		}, pki.ErrBadCSR, pki.ReasonCSRMalformed},
+		{"ed25519 key", nil, func(t *testing.T, e *env) pki.Request {
+			csr, _ := pkitest.CSR(t, pkitest.CSROptions{Key: pkitest.Ed25519, URIs: []string{web.String()}})
+			return pki.Request{CSR: csr, Credential: e.token(t, "default", "web", 0, 0)}
+		}, pki.ErrBadCSR, pki.ReasonCSRKey},
 		{"weak key", nil, func(t *testing.T, e *env) pki.Request {
 			csr, _ := pkitest.CSR(t, pkitest.CSROptions{Key: pkitest.RSA1024, URIs: []string{web.String()}})
 			return pki.Request{CSR: csr, Credential: e.token(t, "default", "web", 0, 0)}

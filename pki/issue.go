@@ -138,17 +138,27 @@ func (ca *CA) Issue(ctx context.Context, req Request) (*Certificate, error) {
 	now := ca.now()
 	// rec.Caller is filled in by authentication (or by refused).
 	rec := AuditRecord{Time: now.UTC(), Node: ca.cfg.NodeID, Remote: req.Remote}
-	cert, token, err := ca.issue(ctx, req, now, &rec)
+	// Tell the audit writer a record is coming, so that it may wait for
+	// it to share a store write (see Config.AuditLinger).
+	ca.audit.begin()
+	cert, grant, err := ca.issue(ctx, req, now, &rec)
 	if err != nil {
-		return nil, ca.refused(ctx, req, &rec, err)
+		return nil, ca.refused(ctx, req, &rec, err, true)
 	}
 	rec.Outcome = OutcomeIssued
 	rec.Serial = cert.Serial.Text(16)
 	rec.NotAfter = cert.NotAfter
-	if err := ca.audit.record(ctx, rec, token); err != nil {
-		if token != "" && errors.Is(err, ErrClosed) {
-			ca.releaseToken(token)
+	counted := "" // an unlimited token's use is counted with the audit batch
+	if grant != nil {
+		if grant.limited {
+			rec.TokenUse = grant.legacy + grant.slot
+		} else {
+			counted = grant.hash
 		}
+	}
+	if err := ca.audit.recordBegun(ctx, rec, counted); err != nil {
+		// The certificate is withheld. A claimed use stays consumed: the
+		// record may yet have been written.
 		ca.m.refused.WithLabelValues(string(ReasonAuditFailed)).Inc()
 		return nil, &RefusalError{Reason: ReasonAuditFailed, Err: ErrAudit, Detail: err.Error()}
 	}
@@ -161,7 +171,7 @@ func (ca *CA) Issue(ctx context.Context, req Request) (*Certificate, error) {
 // *RefusalError wrapping sentinel.
 func (ca *CA) Refuse(ctx context.Context, req Request, reason Reason, sentinel error, detail string) error {
 	rec := AuditRecord{Time: ca.now().UTC(), Node: ca.cfg.NodeID, Remote: req.Remote}
-	return ca.refused(ctx, req, &rec, &RefusalError{Reason: reason, Err: sentinel, Detail: detail})
+	return ca.refused(ctx, req, &rec, &RefusalError{Reason: reason, Err: sentinel, Detail: detail}, false)
 }
 
 // callerOf describes a request's credential for the audit log.
@@ -172,14 +182,18 @@ func callerOf(req Request) string {
 	return req.Credential.caller()
 }
 
-// refused records a refusal and returns err as a *RefusalError.
-func (ca *CA) refused(ctx context.Context, req Request, rec *AuditRecord, err error) error {
+// refused records a refusal and returns err as a *RefusalError. begun
+// says the caller announced the record with auditor.begin.
+func (ca *CA) refused(ctx context.Context, req Request, rec *AuditRecord, err error, begun bool) error {
 	var re *RefusalError
 	if !errors.As(err, &re) {
 		re = &RefusalError{Reason: ReasonSigningFailed, Err: ErrSigning, Detail: err.Error()}
 	}
 	ca.m.refused.WithLabelValues(string(re.Reason)).Inc()
 	if re.Reason == ReasonClosed {
+		if begun {
+			ca.audit.cancel()
+		}
 		return re
 	}
 	if rec.Caller == "" {
@@ -188,28 +202,33 @@ func (ca *CA) refused(ctx context.Context, req Request, rec *AuditRecord, err er
 	rec.Outcome = OutcomeRefused
 	rec.Reason = re.Reason
 	rec.Detail = re.Detail
-	if aerr := ca.audit.record(ctx, *rec, ""); aerr != nil {
+	record := ca.audit.record
+	if begun {
+		record = ca.audit.recordBegun
+	}
+	if aerr := record(ctx, *rec, ""); aerr != nil {
 		ca.log.Warn("refusal not audited", "reason", re.Reason, "err", aerr)
 	}
 	return re
 }
 
-// issue does the work of Issue; on success it returns the hash of the
-// token whose use the issuance consumes ("" for other credentials).
-func (ca *CA) issue(ctx context.Context, req Request, now time.Time, rec *AuditRecord) (*Certificate, string, error) {
+// issue does the work of Issue; on success it returns the grant of the
+// bearer token the caller authenticated with (nil for other credentials),
+// with its use slot claimed if the token is use-limited.
+func (ca *CA) issue(ctx context.Context, req Request, now time.Time, rec *AuditRecord) (*Certificate, *tokenGrant, error) {
 	if ca.closed.Load() {
-		return nil, "", refuse(ReasonClosed, ErrClosed, "")
+		return nil, nil, refuse(ReasonClosed, ErrClosed, "")
 	}
 	if !ca.limiter.allow(now) {
-		return nil, "", refuse(ReasonRateLimited, ErrRateLimited, "more than %g certificates per second; retry later", ca.cfg.RateLimit)
+		return nil, nil, refuse(ReasonRateLimited, ErrRateLimited, "more than %g certificates per second; retry later", ca.cfg.RateLimit)
 	}
 	ttl, err := ca.ttl(req.TTL)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	csr, _, err := checkCSR(req.CSR, ca.cfg.MaxCSRBytes)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	st := ca.state.Load()
 	if len(st.retire) > 0 && st.retireDue(now) {
@@ -220,7 +239,7 @@ func (ca *CA) issue(ctx context.Context, req Request, now time.Time, rec *AuditR
 		}
 		st = ca.state.Load()
 	}
-	id, token, caller, err := ca.authenticate(ctx, req.Credential, req.Identity, csr, st, now)
+	id, grant, caller, err := ca.authenticate(ctx, req.Credential, req.Identity, csr, st, now)
 	rec.Caller = caller
 	if !id.IsZero() {
 		rec.Identity = id.String()
@@ -228,31 +247,30 @@ func (ca *CA) issue(ctx context.Context, req Request, now time.Time, rec *AuditR
 		rec.Identity = csr.Identity.String()
 	}
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	if !csr.Identity.IsZero() && csr.Identity != id {
-		ca.releaseIf(token)
-		return nil, "", refuse(ReasonIdentityMismatch, ErrPermissionDenied,
+		return nil, nil, refuse(ReasonIdentityMismatch, ErrPermissionDenied,
 			"CSR names %s but the caller may only obtain %s", csr.Identity, id)
 	}
 	if !req.Identity.IsZero() && req.Identity != id {
-		ca.releaseIf(token)
-		return nil, "", refuse(ReasonIdentityMismatch, ErrPermissionDenied,
+		return nil, nil, refuse(ReasonIdentityMismatch, ErrPermissionDenied,
 			"request asks for %s but the caller may only obtain %s", req.Identity, id)
+	}
+	if grant != nil && grant.limited {
+		// Every check has passed: consume the use before signing, so
+		// that no instance can sign more than the token allows.
+		if err := ca.claimUse(ctx, grant); err != nil {
+			return nil, nil, err
+		}
 	}
 	cert, err := ca.sign(st, string(req.CSR), ProfileWorkload, []string{id.String()}, ttl, now)
 	if err != nil {
-		ca.releaseIf(token)
-		return nil, "", err
+		ca.unclaimUse(ctx, grant)
+		return nil, nil, err
 	}
 	cert.Identity = id
-	return cert, token, nil
-}
-
-func (ca *CA) releaseIf(token string) {
-	if token != "" {
-		ca.releaseToken(token)
-	}
+	return cert, grant, nil
 }
 
 func (ca *CA) ttl(req time.Duration) (time.Duration, error) {
@@ -265,54 +283,54 @@ func (ca *CA) ttl(req time.Duration) (time.Duration, error) {
 	return req, nil
 }
 
-// authenticate returns the identity the credential authorizes, the hash
-// of the token whose use it reserved, and the audit caller ("" when the
-// credential did not get far enough to name one).
-func (ca *CA) authenticate(ctx context.Context, cred Credential, want Identity, csr *CSR, st *signingState, now time.Time) (Identity, string, string, error) {
+// authenticate returns the identity the credential authorizes, the grant
+// of the bearer token it used (nil for other credentials), and the audit
+// caller.
+func (ca *CA) authenticate(ctx context.Context, cred Credential, want Identity, csr *CSR, st *signingState, now time.Time) (Identity, *tokenGrant, string, error) {
 	switch c := cred.(type) {
 	case nil:
-		return Identity{}, "", "none", refuse(ReasonNoCredential, ErrUnauthenticated, "no bearer token or client certificate")
+		return Identity{}, nil, "none", refuse(ReasonNoCredential, ErrUnauthenticated, "no bearer token or client certificate")
 	case BearerToken:
-		id, h, err := ca.authToken(ctx, string(c), now)
+		id, g, err := ca.authToken(ctx, string(c), now)
 		caller := "token:invalid"
-		if len(h) >= tokenIDLen {
-			caller = "token:" + h[:tokenIDLen]
+		if g != nil {
+			caller = "token:" + g.hash[:tokenIDLen]
 		}
 		if err != nil {
-			return id, "", caller, err
+			return id, nil, caller, err
 		}
-		return id, h, caller, nil
+		return id, g, caller, nil
 	case PeerCertificates:
 		id, err := ca.verifyPeer(c, st, now)
-		return id, "", c.caller(), err
+		return id, nil, c.caller(), err
 	case Credentials:
 		if len(c.Peer) > 0 {
 			id, err := ca.verifyPeer(c.Peer, st, now)
 			if err == nil || c.Token == "" {
-				return id, "", c.Peer.caller(), err
+				return id, nil, c.Peer.caller(), err
 			}
 		}
 		if c.Token != "" {
 			return ca.authenticate(ctx, c.Token, want, csr, st, now)
 		}
-		return Identity{}, "", "none", refuse(ReasonNoCredential, ErrUnauthenticated, "no bearer token or client certificate")
+		return Identity{}, nil, "none", refuse(ReasonNoCredential, ErrUnauthenticated, "no bearer token or client certificate")
 	case Operator:
 		caller := c.caller()
 		if !want.IsZero() {
 			if want.TrustDomain != ca.cfg.TrustDomain {
-				return Identity{}, "", caller, refuse(ReasonIdentityMismatch, ErrPermissionDenied, "identity %s is outside trust domain %s", want, ca.cfg.TrustDomain)
+				return Identity{}, nil, caller, refuse(ReasonIdentityMismatch, ErrPermissionDenied, "identity %s is outside trust domain %s", want, ca.cfg.TrustDomain)
 			}
-			return want, "", caller, nil
+			return want, nil, caller, nil
 		}
 		if csr.Identity.IsZero() {
-			return Identity{}, "", caller, refuse(ReasonIdentityMismatch, ErrPermissionDenied, "operator request: the CSR must carry the SPIFFE URI SAN to issue")
+			return Identity{}, nil, caller, refuse(ReasonIdentityMismatch, ErrPermissionDenied, "operator request: the CSR must carry the SPIFFE URI SAN to issue")
 		}
 		if csr.Identity.TrustDomain != ca.cfg.TrustDomain {
-			return Identity{}, "", caller, refuse(ReasonIdentityMismatch, ErrPermissionDenied, "identity %s is outside trust domain %s", csr.Identity, ca.cfg.TrustDomain)
+			return Identity{}, nil, caller, refuse(ReasonIdentityMismatch, ErrPermissionDenied, "identity %s is outside trust domain %s", csr.Identity, ca.cfg.TrustDomain)
 		}
-		return csr.Identity, "", caller, nil
+		return csr.Identity, nil, caller, nil
 	default:
-		return Identity{}, "", "none", refuse(ReasonNoCredential, ErrUnauthenticated, "unsupported credential %T", cred)
+		return Identity{}, nil, "none", refuse(ReasonNoCredential, ErrUnauthenticated, "unsupported credential %T", cred)
 	}
 }
 

@@ -70,7 +70,7 @@ func (ca *CA) NodeCertificate(ctx context.Context, req NodeRequest) (*tls.Certif
 	st := ca.state.Load()
 	cert, err := ca.sign(st, string(csrPEM), profileNode, hosts, ttl, now)
 	if err != nil {
-		return nil, ca.refused(ctx, Request{Credential: Operator{Name: "node"}}, &rec, err)
+		return nil, ca.refused(ctx, Request{Credential: Operator{Name: "node"}}, &rec, err, false)
 	}
 	rec.Outcome = OutcomeIssued
 	rec.Serial = cert.Serial.Text(16)

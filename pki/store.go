@@ -18,7 +18,11 @@ type Store interface {
 	// Apply applies ops atomically and in order: all or none. If an op has
 	// IfAbsent set and its key exists, nothing is applied and the error
 	// wraps ErrConflict. One Apply is one replicated write; the audit log
-	// relies on this to commit many records at once.
+	// relies on this to commit many records at once. The IfAbsent check
+	// must be made against the committed state, atomically with the write
+	// (in a replicated store: when the write is applied, in log order, not
+	// on a possibly stale replica): a use-limited token's uses are claimed
+	// with IfAbsent writes, and the cap is only as exact as this check.
 	Apply(ctx context.Context, ops []Op) error
 }
 
@@ -43,10 +47,14 @@ type KV struct {
 
 // Store key layout. Everything the CA writes lives under "pki/".
 const (
-	keyState     = "pki/ca/state"
-	keyTokens    = "pki/token/"     // + sha256(secret) hex -> tokenRecord JSON
-	keyTokenUses = "pki/token-use/" // + hash + "/" + node -> decimal use count
-	keyAudit     = "pki/audit/"     // + node + "/" + 20-digit unix nanos + "-" + seq -> []AuditRecord JSON
+	keyState  = "pki/ca/state"
+	keyTokens = "pki/token/" // + sha256(secret) hex -> tokenRecord JSON
+	// keyTokenUses + hash + "/#" + 10-digit slot -> node ID: one claimed
+	// use of a use-limited token (created IfAbsent before signing);
+	// keyTokenUses + hash + "/" + node -> decimal count of an unlimited
+	// token's uses on that node (written with the audit batches).
+	keyTokenUses = "pki/token-use/"
+	keyAudit     = "pki/audit/" // + node + "/" + 20-digit unix nanos + "-" + seq -> []AuditRecord JSON
 )
 
 func put(ctx context.Context, s Store, key string, val []byte) error {

@@ -39,12 +39,22 @@ type TokenRequest struct {
 	// TTL is how long the token is valid. 0 means DefaultTokenTTL.
 	TTL time.Duration
 	// Uses caps how many certificates the token may obtain. 0 means
-	// unlimited (within TTL). A use is consumed when the issuance's audit
-	// batch is written, even if that write fails (the certificate is then
-	// withheld); refused requests consume none. Each node counts its own
-	// uses and reads the others' from the store, so two nodes issuing
-	// with the same token at the same instant can together exceed Uses by
-	// the number of nodes minus one.
+	// unlimited (within TTL).
+	//
+	// The cap is exact across a fleet: after every other check has passed
+	// and before the certificate is signed, the issuance claims one of the
+	// token's Uses use slots with a conditional store write (create the
+	// slot's key if absent), so however many CA instances share the store,
+	// each slot is claimed once and at most Uses certificates are issued.
+	// Requests refused before the claim consume no use. A use claimed and
+	// then not needed because signing failed is given back; a use whose
+	// certificate was withheld because its audit record could not be
+	// written stays consumed, and so does one whose claim write failed
+	// with an unknown outcome: uses can be lost, never granted twice.
+	// Each issuance with a limited token costs one extra store write.
+	//
+	// Uses of an unlimited token are only counted (per node, written with
+	// the audit batch), for TokenInfo.Used.
 	Uses int
 }
 
@@ -58,7 +68,7 @@ type TokenInfo struct {
 	CreatedAt time.Time
 	ExpiresAt time.Time
 	Uses      int // 0 = unlimited
-	Used      int // summed over every node
+	Used      int // uses consumed, over every node
 	Revoked   bool
 }
 
@@ -75,13 +85,15 @@ type tokenRecord struct {
 }
 
 // tokenState is this node's view of one token: the parsed record (cached
-// by its stored bytes) and this node's use counts.
+// by its stored bytes), this node's use count of an unlimited token, and
+// the use slots of a limited token that requests on this node are
+// claiming right now.
 type tokenState struct {
 	raw      []byte
 	rec      tokenRecord
-	loaded   bool // mine holds this node's stored count
-	mine     int  // uses committed by this node (the value it writes)
-	reserved int  // uses authorized but not yet committed
+	loaded   bool         // mine holds this node's stored count
+	mine     int          // unlimited token: uses counted by this node (the value it writes)
+	claiming map[int]bool // limited token: slots being claimed
 }
 
 func tokenHash(secret string) string {
@@ -157,9 +169,14 @@ func (ca *CA) Tokens(ctx context.Context) ([]TokenInfo, error) {
 	}
 	used := map[string]int{}
 	for _, kv := range uses {
-		h, _, _ := strings.Cut(strings.TrimPrefix(kv.Key, keyTokenUses), "/")
-		n, _ := strconv.Atoi(string(kv.Value))
-		used[h] += n
+		h, rest, _ := strings.Cut(strings.TrimPrefix(kv.Key, keyTokenUses), "/")
+		if strings.HasPrefix(rest, slotMark) {
+			used[h]++
+			continue
+		}
+		if n, err := strconv.Atoi(string(kv.Value)); err == nil && n > 0 {
+			used[h] += n
+		}
 	}
 	out := make([]TokenInfo, 0, len(kvs))
 	for _, kv := range kvs {
@@ -217,20 +234,39 @@ func (ca *CA) RevokeToken(ctx context.Context, id string) (TokenInfo, error) {
 	return rec.info(h, 0), nil
 }
 
-// authToken checks a bearer token and reserves one use of it. On success
-// the caller must either hand the hash to the audit record (which turns
-// the reservation into a committed use) or call releaseToken.
-func (ca *CA) authToken(ctx context.Context, secret string, now time.Time) (Identity, string, error) {
+// tokenGrant is what an authenticated bearer token allows one issuance.
+type tokenGrant struct {
+	hash string
+	// limited: the token has a use cap; the issuance must claim a use
+	// slot (claimUse) before it signs.
+	limited bool
+	// limit is the highest slot number that may be claimed: the token's
+	// Uses minus uses counted in legacy per-node counters.
+	limit int
+	// legacy is that legacy count (added to slot numbers in audit records).
+	legacy int
+	// taken are slots seen written (in the store listing, or by a
+	// conflicting claim).
+	taken map[int]bool
+	// slot is the slot this issuance claimed (0: none yet).
+	slot int
+}
+
+// authToken checks a bearer token. For a use-limited token it lists the
+// uses already claimed and refuses a token with none left; the use itself
+// is claimed later by claimUse, once every other check has passed.
+func (ca *CA) authToken(ctx context.Context, secret string, now time.Time) (Identity, *tokenGrant, error) {
 	if !strings.HasPrefix(secret, tokenPrefix) || len(secret) > maxTokenLen {
-		return Identity{}, "", refuse(ReasonBadToken, ErrUnauthenticated, "not a meshgate token")
+		return Identity{}, nil, refuse(ReasonBadToken, ErrUnauthenticated, "not a meshgate token")
 	}
 	h := tokenHash(secret)
+	g := &tokenGrant{hash: h}
 	raw, err := ca.store.Get(ctx, keyTokens+h)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return Identity{}, h, refuse(ReasonBadToken, ErrUnauthenticated, "unknown token")
+			return Identity{}, g, refuse(ReasonBadToken, ErrUnauthenticated, "unknown token")
 		}
-		return Identity{}, h, refuse(ReasonSigningFailed, ErrSigning, "token lookup: %v", err)
+		return Identity{}, g, refuse(ReasonSigningFailed, ErrSigning, "token lookup: %v", err)
 	}
 
 	ca.tokMu.Lock()
@@ -243,7 +279,7 @@ func (ca *CA) authToken(ctx context.Context, secret string, now time.Time) (Iden
 		var rec tokenRecord
 		if err := json.Unmarshal(raw, &rec); err != nil {
 			ca.tokMu.Unlock()
-			return Identity{}, h, refuse(ReasonBadToken, ErrUnauthenticated, "stored token is corrupt")
+			return Identity{}, g, refuse(ReasonBadToken, ErrUnauthenticated, "stored token is corrupt")
 		}
 		ts.raw, ts.rec = raw, rec
 	}
@@ -252,53 +288,160 @@ func (ca *CA) authToken(ctx context.Context, secret string, now time.Time) (Iden
 
 	id := Identity{TrustDomain: rec.TrustDomain, Namespace: rec.Namespace, ServiceAccount: rec.ServiceAccount}
 	if rec.Revoked {
-		return id, h, refuse(ReasonTokenRevoked, ErrTokenRevoked, "token %s was revoked", h[:tokenIDLen])
+		return id, g, refuse(ReasonTokenRevoked, ErrTokenRevoked, "token %s was revoked", h[:tokenIDLen])
 	}
 	if !now.Before(rec.ExpiresAt) {
-		return id, h, refuse(ReasonTokenExpired, ErrTokenExpired, "token %s expired at %s", h[:tokenIDLen], rec.ExpiresAt.Format(time.RFC3339))
+		return id, g, refuse(ReasonTokenExpired, ErrTokenExpired, "token %s expired at %s", h[:tokenIDLen], rec.ExpiresAt.Format(time.RFC3339))
+	}
+	if rec.Uses == 0 && loaded {
+		// Fast path: an unlimited token whose count this node knows. Its
+		// use is counted in the issuance's audit batch.
+		return id, g, nil
 	}
 
-	// Use counting: this node's count lives in memory (and is written with
-	// each audit batch); other nodes' counts are read from the store.
-	others, mineStored := 0, 0
-	if rec.Uses > 0 || !loaded {
-		kvs, err := ca.store.List(ctx, keyTokenUses+h+"/")
-		if err != nil {
-			return id, h, refuse(ReasonSigningFailed, ErrSigning, "token use lookup: %v", err)
+	kvs, err := ca.store.List(ctx, keyTokenUses+h+"/")
+	if err != nil {
+		return id, g, refuse(ReasonSigningFailed, ErrSigning, "token use lookup: %v", err)
+	}
+	u := parseUses(kvs, len(keyTokenUses)+len(h)+1, ca.cfg.NodeID)
+	if rec.Uses == 0 {
+		ca.tokMu.Lock()
+		if !ts.loaded {
+			ts.mine = max(ts.mine, u.mine)
+			ts.loaded = true
 		}
-		for _, kv := range kvs {
-			n, _ := strconv.Atoi(string(kv.Value))
-			if strings.TrimPrefix(kv.Key, keyTokenUses+h+"/") == ca.cfg.NodeID {
-				mineStored = n
-			} else {
-				others += n
+		ca.tokMu.Unlock()
+		return id, g, nil
+	}
+	g.limited = true
+	g.legacy = u.counted
+	g.limit = rec.Uses - u.counted
+	g.taken = u.slots
+	if u.counted+len(u.slots) >= rec.Uses {
+		return id, g, usedUp(h, rec.Uses)
+	}
+	return id, g, nil
+}
+
+func usedUp(h string, uses int) error {
+	return refuse(ReasonTokenUsedUp, ErrTokenUsedUp, "token %s has used all of its %d uses", h[:tokenIDLen], uses)
+}
+
+// tokenUses is a parsed listing of keyTokenUses+hash+"/".
+type tokenUses struct {
+	slots   map[int]bool // claimed use slots of a use-limited token
+	counted int          // sum of the per-node counters
+	mine    int          // this node's counter
+}
+
+// parseUses reads a token's use records; skip is the length of the
+// listing's prefix. Slot keys are "#" + decimal slot number; any other
+// suffix is a node's decimal counter.
+func parseUses(kvs []KV, skip int, node string) tokenUses {
+	u := tokenUses{slots: map[int]bool{}}
+	for _, kv := range kvs {
+		rest := kv.Key[skip:]
+		if n, ok := strings.CutPrefix(rest, slotMark); ok {
+			if i, err := strconv.Atoi(n); err == nil && i > 0 {
+				u.slots[i] = true
+			}
+			continue
+		}
+		n, _ := strconv.Atoi(string(kv.Value))
+		if n < 0 {
+			n = 0
+		}
+		u.counted += n
+		if rest == node {
+			u.mine = n
+		}
+	}
+	return u
+}
+
+// slotMark starts the last segment of a use slot key; node IDs (DNS
+// names) never contain it.
+const slotMark = "#"
+
+func slotKey(h string, slot int) string {
+	return keyTokenUses + h + "/" + slotMark + fmt.Sprintf("%010d", slot)
+}
+
+// claimUse consumes one use of a use-limited token with a conditional
+// store write: it creates the key of the lowest free use slot, IfAbsent,
+// so of all the CA instances sharing the store exactly one can claim each
+// of the token's slots, and a token with N uses gets at most N claims.
+// A conflict means another caller (on any node) took that slot; the next
+// one is tried. Slots that concurrent callers on this node are claiming
+// are skipped, so they do not all race for the same one.
+//
+// A store error other than a conflict refuses the issuance; the use may
+// or may not have been recorded (a timed-out replicated write can still
+// commit), and it is not given back: a use can be lost, never granted
+// twice.
+func (ca *CA) claimUse(ctx context.Context, g *tokenGrant) error {
+	val := []byte(ca.cfg.NodeID)
+	for {
+		ca.tokMu.Lock()
+		ts := ca.tokens[g.hash]
+		if ts == nil { // pruned meanwhile
+			ts = &tokenState{}
+			ca.tokens[g.hash] = ts
+		}
+		slot := 0
+		for i := 1; i <= g.limit; i++ {
+			if !g.taken[i] && !ts.claiming[i] {
+				slot = i
+				break
 			}
 		}
+		if slot != 0 {
+			if ts.claiming == nil {
+				ts.claiming = map[int]bool{}
+			}
+			ts.claiming[slot] = true
+		}
+		ca.tokMu.Unlock()
+		if slot == 0 {
+			// Every free slot is taken, or being claimed by a concurrent
+			// request on this node.
+			return usedUp(g.hash, g.limit+g.legacy)
+		}
+
+		err := ca.store.Apply(ctx, []Op{{Key: slotKey(g.hash, slot), Value: val, IfAbsent: true}})
+
+		ca.tokMu.Lock()
+		delete(ts.claiming, slot)
+		ca.tokMu.Unlock()
+		switch {
+		case err == nil:
+			g.slot = slot
+			return nil
+		case errors.Is(err, ErrConflict):
+			g.taken[slot] = true
+		default:
+			return refuse(ReasonSigningFailed, ErrSigning, "token %s: recording the use: %v", g.hash[:tokenIDLen], err)
+		}
 	}
-	ca.tokMu.Lock()
-	defer ca.tokMu.Unlock()
-	if !ts.loaded {
-		ts.mine = max(ts.mine, mineStored)
-		ts.loaded = true
-	}
-	if rec.Uses > 0 && others+ts.mine+ts.reserved >= rec.Uses {
-		return id, h, refuse(ReasonTokenUsedUp, ErrTokenUsedUp, "token %s has used all of its %d uses", h[:tokenIDLen], rec.Uses)
-	}
-	ts.reserved++
-	return id, h, nil
 }
 
-// releaseToken gives back a use reserved by authToken.
-func (ca *CA) releaseToken(h string) {
-	ca.tokMu.Lock()
-	if ts := ca.tokens[h]; ts != nil && ts.reserved > 0 {
-		ts.reserved--
+// unclaimUse gives back the use slot an issuance claimed but did not use
+// (the signer failed before any certificate existed). Best effort: if the
+// delete fails the use stays consumed.
+func (ca *CA) unclaimUse(ctx context.Context, g *tokenGrant) {
+	if g == nil || g.slot == 0 {
+		return
 	}
-	ca.tokMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ca.cfg.AuditTimeout)
+	defer cancel()
+	if err := ca.store.Apply(ctx, []Op{{Key: slotKey(g.hash, g.slot), Delete: true}}); err != nil {
+		ca.log.Warn("giving back a token use failed; it stays consumed", "token", g.hash[:tokenIDLen], "err", err)
+	}
+	g.slot = 0
 }
 
-// tokenUseOps turns the reservations of a committing audit batch into
-// committed uses and returns the writes of this node's new counts.
+// tokenUseOps counts the uses of unlimited tokens that a committing
+// audit batch records and returns the writes of this node's new counts.
 // Called from the audit goroutine.
 func (ca *CA) tokenUseOps(batch []*auditEntry) []Op {
 	var ops []Op
@@ -311,9 +454,6 @@ func (ca *CA) tokenUseOps(batch []*auditEntry) []Op {
 		ts := ca.tokens[e.token]
 		if ts == nil {
 			continue
-		}
-		if ts.reserved > 0 {
-			ts.reserved--
 		}
 		ts.mine++
 		ops = append(ops, Op{Key: keyTokenUses + e.token + "/" + ca.cfg.NodeID, Value: []byte(strconv.Itoa(ts.mine))})
@@ -332,7 +472,7 @@ func (ca *CA) pruneTokens(now time.Time) {
 		return
 	}
 	for h, ts := range ca.tokens {
-		if ts.reserved == 0 && !now.Before(ts.rec.ExpiresAt) {
+		if len(ts.claiming) == 0 && !now.Before(ts.rec.ExpiresAt) {
 			delete(ca.tokens, h)
 		}
 	}

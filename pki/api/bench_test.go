@@ -65,15 +65,43 @@ func cpuTimes() (user, sys time.Duration) {
 }
 
 // meter reports CPU per certificate and its inverse, certificates per
-// second per core, for n certificates.
+// second per core, for n certificates; and, as figures that the machine's
+// other load does not move, heap allocations and read/write system calls
+// per certificate.
 type meter struct {
 	user0, sys0 time.Duration
 	wall0       time.Time
+	allocs0     uint64
+	bytes0      uint64
+	io0         [2]int64
 }
 
 func startMeter() meter {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
 	u, s := cpuTimes()
-	return meter{user0: u, sys0: s, wall0: time.Now()}
+	return meter{user0: u, sys0: s, wall0: time.Now(), allocs0: ms.Mallocs, bytes0: ms.TotalAlloc, io0: syscalls()}
+}
+
+// syscalls returns this process's read and write system call counts
+// (/proc/self/io syscr, syscw), or zeros where that file does not exist.
+func syscalls() [2]int64 {
+	var out [2]int64
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return out
+	}
+	for line := range strings.Lines(string(b)) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch k {
+		case "syscr":
+			out[0] = n
+		case "syscw":
+			out[1] = n
+		}
+	}
+	return out
 }
 
 func (m meter) cpu() time.Duration { return m.user0 + m.sys0 }
@@ -82,6 +110,13 @@ func (m meter) report(b *testing.B, n int) float64 {
 	u, s := cpuTimes()
 	cpu := u - m.user0 + s - m.sys0
 	wall := time.Since(m.wall0)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	io := syscalls()
+	b.ReportMetric(float64(ms.Mallocs-m.allocs0)/float64(n), "allocs/cert")
+	b.ReportMetric(float64(ms.TotalAlloc-m.bytes0)/float64(n), "B/cert")
+	b.ReportMetric(float64(io[0]-m.io0[0])/float64(n), "reads/cert")
+	b.ReportMetric(float64(io[1]-m.io0[1])/float64(n), "writes/cert")
 	b.ReportMetric((s-m.sys0).Seconds()/float64(n)*1e6, "sys-µs/cert")
 	perCert := cpu.Seconds() / float64(n)
 	perCore := 1 / perCert
@@ -113,7 +148,8 @@ func benchCA(b *testing.B) (*ecdsa.PrivateKey, *x509.Certificate) {
 // over TLS on loopback with 16 concurrent clients in another process,
 // with the audit log in memory and in an fsynced file journal. Each row
 // reports CPU per certificate (of the server process for the gRPC rows)
-// and its inverse; the gRPC rows also report their ratio to the limit.
+// and its inverse, heap allocations and read/write system calls per
+// certificate; the last row reports ratios to the limit.
 func BenchmarkIssuance(b *testing.B) {
 	cflog.Level = cflog.LevelCritical
 	key, caCert := benchCA(b)
@@ -208,7 +244,8 @@ func BenchmarkIssuance(b *testing.B) {
 	// The machine these figures come from is shared, and its load swings
 	// within seconds, so the rows above are not comparable with each
 	// other. This row interleaves short samples of the limit, cfssl in
-	// process and the gRPC API, and reports the median of the per-round
+	// process, the CA in process and the gRPC API (audit log in memory and
+	// in the fsynced journal), and reports the median of the per-round
 	// ratios.
 	b.Run("ratio-interleaved", func(b *testing.B) {
 		s, err := local.NewSigner(key, caCert, signer.DefaultSigAlgo(key), pki.SigningPolicy())
@@ -216,6 +253,7 @@ func BenchmarkIssuance(b *testing.B) {
 			b.Fatal(err)
 		}
 		c := startBenchClient(b, false)
+		cf := startBenchClient(b, true)
 		cfg := pkitest.Config(b)
 		cfg.Logger = nil
 		cfg.RateLimit = 0
@@ -225,10 +263,10 @@ func BenchmarkIssuance(b *testing.B) {
 			b.Fatal(err)
 		}
 		const n = 600
-		var cfsslR, caR, grpcR []float64
+		var cfsslR, caR, grpcR, fileR []float64
 		for range 7 { // fixed: b.N is not used by this row
 			lim := parallelRate(n, func() { limitOnce(csr) })
-			cf := parallelRate(n, func() { cfsslOnce(b, s, csr) })
+			cfs := parallelRate(n, func() { cfsslOnce(b, s, csr) })
 			inproc := parallelRate(n, func() {
 				if _, err := ca.Issue(context.Background(), pki.Request{CSR: csr, Credential: pki.BearerToken(tok)}); err != nil {
 					b.Error(err)
@@ -238,12 +276,17 @@ func BenchmarkIssuance(b *testing.B) {
 			m := startMeter()
 			c.run(b, n)
 			g := 1 / ((cpuTime() - m.cpu()).Seconds() / n)
-			cfsslR = append(cfsslR, cf/lim)
+			m = startMeter()
+			cf.run(b, n)
+			gf := 1 / ((cpuTime() - m.cpu()).Seconds() / n)
+			cfsslR = append(cfsslR, cfs/lim)
 			grpcR = append(grpcR, g/lim)
+			fileR = append(fileR, gf/lim)
 		}
 		b.ReportMetric(median(cfsslR), "cfssl-x-limit")
 		b.ReportMetric(median(caR), "ca-x-limit")
 		b.ReportMetric(median(grpcR), "grpc16-x-limit")
+		b.ReportMetric(median(fileR), "grpc16-file-x-limit")
 	})
 }
 

@@ -30,9 +30,9 @@ type grpcService struct {
 // last element, as istiod answers.
 func (g *grpcService) CreateCertificate(ctx context.Context, req *pb.IstioCertificateRequest) (*pb.IstioCertificateResponse, error) {
 	var cred pki.Credentials
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		cred.Token = bearer(md.Get("authorization"))
-	}
+	// ValueFromIncomingContext copies only this key's values, not the
+	// whole metadata map as FromIncomingContext does.
+	cred.Token = bearer(metadata.ValueFromIncomingContext(ctx, "authorization"))
 	remote := ""
 	if p, ok := peer.FromContext(ctx); ok {
 		if p.Addr != nil {
@@ -54,7 +54,7 @@ func (g *grpcService) CreateCertificate(ctx context.Context, req *pb.IstioCertif
 		g.s.m.requests.WithLabelValues("grpc", codeOf(err).String()).Inc()
 		return nil, grpcError(err)
 	}
-	g.s.m.requests.WithLabelValues("grpc", "OK").Inc()
+	g.s.m.grpcOK.Inc()
 	return &pb.IstioCertificateResponse{CertChain: cert.IstioChainPEM()}, nil
 }
 

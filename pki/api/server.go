@@ -92,10 +92,30 @@ func NewServer(cfg Config, ca *pki.CA) (*Server, error) {
 		grpc.MaxRecvMsgSize(cfg.MaxBodyBytes),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.NumStreamWorkers(cfg.StreamWorkers),
+		// Static flow-control windows turn off gRPC's bandwidth-delay
+		// estimator, which answers nearly every request's data frame with
+		// a PING and a WINDOW_UPDATE of its own (one more TLS record and
+		// write per certificate). Requests are at most MaxBodyBytes, so a
+		// stream window of that size never stalls one, and the connection
+		// window lets MaxConcurrentStreams/16 full-size requests arrive at
+		// once.
+		grpc.InitialWindowSize(streamWindow(cfg)),
+		grpc.InitialConnWindowSize(connWindow(cfg)),
 	)
 	pb.RegisterIstioCertificateServiceServer(s.grpc, &grpcService{s: s})
 	s.routes()
 	return s, nil
+}
+
+// streamWindow is the gRPC stream flow-control window: a whole request
+// (at least HTTP/2's default 64 KiB).
+func streamWindow(cfg Config) int32 { return int32(max(cfg.MaxBodyBytes, 64<<10)) }
+
+// connWindow is the gRPC connection window: room for one request per 16
+// streams the connection may carry, at most 1 GiB.
+func connWindow(cfg Config) int32 {
+	w := int64(streamWindow(cfg)) * int64(max(cfg.MaxConcurrentStreams/16, 1))
+	return int32(min(w, 1<<30))
 }
 
 // Handler returns the HTTP API (JSON, cfssl-compatible and admin

@@ -5,8 +5,10 @@
 package pkitest
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -76,6 +78,7 @@ const (
 	P224    KeyType = "p224"
 	RSA1024 KeyType = "rsa1024"
 	RSA2048 KeyType = "rsa2048"
+	Ed25519 KeyType = "ed25519"
 )
 
 // CSROptions shapes a CSR.
@@ -110,6 +113,8 @@ func NewKey(t testing.TB, kt KeyType) crypto.Signer {
 		k, err = rsa.GenerateKey(rand.Reader, 1024)
 	case RSA2048:
 		k, err = rsa.GenerateKey(rand.Reader, 2048)
+	case Ed25519:
+		_, k, err = ed25519.GenerateKey(rand.Reader)
 	default:
 		t.Fatalf("pkitest: unknown key type %q", kt)
 	}
@@ -176,6 +181,36 @@ func BadSignature(t testing.TB, csrPEM []byte) []byte {
 	}
 	der := append([]byte(nil), b.Bytes...)
 	der[len(der)-3] ^= 0x01 // inside the signature BIT STRING
+	return pem.EncodeToMemory(&pem.Block{Type: b.Type, Bytes: der})
+}
+
+// OffCurve returns csrPEM (an ECDSA CSR) with its public key changed to a
+// point that is not on the curve: well formed, but a key no parser may
+// accept.
+func OffCurve(t testing.TB, csrPEM []byte) []byte {
+	t.Helper()
+	b, _ := pem.Decode(csrPEM)
+	if b == nil {
+		t.Fatal("pkitest: OffCurve: not PEM")
+	}
+	req, err := x509.ParseCertificateRequest(b.Bytes)
+	if err != nil {
+		t.Fatalf("pkitest: OffCurve: %v", err)
+	}
+	k, ok := req.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		t.Fatalf("pkitest: OffCurve: key is %T, want ECDSA", req.PublicKey)
+	}
+	point, err := k.Bytes()
+	if err != nil {
+		t.Fatalf("pkitest: OffCurve: %v", err)
+	}
+	der := append([]byte(nil), b.Bytes...)
+	i := bytes.Index(der, point)
+	if i < 0 {
+		t.Fatal("pkitest: OffCurve: point not found in the CSR")
+	}
+	der[i+len(point)-1] ^= 0x01 // y changes: (x, y) leaves the curve
 	return pem.EncodeToMemory(&pem.Block{Type: b.Type, Bytes: der})
 }
 

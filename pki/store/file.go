@@ -31,14 +31,21 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // journal outgrows the live data it is compacted into a new file that
 // replaces the old one by atomic rename. The file is created with mode
 // 0600 and locked against a second opener. Safe for concurrent use.
+//
+// Applies are serialized; reads are not held up by an Apply's write and
+// fsync: they see a batch once it is durable, all at once.
 type File struct {
 	path string
 
-	mu      sync.RWMutex // guards everything below
-	f       *os.File
+	// wmu serializes Apply, compaction and Close. Only its holder changes
+	// data, so it may read data without mu.
+	wmu  sync.Mutex
+	f    *os.File
+	size int64 // journal bytes
+	live int64 // bytes of live keys and values
+
+	mu      sync.RWMutex // guards data, applies and closed
 	data    map[string][]byte
-	size    int64 // journal bytes
-	live    int64 // bytes of live keys and values
 	applies int
 	closed  bool
 }
@@ -190,11 +197,16 @@ func (s *File) Apply(ctx context.Context, ops []pki.Op) error {
 	if len(payload) > maxRecord {
 		return fmt.Errorf("store: batch of %d bytes exceeds %d", len(payload), maxRecord)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
 		return ErrClosed
 	}
+	// Holding wmu, nothing else changes data: check, write and fsync
+	// without blocking readers, then publish the batch.
 	if err := conflicts(s.data, ops); err != nil {
 		return err
 	}
@@ -209,10 +221,12 @@ func (s *File) Apply(ctx context.Context, ops []pki.Op) error {
 		return fmt.Errorf("store: fsync: %w", err)
 	}
 	s.size += int64(len(rec))
+	s.mu.Lock()
 	for _, op := range jops {
 		s.applyOne(op)
 	}
 	s.applies++
+	s.mu.Unlock()
 	if s.size > 4*s.live+(1<<20) {
 		if err := s.compact(); err != nil {
 			return fmt.Errorf("store: compact (the batch itself is durable): %w", err)
@@ -222,7 +236,7 @@ func (s *File) Apply(ctx context.Context, ops []pki.Op) error {
 }
 
 // compact writes the live data as one record to a new file and renames it
-// over the journal. Called with mu held.
+// over the journal. Called with wmu held.
 func (s *File) compact() error {
 	jops := make([]journalOp, 0, len(s.data))
 	for _, kv := range list(s.data, "") {
@@ -275,8 +289,10 @@ func (s *File) Applies() int {
 	return s.applies
 }
 
-// Close closes the journal. Idempotent.
+// Close closes the journal, after an Apply in progress. Idempotent.
 func (s *File) Close() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

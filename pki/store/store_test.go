@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/meshgate/meshgate/pki"
@@ -147,5 +148,69 @@ func TestFileCompaction(t *testing.T) {
 	}
 	if _, err := os.Stat(path + ".compact"); !os.IsNotExist(err) {
 		t.Fatalf("compaction left its temp file: %v", err)
+	}
+}
+
+// TestConcurrentIfAbsent: writers racing to create the same keys with
+// IfAbsent (as CA instances claiming a token's use slots do) each get
+// ErrConflict or success, and every key has exactly one winner, while
+// readers list the keys throughout.
+func TestConcurrentIfAbsent(t *testing.T) {
+	for name, mk := range makers() {
+		t.Run(name, func(t *testing.T) {
+			s := mk(t)
+			const keys, writers = 8, 6
+			var mu sync.Mutex
+			winners := map[string][]int{}
+			stop := make(chan struct{})
+			var readers sync.WaitGroup
+			readers.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := s.List(t.Context(), "slot/"); err != nil {
+						t.Errorf("List(slot/) during writes = %v", err)
+						return
+					}
+				}
+			})
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for w := range writers {
+				wg.Go(func() {
+					<-start
+					for k := range keys {
+						key := fmt.Sprintf("slot/%d", k)
+						err := s.Apply(t.Context(), []pki.Op{{Key: key, Value: []byte{byte(w)}, IfAbsent: true}})
+						switch {
+						case err == nil:
+							mu.Lock()
+							winners[key] = append(winners[key], w)
+							mu.Unlock()
+						case !errors.Is(err, pki.ErrConflict):
+							t.Errorf("Apply(IfAbsent %s, writer %d) = %v, want nil or ErrConflict", key, w, err)
+						}
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			close(stop)
+			readers.Wait()
+			for k := range keys {
+				key := fmt.Sprintf("slot/%d", k)
+				if len(winners[key]) != 1 {
+					t.Errorf("key %s created by writers %v, want exactly one", key, winners[key])
+					continue
+				}
+				v, err := s.Get(t.Context(), key)
+				if err != nil || len(v) != 1 || int(v[0]) != winners[key][0] {
+					t.Errorf("Get(%s) = %v, %v; want the winner's value %d", key, v, err, winners[key][0])
+				}
+			}
+		})
 	}
 }
