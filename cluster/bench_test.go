@@ -99,6 +99,74 @@ func BenchmarkApplyThroughput(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
+// BenchmarkLeaderFailover kills the leader of a 3-node cluster (TLS on
+// loopback, bbolt log with fsync) without a leave and measures the time
+// until a surviving node is leader (elect-p50-ms, elect-max-ms) and until
+// a write through the new leader is committed and applied there (p50-ms,
+// max-ms: the failover time). Between trials the killed node is restarted
+// on its old ports and catches up. raft=default uses DefaultConfig's raft
+// timers (heartbeat and election timeout 1s), raft=fast those of
+// clustertest.FastConfig (300ms).
+func BenchmarkLeaderFailover(b *testing.B) {
+	for _, tc := range []struct {
+		name   string
+		modify func(*cluster.Config)
+	}{
+		{"raft=default", func(c *cluster.Config) { c.Raft = cluster.DefaultConfig().Raft }},
+		{"raft=fast", nil},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			lc := newLoopClusterTB(b, 3)
+			lc.modify = tc.modify
+			for i := range 3 {
+				lc.start(i)
+			}
+			var elect, write []time.Duration
+			trial := 0
+			for b.Loop() {
+				trial++
+				li, _ := lc.leader()
+				lc.waitAll("every node agrees on the leader", func(n *cluster.Node) bool {
+					name, _ := n.Leader()
+					return name == lc.nodes[li].Name()
+				})
+				survivors := slices.DeleteFunc(lc.alive(), func(n *cluster.Node) bool { return n == lc.nodes[li] })
+				start := time.Now()
+				lc.kill(li)
+				var nl *cluster.Node
+				for nl == nil {
+					for _, n := range survivors {
+						if n.IsLeader() {
+							nl = n
+						}
+					}
+					if time.Since(start) > time.Minute {
+						b.Fatalf("no new leader among %d survivors 1m after killing the leader", len(survivors))
+					}
+					time.Sleep(time.Millisecond) // polls IsLeader; the resolution is 1ms
+				}
+				elect = append(elect, time.Since(start))
+				ctx, cancel := context.WithTimeout(b.Context(), time.Minute)
+				idx, err := nl.Apply(ctx, cluster.Put("bench/failover", []byte(fmt.Sprint(trial))))
+				cancel()
+				if err != nil {
+					b.Fatalf("Apply at the new leader %s error = %v", nl.Name(), err)
+				}
+				write = append(write, time.Since(start))
+				lc.start(li)
+				lc.waitAll("the restarted node caught up", func(n *cluster.Node) bool { return n.AppliedIndex() >= idx })
+			}
+			reportPercentiles(b, write)
+			slices.Sort(elect)
+			b.ReportMetric(ms(elect[len(elect)/2]), "elect-p50-ms")
+			b.ReportMetric(ms(elect[len(elect)-1]), "elect-max-ms")
+			b.ReportMetric(ms(write[len(write)-1]), "max-ms")
+		})
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 func reportPercentiles(b *testing.B, lat []time.Duration) {
 	if len(lat) == 0 {
 		return

@@ -16,18 +16,21 @@ import (
 // loopCluster runs nodes on real TLS sockets on 127.0.0.1 with raft state
 // on disk, so they can be killed and restarted.
 type loopCluster struct {
-	t     testing.TB
-	ca    *clustertest.CA
-	dir   string
-	n     int
-	ports []string // raft port of each node, fixed after the first start
-	nodes []*cluster.Node
+	t      testing.TB
+	ca     *clustertest.CA
+	dir    string
+	n      int
+	ports  []string // raft port of each node, fixed after the first start
+	gports []string // gossip port of each node, fixed after the first start
+	nodes  []*cluster.Node
+	// modify, if set, adjusts each node's Config before it starts.
+	modify func(*cluster.Config)
 }
 
 func newLoopCluster(t *testing.T, n int) *loopCluster { return newLoopClusterTB(t, n) }
 
 func newLoopClusterTB(t testing.TB, n int) *loopCluster {
-	lc := &loopCluster{t: t, ca: clustertest.NewCA(t), dir: t.TempDir(), n: n, ports: make([]string, n), nodes: make([]*cluster.Node, n)}
+	lc := &loopCluster{t: t, ca: clustertest.NewCA(t), dir: t.TempDir(), n: n, ports: make([]string, n), gports: make([]string, n), nodes: make([]*cluster.Node, n)}
 	t.Cleanup(func() {
 		for i := range lc.nodes {
 			lc.kill(i)
@@ -49,14 +52,24 @@ func (lc *loopCluster) start(i int) *cluster.Node {
 		port = "0"
 	}
 	cfg.RaftBind = net.JoinHostPort("127.0.0.1", port)
-	cfg.Gossip.BindAddr = "127.0.0.1:0"
+	gport := lc.gports[i]
+	if gport == "" {
+		gport = "0"
+	}
+	// A restart keeps its gossip address too, so peers take it back at
+	// once instead of refusing a known name at a new address.
+	cfg.Gossip.BindAddr = net.JoinHostPort("127.0.0.1", gport)
 	// Real sockets under -race on a shared machine: give probes room.
 	cfg.Gossip.ProbeTimeout = 150 * time.Millisecond
+	if lc.modify != nil {
+		lc.modify(&cfg)
+	}
 	n, err := cluster.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("cluster.New(%s on %s) error = %v", name, cfg.RaftBind, err)
 	}
 	_, lc.ports[i], _ = net.SplitHostPort(n.RaftAddr())
+	_, lc.gports[i], _ = net.SplitHostPort(n.Catalog().Addr())
 	for j, other := range lc.nodes {
 		if other != nil && j != i {
 			if _, err := n.Join(t.Context(), []string{other.Catalog().Addr()}); err != nil {

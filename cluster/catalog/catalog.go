@@ -90,8 +90,19 @@ type Catalog struct {
 	own      ownState
 	members  map[string]*memberInfo
 	lastSync map[string]time.Time
-	leaving  bool
-	snap     *Snapshot // nil when stale
+	// unanswered counts full-state requests sent to an owner since its
+	// last full state arrived; tick repeats them with backoff, because a
+	// request or its reply can be lost (a reply to a node the owner does
+	// not know yet is never sent).
+	unanswered map[string]int
+	lastGC     time.Time // last tombstone collection
+	leaving    bool
+	snap       *Snapshot // nil when stale
+	// snapEntries and snapMembers are the parts of the last snapshot,
+	// each nil when stale, so that a membership change does not re-sort
+	// every endpoint and an endpoint change does not rebuild the members.
+	snapEntries []Entry
+	snapMembers []Member
 
 	changed  chan struct{} // endpoints changed (buffer 1)
 	memberCh chan struct{} // membership or meta changed (buffer 1)
@@ -161,14 +172,15 @@ func New(cfg Config) (*Catalog, error) {
 		m:   newMetrics(cfg.Registerer),
 		meta: Meta{ProtocolVersion: ProtocolVersion, ClusterID: cfg.ClusterID, Network: cfg.Network,
 			GatewayAddr: cfg.GatewayAddr, RaftAddr: cfg.RaftAddr, LabelsDigest: LabelsDigest(cfg.Labels)},
-		view:     newView(cfg.Name),
-		own:      ownState{ver: version{Inc: cfg.Incarnation}, regs: make(map[string]*reg), pub: make(map[string]bool)},
-		members:  make(map[string]*memberInfo),
-		lastSync: make(map[string]time.Time),
-		changed:  make(chan struct{}, 1),
-		memberCh: make(chan struct{}, 1),
-		work:     make(chan job, 256),
-		checks:   make(chan struct{}, cfg.MaxChecks),
+		view:       newView(cfg.Name),
+		own:        ownState{ver: version{Inc: cfg.Incarnation}, regs: make(map[string]*reg), pub: make(map[string]bool)},
+		members:    make(map[string]*memberInfo),
+		lastSync:   make(map[string]time.Time),
+		unanswered: make(map[string]int),
+		changed:    make(chan struct{}, 1),
+		memberCh:   make(chan struct{}, 1),
+		work:       make(chan job, 256),
+		checks:     make(chan struct{}, cfg.MaxChecks),
 	}
 	if cfg.GatewayAddr != "" {
 		gw, err := ResolveAddr(cfg.GatewayAddr)
@@ -221,6 +233,7 @@ func (c *Catalog) memberlistConfig() (*memberlist.Config, error) {
 	mlc.RetransmitMult = cfg.RetransmitMult
 	mlc.PushPullInterval = cfg.PushPullInterval
 	mlc.TCPTimeout = cfg.TCPTimeout
+	mlc.EnableCompression = !cfg.DisableCompression
 	// memberlist's timers may still log after Shutdown returns; the gate
 	// drops those lines once the catalog is closed.
 	mlc.Logger = log.New(gatedWriter{ctx: c.ctx, w: LogWriter{Logger: c.log.With("component", "memberlist")}}, "", 0)
@@ -501,6 +514,15 @@ func (c *Catalog) publishLocked(id string, r *reg, on bool) {
 	if had != (len(c.own.pub) > 0) {
 		c.enqueueLocked(job{kind: jobMeta})
 	}
+	c.markChangedLocked()
+	if c.numNodes.Load() <= 1 {
+		// Alone there is nobody to tell. A peer met later gets the full
+		// state (push-pull at join, a fetch when it sees FlagEndpoints, or
+		// the send on meeting a first peer in NotifyJoin); a queued delta
+		// would instead be relayed by every node of the cluster joined,
+		// which for a node starting with many endpoints floods gossip.
+		return
+	}
 	d := delta{Owner: c.cfg.Name, Ver: c.own.ver, ID: id, Delete: !on}
 	if on {
 		d.Ep = r.Endpoint
@@ -508,7 +530,6 @@ func (c *Catalog) publishLocked(id string, r *reg, on bool) {
 	c.queue("d/"+c.cfg.Name+"/"+id, encodeDelta(d), nil)
 	c.m.deltasSent.Add(1)
 	c.m.deltas.WithLabelValues("own").Inc()
-	c.markChangedLocked()
 }
 
 func (c *Catalog) queue(name string, msg []byte, done chan struct{}) {
@@ -516,7 +537,7 @@ func (c *Catalog) queue(name string, msg []byte, done chan struct{}) {
 }
 
 func (c *Catalog) markChangedLocked() {
-	c.snap = nil
+	c.snap, c.snapEntries = nil, nil
 	select {
 	case c.changed <- struct{}{}:
 	default:
@@ -524,7 +545,7 @@ func (c *Catalog) markChangedLocked() {
 }
 
 func (c *Catalog) markMembersLocked() {
-	c.snap = nil
+	c.snap, c.snapMembers = nil, nil
 	select {
 	case c.memberCh <- struct{}{}:
 	default:
@@ -539,7 +560,21 @@ func (c *Catalog) Snapshot() *Snapshot {
 	if c.snap != nil {
 		return c.snap
 	}
-	s := &Snapshot{Members: c.membersLocked()}
+	if c.snapMembers == nil {
+		c.snapMembers = c.membersLocked()
+	}
+	if c.snapEntries == nil {
+		c.snapEntries = c.entriesLocked()
+		c.m.endpoints.Set(float64(len(c.snapEntries)))
+	}
+	c.snap = &Snapshot{Entries: c.snapEntries, Members: c.snapMembers}
+	return c.snap
+}
+
+// entriesLocked builds the sorted endpoint list of a snapshot; it is never
+// nil, so an empty catalog is cached too.
+func (c *Catalog) entriesLocked() []Entry {
+	out := []Entry{}
 	netOf := func(owner string) string {
 		if mi := c.members[owner]; mi != nil {
 			return mi.meta.Network
@@ -552,7 +587,7 @@ func (c *Catalog) Snapshot() *Snapshot {
 			if e.Network == "" {
 				e.Network = c.cfg.Network
 			}
-			s.Entries = append(s.Entries, e)
+			out = append(out, e)
 		}
 	}
 	for owner := range c.view.owners {
@@ -564,13 +599,11 @@ func (c *Catalog) Snapshot() *Snapshot {
 			if e.Network == "" {
 				e.Network = netOf(owner)
 			}
-			s.Entries = append(s.Entries, e)
+			out = append(out, e)
 		}
 	}
-	slices.SortFunc(s.Entries, compareEntries)
-	c.m.endpoints.Set(float64(len(s.Entries)))
-	c.snap = s
-	return s
+	slices.SortFunc(out, compareEntries)
+	return out
 }
 
 func compareEntries(a, b Entry) int {
@@ -676,6 +709,7 @@ func (c *Catalog) enqueueLocked(j job) {
 			return
 		}
 		c.lastSync[j.to] = now
+		c.unanswered[j.to]++
 		c.m.syncRequests.Add(1)
 		c.m.syncs.Inc()
 	}
@@ -786,6 +820,7 @@ func (d *delegate) NotifyMsg(b []byte) {
 }
 
 func (c *Catalog) mergeStateLocked(s *state, now time.Time) {
+	delete(c.unanswered, s.Owner)
 	changed, behind := c.view.applyState(s, now)
 	if changed {
 		c.markChangedLocked()
@@ -848,13 +883,18 @@ func (e *events) NotifyAlive(peer *memberlist.Node) error {
 
 func (e *events) NotifyJoin(n *memberlist.Node) {
 	c := (*Catalog)(e)
-	c.numNodes.Add(1)
+	peers := c.numNodes.Add(1) - 1 // alive members other than this node
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.setMemberLocked(n, StatusAlive)
 	if n.Name != c.cfg.Name {
 		c.view.setAlive(n.Name, true)
 		c.fetchIfOwnsLocked(n.Name)
+		if peers == 1 && len(c.own.pub) > 0 {
+			// The first peer after being alone: changes made meanwhile
+			// were not gossiped, and the join's push-pull may predate them.
+			c.enqueueLocked(job{kind: jobSendState, to: n.Name})
+		}
 	}
 	c.m.members.Set(float64(c.numNodes.Load()))
 }
@@ -869,7 +909,15 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 		status = StatusLeft
 	}
 	c.setMemberLocked(n, status)
+	if status == StatusFailed {
+		c.m.memberFailures.Add(1)
+		c.m.failures.Inc()
+		c.log.Info("catalog: member failed", "peer", n.Name)
+	} else {
+		c.log.Info("catalog: member left", "peer", n.Name)
+	}
 	delete(c.lastSync, n.Name)
+	delete(c.unanswered, n.Name)
 	if c.view.setAlive(n.Name, false) {
 		c.markChangedLocked()
 	}
@@ -966,17 +1014,36 @@ func (c *Catalog) tick(now time.Time) {
 		c.wg.Add(1)
 		go c.runCheck(id, r)
 	}
-	c.view.gc(now, c.cfg.TombstoneTTL)
+	if now.Sub(c.lastGC) >= c.cfg.TombstoneTTL/8 {
+		// Tombstones outlive their TTL by at most an eighth.
+		c.view.gc(now, c.cfg.TombstoneTTL)
+		c.lastGC = now
+	}
 	// Owners with missed changes and no newer delta to notice it by.
 	for _, o := range c.view.lagging() {
 		c.enqueueLocked(job{kind: jobRequest, to: o})
 	}
+	// Requests without an answer: ask again after 2, 4, 8, 16 x
+	// SyncInterval, then leave it to push-pull.
+	for _, o := range sortedKeys(c.unanswered) {
+		tries := c.unanswered[o]
+		switch {
+		case !c.view.alive[o] || tries > maxSyncRetries:
+			delete(c.unanswered, o)
+		case now.Sub(c.lastSync[o]) >= c.cfg.SyncInterval<<tries:
+			c.enqueueLocked(job{kind: jobRequest, to: o})
+		}
+	}
 	for name, at := range c.lastSync {
-		if now.Sub(at) > time.Minute {
+		if now.Sub(at) > time.Minute && c.unanswered[name] == 0 {
 			delete(c.lastSync, name)
 		}
 	}
 }
+
+// maxSyncRetries bounds how often an unanswered full-state request is
+// repeated.
+const maxSyncRetries = 4
 
 // runCheck dials one endpoint and records the outcome.
 func (c *Catalog) runCheck(id string, r *reg) {

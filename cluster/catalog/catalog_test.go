@@ -155,6 +155,50 @@ func TestRegisterPropagatesAndWithdraws(t *testing.T) {
 	}
 }
 
+// A node that registers endpoints while alone gossips no deltas (peers
+// get its full state when they meet it) and gossips once it has a peer.
+func TestRegisterWhileAloneSendsFullStateNotDeltas(t *testing.T) {
+	net := &clustertest.GossipNetwork{}
+	var nodes []*catalog.Catalog
+	for _, name := range []string{"alone", "peer"} {
+		cfg := fastConfig(t, name, "net-a")
+		cfg.Transport = net.NewTransport(name)
+		cfg.PushPullInterval = time.Hour // the join, not push-pull, must deliver
+		c, err := catalog.New(cfg)
+		if err != nil {
+			t.Fatalf("catalog.New(%s) error = %v", name, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		nodes = append(nodes, c)
+	}
+	alone, peer := nodes[0], nodes[1]
+	var want []string
+	for i := range 30 {
+		addr := fmt.Sprintf("10.0.1.%d:9080", i)
+		if err := alone.Register(reg(fmt.Sprintf("r%02d", i), addr)); err != nil {
+			t.Fatalf("Register(r%02d) error = %v", i, err)
+		}
+		want = append(want, "alone/"+addr)
+	}
+	if s, q := alone.Stats(), alone.QueuedBroadcasts(); s.DeltasSent != 0 || q != 0 {
+		t.Fatalf("after 30 Registers alone: DeltasSent = %d, QueuedBroadcasts = %d; want 0 and 0", s.DeltasSent, q)
+	}
+	if _, err := peer.Join(t.Context(), []string{alone.Addr()}); err != nil {
+		t.Fatalf("Join(peer -> alone) error = %v", err)
+	}
+	slices.Sort(want)
+	waitFor(t, "peer holds the 30 endpoints registered while alone", func() bool { return slices.Equal(addrsOf(peer), want) })
+	if err := alone.Register(reg("r99", "10.0.1.99:9080")); err != nil {
+		t.Fatalf("Register(r99) error = %v", err)
+	}
+	if s := alone.Stats(); s.DeltasSent != 1 {
+		t.Fatalf("Register with a peer: DeltasSent = %d, want 1", s.DeltasSent)
+	}
+	want = append(want, "alone/10.0.1.99:9080")
+	slices.Sort(want)
+	waitFor(t, "peer holds the endpoint registered after the join", func() bool { return slices.Equal(addrsOf(peer), want) })
+}
+
 func TestCrashWithdrawsEndpoints(t *testing.T) {
 	tc := start(t, 4, nil)
 	for i, c := range tc.nodes {

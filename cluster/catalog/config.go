@@ -62,6 +62,12 @@ type Config struct {
 	PushPullInterval time.Duration
 	TCPTimeout       time.Duration
 
+	// DisableCompression turns off memberlist's LZW compression of gossip
+	// packets and push-pull streams. Compression saves bytes mostly on
+	// push-pull; it costs CPU and a 64 KiB allocation for every packet
+	// sent, probes included. Default false (compress), as in memberlist.
+	DisableCompression bool
+
 	// SyncInterval is the shortest time between two full-state requests to
 	// the same owner. Default 1s.
 	SyncInterval time.Duration

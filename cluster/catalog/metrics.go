@@ -25,17 +25,23 @@ type Stats struct {
 	DeltasSent       uint64 // own endpoint changes queued for gossip
 	DeltasRelayed    uint64 // deltas from others found new and re-gossiped
 	SyncRequests     uint64 // full-state requests sent to owners
+	// MemberFailures counts members this node saw gossip declare dead
+	// without a leave intent. A crash shows once per observer; a count
+	// that grows while every node runs is a false positive (a live node
+	// that could not refute its suspicion in time).
+	MemberFailures uint64
 }
 
 type metrics struct {
 	dropped   *prometheus.CounterVec
 	deltas    *prometheus.CounterVec
 	syncs     prometheus.Counter
+	failures  prometheus.Counter
 	endpoints prometheus.Gauge
 	members   prometheus.Gauge
 
 	droppedDecrypt, droppedPlaintext, droppedDecode, droppedQueueFull atomic.Uint64
-	deltasSent, deltasRelayed, syncRequests                           atomic.Uint64
+	deltasSent, deltasRelayed, syncRequests, memberFailures           atomic.Uint64
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -52,6 +58,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meshgate_catalog_sync_requests_total",
 			Help: "Full-state requests sent to endpoint owners this node lagged behind.",
 		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshgate_catalog_member_failures_total",
+			Help: "Members this node saw declared dead by gossip without a leave intent.",
+		}),
 		endpoints: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshgate_catalog_endpoints",
 			Help: "Endpoints in this node's catalog view, own included.",
@@ -65,6 +75,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.dropped = register(reg, m.dropped)
 		m.deltas = register(reg, m.deltas)
 		m.syncs = register(reg, m.syncs)
+		m.failures = register(reg, m.failures)
 		m.endpoints = register(reg, m.endpoints)
 		m.members = register(reg, m.members)
 	}
@@ -111,5 +122,6 @@ func (m *metrics) stats() Stats {
 		DeltasSent:       m.deltasSent.Load(),
 		DeltasRelayed:    m.deltasRelayed.Load(),
 		SyncRequests:     m.syncRequests.Load(),
+		MemberFailures:   m.memberFailures.Load(),
 	}
 }

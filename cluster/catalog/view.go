@@ -154,13 +154,20 @@ func (v *view) applyState(s *state, now time.Time) (changed bool, behind []strin
 }
 
 func (v *view) mergeFull(s *state, now time.Time) bool {
-	if o := v.owners[s.Owner]; o != nil {
+	o := v.owners[s.Owner]
+	if o == nil && s.Ver.Ctr == 0 && len(s.Eps) == 0 {
+		// An owner that never published in this incarnation: nothing to
+		// keep, and no record, so digests stay as small as the set of
+		// owners that publish.
+		return false
+	}
+	if o != nil {
 		if s.Ver.Inc < o.ver.Inc || (s.Ver.Inc == o.ver.Inc && s.Ver.Ctr < o.base) {
 			return false
 		}
 	}
 	before := v.visibleOf(s.Owner)
-	o := v.owner(s.Owner, s.Ver.Inc)
+	o = v.owner(s.Owner, s.Ver.Inc)
 	merged := make(map[string]*epRec, len(s.Eps))
 	for id, ep := range s.Eps {
 		merged[id] = &epRec{ctr: s.Ver.Ctr, ep: ep.clone()}

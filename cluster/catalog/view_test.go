@@ -175,6 +175,29 @@ func TestViewGapAndDigest(t *testing.T) {
 	}
 }
 
+func TestViewSkipsOwnersThatNeverPublished(t *testing.T) {
+	v := newView("self")
+	v.setAlive("quiet", true)
+	v.setAlive("busy", true)
+	if changed, _ := v.applyState(full("quiet", 7, 0, nil), time.Now()); changed {
+		t.Fatalf("applyState(quiet@{7 0}, no endpoints) changed = true, want false")
+	}
+	if _, ok := v.owners["quiet"]; ok {
+		t.Fatalf("applyState(quiet@{7 0}, no endpoints) made an owner record, want none")
+	}
+	v.applyState(full("busy", 1, 2, map[string]string{"a": "1.1.1.1:80"}), time.Now())
+	// A restart of an owner that had endpoints must still wipe them.
+	if changed, _ := v.applyState(full("busy", 2, 0, nil), time.Now()); !changed {
+		t.Fatalf("applyState(busy@{2 0} after busy@{1 2} with one endpoint) changed = false, want true")
+	}
+	if got := v.visibleOf("busy"); len(got) != 0 {
+		t.Fatalf("visibleOf(busy) after a restart with no endpoints = %v, want none", got)
+	}
+	if d := v.digest(); len(d) != 1 || d[0].Owner != "busy" || d[0].Ver != (version{2, 0}) {
+		t.Fatalf("digest() = %+v, want only busy@{2 0}", d)
+	}
+}
+
 func TestViewTombstoneGC(t *testing.T) {
 	v := newView("self")
 	v.setAlive("o", true)

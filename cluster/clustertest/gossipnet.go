@@ -15,7 +15,7 @@ import (
 // like memberlist's MockNetwork but fit for crash tests: it is safe for
 // concurrent use, packet queues are buffered and drop when full (as UDP
 // does), and a transport that is shut down or marked down stops receiving
-// instead of blocking its senders. It also counts bytes sent per node.
+// instead of blocking its senders. It also counts bytes sent per node, packets and streams apart.
 type GossipNetwork struct {
 	mu     sync.Mutex // guards byAddr, byName, port
 	byAddr map[string]*GossipTransport
@@ -33,10 +33,19 @@ type GossipTransport struct {
 	down    atomic.Bool
 	done    chan struct{}
 	once    sync.Once
+	// streamMu orders stream hand-off against Shutdown, so that no stream
+	// is queued after Shutdown drained the queue (its writer would block
+	// forever on the pipe).
+	streamMu sync.Mutex
+	closed   bool
 
-	// SentBytes counts every byte this transport sent (packets and
-	// stream writes).
-	SentBytes atomic.Uint64
+	// SentPacketBytes counts the bytes of every packet this transport
+	// sent (memberlist's UDP traffic: probes, acks, gossip).
+	SentPacketBytes atomic.Uint64
+	// SentStreamBytes counts the bytes written to streams this transport
+	// dialed or accepted (memberlist's TCP traffic: push-pull, reliable
+	// sends, fallback pings).
+	SentStreamBytes atomic.Uint64
 	// DroppedPackets counts packets to this transport lost to a full queue.
 	DroppedPackets atomic.Uint64
 }
@@ -126,7 +135,7 @@ func (t *GossipTransport) WriteToAddress(b []byte, a memberlist.Address) (time.T
 	if t.down.Load() {
 		return now, nil
 	}
-	t.SentBytes.Add(uint64(len(b)))
+	t.SentPacketBytes.Add(uint64(len(b)))
 	dst, err := t.net.peer(a)
 	if err != nil {
 		return now, nil
@@ -159,17 +168,41 @@ func (t *GossipTransport) DialAddressTimeout(a memberlist.Address, d time.Durati
 		return nil, err
 	}
 	local, remote := net.Pipe()
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case dst.streams <- &pipeConn{Conn: remote, local: mockAddr(dst.addr), remote: mockAddr(t.addr), sent: &dst.SentBytes}:
-		return &pipeConn{Conn: local, local: mockAddr(t.addr), remote: mockAddr(dst.addr), sent: &t.SentBytes}, nil
-	case <-dst.done:
-	case <-timer.C:
+	rc := &pipeConn{Conn: remote, local: mockAddr(dst.addr), remote: mockAddr(t.addr), sent: &dst.SentStreamBytes, stall: d}
+	if dst.offer(rc, d) {
+		return &pipeConn{Conn: local, local: mockAddr(t.addr), remote: mockAddr(dst.addr), sent: &t.SentStreamBytes, stall: d}, nil
 	}
 	local.Close()
 	remote.Close()
 	return nil, fmt.Errorf("%w: %s", ErrUnreachable, a.Addr)
+}
+
+// offer queues an accepted stream for t's memberlist, waiting at most d
+// for room; it fails once t is shut down.
+func (t *GossipTransport) offer(c net.Conn, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		t.streamMu.Lock()
+		if t.closed {
+			t.streamMu.Unlock()
+			return false
+		}
+		select {
+		case t.streams <- c:
+			t.streamMu.Unlock()
+			return true
+		default:
+		}
+		t.streamMu.Unlock()
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-t.done:
+			return false
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // StreamCh implements memberlist.Transport.
@@ -179,6 +212,9 @@ func (t *GossipTransport) StreamCh() <-chan net.Conn { return t.streams }
 // queued streams are closed.
 func (t *GossipTransport) Shutdown() error {
 	t.once.Do(func() {
+		t.streamMu.Lock()
+		t.closed = true
+		t.streamMu.Unlock()
 		close(t.done)
 		for {
 			select {
@@ -207,15 +243,35 @@ func (a mockAddr) Network() string { return "mem" }
 func (a mockAddr) String() string  { return string(a) }
 
 // pipeConn gives a net.Pipe end real-looking addresses and counts writes.
+// A net.Pipe write waits for the reader, where TCP would hand the bytes to
+// the kernel; so that a peer that stopped reading cannot block a writer
+// forever, a write without a deadline set by the user gives up after
+// stall (the dial timeout).
 type pipeConn struct {
 	net.Conn
 	local, remote net.Addr
 	sent          *atomic.Uint64
+	stall         time.Duration
+	deadlineSet   atomic.Bool
 }
 
 func (c *pipeConn) LocalAddr() net.Addr  { return c.local }
 func (c *pipeConn) RemoteAddr() net.Addr { return c.remote }
+
+func (c *pipeConn) SetDeadline(t time.Time) error {
+	c.deadlineSet.Store(true)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *pipeConn) SetWriteDeadline(t time.Time) error {
+	c.deadlineSet.Store(true)
+	return c.Conn.SetWriteDeadline(t)
+}
+
 func (c *pipeConn) Write(b []byte) (int, error) {
+	if c.stall > 0 && !c.deadlineSet.Load() {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.stall))
+	}
 	n, err := c.Conn.Write(b)
 	if c.sent != nil {
 		c.sent.Add(uint64(n))
