@@ -72,6 +72,10 @@ func TestFleetKeyringRotation(t *testing.T) {
 	waitFor(t, 60*time.Second, "three alive members and a raft leader", func() bool {
 		return allAlive(nodes[0]) && slices.ContainsFunc(nodes, func(fn *fleetNode) bool { return fn.role(t) == "leader" })
 	})
+	for _, fn := range nodes {
+		// A node serves its admin API once its replicated store synced.
+		waitReady(t, fn.p, fn.admin)
+	}
 	keyring := func(at *fleetNode, args ...string) {
 		t.Helper()
 		out, err := exec.Command(meshgateBin(t), append([]string{"keyring"}, append(args, "--admin", at.admin)...)...).CombinedOutput()

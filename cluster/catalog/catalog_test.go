@@ -188,6 +188,17 @@ func TestRegisterWhileAloneSendsFullStateNotDeltas(t *testing.T) {
 	}
 	slices.Sort(want)
 	waitFor(t, "peer holds the 30 endpoints registered while alone", func() bool { return slices.Equal(addrsOf(peer), want) })
+	// The peer can hold the state (push-pull at join) before the joined
+	// node has seen the peer alive; only then does it send deltas.
+	waitFor(t, "the first node seeing its peer alive", func() bool {
+		n := 0
+		for _, m := range alone.Members() {
+			if m.Status == catalog.StatusAlive {
+				n++
+			}
+		}
+		return n == 2
+	})
 	if err := alone.Register(reg("r99", "10.0.1.99:9080")); err != nil {
 		t.Fatalf("Register(r99) error = %v", err)
 	}
