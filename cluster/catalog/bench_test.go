@@ -70,8 +70,8 @@ func debugf(b *testing.B, format string, args ...any) {
 	}
 }
 
-// newBenchCluster starts spec.n catalogs, joins them and waits until every node sees every other alive and holds every
-// endpoint.
+// newBenchCluster starts spec.n catalogs, joins them and waits until every
+// node sees every other alive and holds every endpoint.
 func newBenchCluster(b *testing.B, spec benchSpec) *benchCluster {
 	b.Helper()
 	bc := &benchCluster{b: b, spec: spec, tally: newTally()}
@@ -92,15 +92,9 @@ func newBenchCluster(b *testing.B, spec benchSpec) *benchCluster {
 	// Every node joins through node 0, which so knows each earlier joiner
 	// and hands the full list to the next; a joiner that went through a
 	// random peer would miss members whose alive broadcasts died out
-	// before it arrived (memberlist repairs that only at push-pull).
-	// Join in batches and let each settle: every alive message is
-	// delivered about N*RetransmitMult*log10(N) times, and N simulated
-	// nodes in one process that all join at once drop most of them
-	// (memberlist's handler queues overflow), which then looks like
-	// failures. A fleet of real machines has N times the CPU for this.
-	// Joins are also paced: at k members one join costs about
-	// k*RetransmitMult*log10(k) message deliveries, all of them in this
-	// process, and a starved process turns late acks into suspicions.
+	// before it arrived (memberlist repairs that only at push-pull,
+	// minutes away at N >= 200). Joins go in batches that settle, paced
+	// by paceJoins: all N simulated nodes share this process's CPU.
 	batch := max(10, spec.n/20)
 	for lo := 1; lo < spec.n; lo += batch {
 		hi := min(spec.n, lo+batch)
@@ -246,7 +240,9 @@ func (bc *benchCluster) converge(limit time.Duration) {
 func (bc *benchCluster) tryConverge(limit time.Duration) error {
 	start := time.Now()
 	deadline := start.Add(limit)
-	poll := max(50*time.Millisecond, time.Duration(len(bc.nodes))*250*time.Microsecond)
+	// Each poll rebuilds the snapshot of every node that changed; with
+	// many endpoints that alone can starve the simulated nodes.
+	poll := max(50*time.Millisecond, time.Duration(len(bc.nodes))*250*time.Microsecond) * time.Duration(1+bc.spec.perNode/10)
 	lastRepair := start
 	for {
 		names := make(map[string]bool, len(bc.nodes))
@@ -559,23 +555,30 @@ func crashTrials(b *testing.B, spec benchSpec, load string) {
 
 // BenchmarkGossipBandwidth measures bytes sent per node per second in a
 // quiet in-memory cluster where every node owns 100 endpoints, with
-// production timers. Push-pull runs every PushPullInterval scaled by
-// memberlist for N > 32 (x2 at 50, x4 at 200) and first fires up to 30s
-// (the unscaled interval) later than that, so the benchmark waits one
-// scaled interval plus 30s after set-up and then measures over one full
-// scaled interval: every node's push-pulls fall into the window at their
-// steady rate.
+// production timers: packets (probes, acks, gossip) and streams
+// (push-pull, full-state fetches) apart. Push-pull runs every
+// PushPullInterval scaled by memberlist for N > 32 (x2 at 50, x4 at 200,
+// x6 at 1000) and first fires up to 30s (the unscaled interval) later than
+// that, so the benchmark waits one scaled interval plus 30s after set-up
+// and then measures over one full scaled interval: every node's
+// push-pulls fall into the window at their steady rate.
+//
+// N = 1000 runs with no endpoints and without compression (see light):
+// 1000 full views of 100,000 endpoints do not fit in one process. Add
+// BenchmarkPushPullStateSize's state-B/s/node at N = 1000 for the
+// endpoints' share of push-pull.
 func BenchmarkGossipBandwidth(b *testing.B) {
 	for _, tc := range []struct {
-		n, perNode int
-		period     time.Duration // scaled push-pull interval at n
+		name   string
+		spec   benchSpec
+		period time.Duration // scaled push-pull interval at n
 	}{
-		{50, 100, time.Minute},
-		{200, 100, 2 * time.Minute},
-		{1000, 0, 3 * time.Minute},
+		{"N=50/endpoints=100", benchSpec{n: 50, perNode: 100}, time.Minute},
+		{"N=200/endpoints=100", benchSpec{n: 200, perNode: 100}, 2 * time.Minute},
+		{"N=1000/endpoints=0/compression=off", benchSpec{n: 1000, modify: light}, 3 * time.Minute},
 	} {
-		b.Run(fmt.Sprintf("N=%d/endpoints=%d", tc.n, tc.perNode), func(b *testing.B) {
-			bc := newBenchCluster(b, benchSpec{n: tc.n, perNode: tc.perNode})
+		b.Run(tc.name, func(b *testing.B) {
+			bc := newBenchCluster(b, tc.spec)
 			bc.waitDrained(5 * time.Minute)
 			debugf(b, "warming up for %v", tc.period+30*time.Second)
 			time.Sleep(tc.period + 30*time.Second) // a rate over fixed windows, not synchronization

@@ -343,6 +343,14 @@ func (c *Catalog) Join(ctx context.Context, addrs []string) (int, error) {
 		}
 		n, err := c.ml.Join(resolved)
 		if n > 0 {
+			c.mu.Lock()
+			if len(c.own.pub) > 0 {
+				// A meta change (FlagEndpoints) announced while the join
+				// was under way can miss the peers; announce it again now
+				// that they are known.
+				c.enqueueLocked(job{kind: jobMeta})
+			}
+			c.mu.Unlock()
 			return n, nil
 		}
 		c.log.Info("catalog: join failed, retrying", "peers", resolved, "err", err, "retry_in", delay)

@@ -210,6 +210,41 @@ func TestRegisterWhileAloneSendsFullStateNotDeltas(t *testing.T) {
 	waitFor(t, "peer holds the endpoint registered after the join", func() bool { return slices.Equal(addrsOf(peer), want) })
 }
 
+// A node that registers and joins at once must still announce that it
+// publishes endpoints (FlagEndpoints), or its peers never fetch them.
+func TestEndpointsFlagReachesPeersWhenJoiningRightAway(t *testing.T) {
+	tc := start(t, 5, func(_ int, c *catalog.Config) { c.PushPullInterval = time.Hour })
+	for k := range 8 {
+		name := fmt.Sprintf("newcomer-%d", k)
+		cfg := fastConfig(t, name, "net-a")
+		cfg.PushPullInterval = time.Hour // only the announcement may carry the flag
+		cfg.Transport = tc.net.NewTransport(name)
+		c, err := catalog.New(cfg)
+		if err != nil {
+			t.Fatalf("catalog.New(%s) error = %v", name, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if err := c.Register(reg("x", fmt.Sprintf("10.2.0.%d:9080", k))); err != nil {
+			t.Fatalf("Register on %s error = %v", name, err)
+		}
+		if _, err := c.Join(t.Context(), []string{tc.nodes[k%5].Addr()}); err != nil {
+			t.Fatalf("Join(%s) error = %v", name, err)
+		}
+		waitFor(t, "every node sees "+name+" with FlagEndpoints and holds its endpoint", func() bool {
+			for _, n := range tc.nodes {
+				flagged := false
+				for _, m := range n.Members() {
+					flagged = flagged || m.Name == name && m.Meta.Flags&catalog.FlagEndpoints != 0
+				}
+				if !flagged || len(n.Snapshot().Lookup("reviews.default.svc.cluster.local", 9080)) != k+1 {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
+
 func TestCrashWithdrawsEndpoints(t *testing.T) {
 	tc := start(t, 4, nil)
 	for i, c := range tc.nodes {
