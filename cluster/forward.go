@@ -24,6 +24,8 @@ import (
 //	POST /v1/apply          body: encoded command; 200 {"index":N}
 //	POST /v1/barrier        200 {"index":N}: the leader's applied index after a barrier
 //	POST /v1/remove?id=ID   removes a raft server (used by Leave)
+//	POST /v1/gossip         200 {"gossip":"host:port"}: this node's gossip address
+//	                        (a restarted node rejoins gossip through its raft peers)
 //
 // Errors come back as {"code": "...", "error": "...", ...} with a code the
 // client maps to this package's sentinels.
@@ -42,6 +44,8 @@ type fwdResponse struct {
 	Key   string `json:"key,omitempty"`
 	Want  uint64 `json:"want,omitempty"`
 	Have  uint64 `json:"have,omitempty"`
+	// Gossip is the answer to /v1/gossip.
+	Gossip string `json:"gossip,omitempty"`
 }
 
 // forwardHandler serves the leader side.
@@ -75,6 +79,9 @@ func (n *Node) forwardHandler() http.Handler {
 			return
 		}
 		writeFwd(w, http.StatusOK, fwdResponse{Index: n.fsm.appliedIndex()})
+	})
+	mux.HandleFunc("POST /v1/gossip", func(w http.ResponseWriter, _ *http.Request) {
+		writeFwd(w, http.StatusOK, fwdResponse{Gossip: n.cat.Addr()})
 	})
 	mux.HandleFunc("POST /v1/remove", func(w http.ResponseWriter, r *http.Request) {
 		id := r.URL.Query().Get("id")
@@ -189,4 +196,28 @@ func (f *forwardClient) call(ctx context.Context, addr, path string, body []byte
 		return 0, fmt.Errorf("%w: %s", ErrBadCommand, r.Error)
 	}
 	return 0, fmt.Errorf("leader error (HTTP %d): %s", resp.StatusCode, r.Error)
+}
+
+// gossipAddr asks the node at raft address addr for its gossip address.
+func (f *forwardClient) gossipAddr(ctx context.Context, addr string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/gossip", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := f.hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var r fwdResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&r); err != nil {
+		return "", fmt.Errorf("bad response (HTTP %d): %w", resp.StatusCode, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("peer error (HTTP %d): %s", resp.StatusCode, r.Error)
+	}
+	if _, _, err := net.SplitHostPort(r.Gossip); err != nil {
+		return "", fmt.Errorf("peer sent a bad gossip address %q: %w", r.Gossip, err)
+	}
+	return r.Gossip, nil
 }

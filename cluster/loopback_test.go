@@ -25,6 +25,8 @@ type loopCluster struct {
 	nodes  []*cluster.Node
 	// modify, if set, adjusts each node's Config before it starts.
 	modify func(*cluster.Config)
+	// noJoin starts nodes without joining a running one.
+	noJoin bool
 }
 
 func newLoopCluster(t *testing.T, n int) *loopCluster { return newLoopClusterTB(t, n) }
@@ -71,7 +73,7 @@ func (lc *loopCluster) start(i int) *cluster.Node {
 	_, lc.ports[i], _ = net.SplitHostPort(n.RaftAddr())
 	_, lc.gports[i], _ = net.SplitHostPort(n.Catalog().Addr())
 	for j, other := range lc.nodes {
-		if other != nil && j != i {
+		if other != nil && j != i && !lc.noJoin {
 			if _, err := n.Join(t.Context(), []string{other.Catalog().Addr()}); err != nil {
 				t.Fatalf("%s join %s error = %v", name, other.Name(), err)
 			}
@@ -213,4 +215,35 @@ func TestRaftPortRefusesStrangers(t *testing.T) {
 	if err == nil {
 		t.Fatalf("a client with a certificate from another CA talked to the raft port; want the handshake refused")
 	}
+}
+
+// A node that restarts with nobody to join (the first node of a fleet)
+// rejoins gossip through the raft peers it knows, even when its peers
+// neither gossip to it nor dial it any more.
+func TestRestartedNodeRejoinsThroughRaftPeers(t *testing.T) {
+	lc := newLoopCluster(t, 3)
+	lc.modify = func(c *cluster.Config) {
+		c.Gossip.ReconnectInterval = -1
+		c.Gossip.GossipToTheDeadTime = time.Millisecond
+	}
+	for i := range 3 {
+		lc.start(i)
+	}
+	lc.leader()
+	lc.waitAll("three alive gossip members everywhere", func(n *cluster.Node) bool { return aliveMembers(n) == 3 })
+	lc.kill(0)
+	lc.waitAll("the survivors see loop-0 failed", func(n *cluster.Node) bool { return aliveMembers(n) == 2 })
+	lc.noJoin = true
+	lc.start(0)
+	lc.waitAll("loop-0 back in gossip, seen by all three", func(n *cluster.Node) bool { return aliveMembers(n) == 3 })
+}
+
+func aliveMembers(n *cluster.Node) int {
+	k := 0
+	for _, m := range n.Catalog().Members() {
+		if m.Status == catalog.StatusAlive {
+			k++
+		}
+	}
+	return k
 }

@@ -14,6 +14,7 @@ type metrics struct {
 	leader      prometheus.Gauge
 	applied     prometheus.Gauge
 	autopilot   *prometheus.CounterVec
+	rejoins     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -47,6 +48,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meshgate_cluster_autopilot_actions_total",
 			Help: "Raft membership changes made by the leader, by action (add, promote, remove, readdress).",
 		}, []string{"action"}),
+		rejoins: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshgate_cluster_rejoins_total",
+			Help: "Times this node, alone in gossip, rejoined through the gossip addresses of its raft peers.",
+		}),
 	}
 	if reg != nil {
 		m.applies = register(reg, m.applies)
@@ -56,6 +61,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.leader = register(reg, m.leader)
 		m.applied = register(reg, m.applied)
 		m.autopilot = register(reg, m.autopilot)
+		m.rejoins = register(reg, m.rejoins)
 	}
 	return m
 }

@@ -116,8 +116,9 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		}
 	}
 
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.reconcileLoop()
+	go n.rejoinLoop()
 	if len(cfg.Join) > 0 {
 		n.wg.Add(1)
 		go func() {

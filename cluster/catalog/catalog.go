@@ -218,6 +218,10 @@ func New(cfg Config) (*Catalog, error) {
 	c.wg.Add(2)
 	go c.worker()
 	go c.maintain()
+	if cfg.ReconnectInterval > 0 {
+		c.wg.Add(1)
+		go c.reconnect()
+	}
 	return c, nil
 }
 
@@ -233,6 +237,7 @@ func (c *Catalog) memberlistConfig() (*memberlist.Config, error) {
 	mlc.RetransmitMult = cfg.RetransmitMult
 	mlc.PushPullInterval = cfg.PushPullInterval
 	mlc.TCPTimeout = cfg.TCPTimeout
+	mlc.GossipToTheDeadTime = cfg.GossipToTheDeadTime
 	mlc.EnableCompression = !cfg.DisableCompression
 	// memberlist's timers may still log after Shutdown returns; the gate
 	// drops those lines once the catalog is closed.
@@ -334,7 +339,14 @@ func (c *Catalog) Join(ctx context.Context, addrs []string) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("catalog: join address: %w", err)
 		}
-		resolved = append(resolved, r)
+		// Joining oneself "succeeds" without meeting anyone; a join list
+		// shared by every node of a fleet names each node too.
+		if r != c.addr {
+			resolved = append(resolved, r)
+		}
+	}
+	if len(resolved) == 0 {
+		return 0, nil
 	}
 	delay := 250 * time.Millisecond
 	for {

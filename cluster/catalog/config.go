@@ -94,6 +94,19 @@ type Config struct {
 	// TombstoneTTL is how long a withdrawn endpoint's tombstone is kept.
 	// It must exceed how long a delta can circulate. Default 5m.
 	TombstoneTTL time.Duration
+	// GossipToTheDeadTime is how long gossip still reaches a member after
+	// it was declared dead, so that it can refute or, restarted, hear of
+	// its peers again. Default 30s (memberlist's). A member that is down
+	// for longer comes back only through a join or a reconnect.
+	GossipToTheDeadTime time.Duration
+	// ReconnectInterval is how often this node dials members it saw fail
+	// (a few each time, with up to 25% jitter), so that a crashed node that
+	// comes back is found again even if it has nobody to join. Default
+	// 10s; negative turns reconnecting off.
+	ReconnectInterval time.Duration
+	// ReconnectTimeout is how long a failed member keeps being dialled.
+	// Default 72h, as Consul's reconnect_timeout.
+	ReconnectTimeout time.Duration
 	// MaxEndpoints bounds this node's own registrations. Default 10000.
 	MaxEndpoints int
 	// MaxChecks bounds concurrent health-check dials. Default 32.
@@ -126,6 +139,9 @@ func DefaultConfig() Config {
 		SyncInterval:        time.Second,
 		MaintenanceInterval: 500 * time.Millisecond,
 		TombstoneTTL:        5 * time.Minute,
+		GossipToTheDeadTime: 30 * time.Second,
+		ReconnectInterval:   10 * time.Second,
+		ReconnectTimeout:    72 * time.Hour,
 		MaxEndpoints:        10000,
 		MaxChecks:           32,
 	}
@@ -161,10 +177,17 @@ func (c *Config) Validate() error {
 		{"ProbeTimeout", c.ProbeTimeout}, {"PushPullInterval", c.PushPullInterval},
 		{"TCPTimeout", c.TCPTimeout}, {"SyncInterval", c.SyncInterval},
 		{"MaintenanceInterval", c.MaintenanceInterval}, {"TombstoneTTL", c.TombstoneTTL},
+		{"GossipToTheDeadTime", c.GossipToTheDeadTime},
 	} {
 		if d.v <= 0 {
 			return bad(d.name, "must be positive")
 		}
+	}
+	if c.ReconnectInterval == 0 {
+		return bad("ReconnectInterval", "must be set (negative turns reconnecting off)")
+	}
+	if c.ReconnectInterval > 0 && c.ReconnectTimeout <= 0 {
+		return bad("ReconnectTimeout", "must be positive")
 	}
 	if c.ProbeTimeout >= c.ProbeInterval {
 		return bad("ProbeTimeout", "must be below ProbeInterval")

@@ -33,12 +33,13 @@ type Stats struct {
 }
 
 type metrics struct {
-	dropped   *prometheus.CounterVec
-	deltas    *prometheus.CounterVec
-	syncs     prometheus.Counter
-	failures  prometheus.Counter
-	endpoints prometheus.Gauge
-	members   prometheus.Gauge
+	dropped    *prometheus.CounterVec
+	deltas     *prometheus.CounterVec
+	syncs      prometheus.Counter
+	failures   prometheus.Counter
+	reconnects prometheus.Counter
+	endpoints  prometheus.Gauge
+	members    prometheus.Gauge
 
 	droppedDecrypt, droppedPlaintext, droppedDecode, droppedQueueFull atomic.Uint64
 	deltasSent, deltasRelayed, syncRequests, memberFailures           atomic.Uint64
@@ -62,6 +63,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meshgate_catalog_member_failures_total",
 			Help: "Members this node saw declared dead by gossip without a leave intent.",
 		}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshgate_catalog_reconnects_total",
+			Help: "Failed members this node reached again by dialling them (a restarted node with nobody to join).",
+		}),
 		endpoints: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshgate_catalog_endpoints",
 			Help: "Endpoints in this node's catalog view, own included.",
@@ -76,6 +81,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.deltas = register(reg, m.deltas)
 		m.syncs = register(reg, m.syncs)
 		m.failures = register(reg, m.failures)
+		m.reconnects = register(reg, m.reconnects)
 		m.endpoints = register(reg, m.endpoints)
 		m.members = register(reg, m.members)
 	}
