@@ -6,7 +6,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	sockaddrtemplate "github.com/hashicorp/go-sockaddr/template"
 	"github.com/spf13/cobra"
 
 	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
@@ -44,9 +43,9 @@ on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.`,
 			cfg.AdminAddr = node.AdminAddr
 			if node.BindAddr != "" {
 				// bind_addr may be a go-sockaddr template ({{ GetPrivateIP }}).
-				bind, err := sockaddrtemplate.Parse(node.BindAddr)
+				bind, err := config.ResolveBindIP("bind_addr", node.BindAddr)
 				if err != nil {
-					return fmt.Errorf("%s: bind_addr %q: %w", nodeFile, node.BindAddr, err)
+					return fmt.Errorf("%s: %w", nodeFile, err)
 				}
 				cfg.DefaultBind = bind
 			}
