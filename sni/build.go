@@ -722,7 +722,12 @@ func tableServerMode(srv *networking.Server) (string, bool) {
 // listenerSpec derives the listener of a server from its bind and port.
 func (tb *tableBuild) listenerSpec(srv *networking.Server) (ListenerSpec, error) {
 	bind := strings.TrimSpace(srv.Bind)
-	if path, ok := strings.CutPrefix(bind, "unix://"); ok {
+	path, ok := strings.CutPrefix(bind, "unix://")
+	if !ok && (strings.HasPrefix(bind, "/") || strings.HasPrefix(bind, "@")) {
+		// The short forms validation accepts beside Istio's unix://.
+		path, ok = bind, true
+	}
+	if ok {
 		switch {
 		case strings.HasPrefix(path, "@") && len(path) > 1:
 		case strings.HasPrefix(path, "/") && len(path) > 1:

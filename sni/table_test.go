@@ -231,6 +231,18 @@ func TestTableListeners(t *testing.T) {
 			{Key: "unix//run/mg.sock", Network: "unix", Address: "/run/mg.sock"},
 			{Key: "unix/@mg", Network: "unix", Address: "@mg", NeedsHello: true},
 		}},
+		{name: "short unix path and abstract forms", servers: []*networking.Server{func() *networking.Server {
+			s := tableTestServer(0, "TCP", "", "*")
+			s.Bind = "/run/mg.sock"
+			return s
+		}(), func() *networking.Server {
+			s := tableTestServer(0, "TLS", "PASSTHROUGH", "*")
+			s.Bind = "@mg"
+			return s
+		}()}, want: []ListenerSpec{
+			{Key: "unix//run/mg.sock", Network: "unix", Address: "/run/mg.sock"},
+			{Key: "unix/@mg", Network: "unix", Address: "@mg", NeedsHello: true},
+		}},
 		{name: "tcp and tls share a port", servers: []*networking.Server{tableTestServer(9000, "TCP", "", "*"), tableTestServer(9000, "TLS", "PASSTHROUGH", "*")},
 			want: []ListenerSpec{{Key: "tcp/0.0.0.0:9000", Network: "tcp", Address: "0.0.0.0:9000", NeedsHello: true}}},
 		{name: "plain tcp needs no hello", servers: []*networking.Server{tableTestServer(9000, "TCP", "", "*")},
