@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,7 +101,7 @@ func (ca *CA) loadOrCreate(ctx context.Context) (*signingState, error) {
 		if err != nil {
 			return nil, err
 		}
-		if bytes.Equal(p.Cert.Raw, st.cert.Raw) {
+		if bytes.Equal(p.Cert.Raw, st.cert.Raw) && samePluginRoots(p, st) {
 			return st, nil
 		}
 		ca.log.Warn("plug-in CA files differ from the stored CA; replacing it", "dir", ca.cfg.PluginDir)
@@ -130,7 +131,13 @@ func (ca *CA) loadOrCreate(ctx context.Context) (*signingState, error) {
 }
 
 func (ca *CA) importPlugin(ctx context.Context, p *PluginCA, create bool) (*signingState, error) {
-	raw, err := sealState(ca.kek, p.Key, sourcePlugin, ca.now(), p.Cert, p.Chain, p.Root, nil)
+	// Other roots of root-cert.pem stay trusted for as long as they are
+	// valid, or until the operator takes them out of the file.
+	var others []prevRoot
+	for _, r := range p.OtherRoots {
+		others = append(others, prevRoot{Cert: certPEM(r), RetireAfter: r.NotAfter.UTC()})
+	}
+	raw, err := sealState(ca.kek, p.Key, sourcePlugin, ca.now(), p.Cert, p.Chain, p.Root, others)
 	if err != nil {
 		return nil, err
 	}
@@ -270,3 +277,19 @@ func (ca *CA) Info() Info {
 
 // Config returns the configuration the CA was built with.
 func (ca *CA) Config() Config { return ca.cfg }
+
+// samePluginRoots reports whether st already trusts exactly the roots of
+// the plug-in files (a root added to or removed from root-cert.pem is a
+// change, as in a plug-in root rotation).
+func samePluginRoots(p *PluginCA, st *signingState) bool {
+	want := append([]*x509.Certificate{p.Root}, p.OtherRoots...)
+	if len(want) != len(st.roots) {
+		return false
+	}
+	for _, r := range want {
+		if !slices.ContainsFunc(st.roots, r.Equal) {
+			return false
+		}
+	}
+	return true
+}

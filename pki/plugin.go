@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -30,8 +31,12 @@ type PluginCA struct {
 	// Chain are the certificates strictly between Cert and Root, nearest
 	// first, taken from cert-chain.pem.
 	Chain []*x509.Certificate
-	// Root is root-cert.pem.
+	// Root is the root in root-cert.pem that Cert chains to.
 	Root *x509.Certificate
+	// OtherRoots are the other roots root-cert.pem holds, kept in the
+	// trust bundle beside Root: during a plug-in root rotation the file
+	// carries both the old and the new root (see README).
+	OtherRoots []*x509.Certificate
 }
 
 // LoadPluginCA reads ca-cert.pem, ca-key.pem, root-cert.pem and
@@ -80,9 +85,12 @@ func LoadPluginCA(dir string) (*PluginCA, error) {
 	if err != nil {
 		return nil, fileErr(FileRootCert, err)
 	}
-	root := roots[0]
-	if !bytes.Equal(root.RawIssuer, root.RawSubject) || root.CheckSignatureFrom(root) != nil {
-		return nil, fileErr(FileRootCert, errors.New("first certificate is not self-signed"))
+	rootPool := x509.NewCertPool()
+	for i, r := range roots {
+		if !bytes.Equal(r.RawIssuer, r.RawSubject) || r.CheckSignatureFrom(r) != nil {
+			return nil, fileErr(FileRootCert, fmt.Errorf("certificate %d (%s) is not self-signed", i+1, r.Subject))
+		}
+		rootPool.AddCert(r)
 	}
 	key, err := ParsePrivateKeyPEM(keyPEM)
 	if err != nil {
@@ -105,11 +113,13 @@ func LoadPluginCA(dir string) (*PluginCA, error) {
 		}
 	}
 	at := cert.NotBefore.Add(time.Second)
-	if root.NotBefore.After(at) {
-		at = root.NotBefore.Add(time.Second)
+	for _, r := range roots {
+		if r.NotBefore.After(at) && !r.NotBefore.After(cert.NotAfter) {
+			at = r.NotBefore.Add(time.Second)
+		}
 	}
 	chains, err := cert.Verify(x509.VerifyOptions{
-		Roots:         singlePool(root),
+		Roots:         rootPool,
 		Intermediates: inter,
 		CurrentTime:   at,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
@@ -118,9 +128,15 @@ func LoadPluginCA(dir string) (*PluginCA, error) {
 		return nil, fileErr(FileCACert, fmt.Errorf("does not chain to %s through %s: %v", FileRootCert, FileCertChain, err))
 	}
 	path := chains[0] // cert, intermediates..., root
+	root := path[len(path)-1]
 	p := &PluginCA{Key: key, Cert: cert, Root: root}
 	if len(path) > 2 {
 		p.Chain = path[1 : len(path)-1]
+	}
+	for _, r := range roots {
+		if !r.Equal(root) && !slices.ContainsFunc(p.OtherRoots, r.Equal) {
+			p.OtherRoots = append(p.OtherRoots, r)
+		}
 	}
 	return p, nil
 }

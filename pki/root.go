@@ -39,9 +39,17 @@ func rootTemplate(trustDomain string, now time.Time, backdate, ttl time.Duration
 	if err != nil {
 		return nil, err
 	}
+	// Every root gets a subject of its own (CN names its serial), so that
+	// the cross certificate made at a rotation has an issuer that differs
+	// from its subject: with equal names it looks self-issued, Go leaves
+	// out its authority key id, and OpenSSL cannot build the chain from a
+	// new leaf to the old root.
 	return &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{Organization: []string{trustDomain}},
+		SerialNumber: serial,
+		Subject: pkix.Name{
+			Organization: []string{trustDomain},
+			CommonName:   "meshgate root " + serial.Text(16)[:12],
+		},
 		NotBefore:             now.Add(-backdate).UTC(),
 		NotAfter:              now.Add(ttl).UTC(),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -93,6 +101,9 @@ func crossSign(newRoot, prev *x509.Certificate, prevKey crypto.Signer) (*x509.Ce
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		SubjectKeyId:          newRoot.SubjectKeyId,
+		// Go copies the issuer's key id only when issuer and subject
+		// differ; say it outright for roots made before subjects did.
+		AuthorityKeyId: prev.SubjectKeyId,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, prev, newRoot.PublicKey, prevKey)
 	if err != nil {

@@ -1,13 +1,18 @@
 package pki_test
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/meshgate/meshgate/pki"
 	"github.com/meshgate/meshgate/pki/pkitest"
+	"github.com/meshgate/meshgate/pki/store"
 )
 
 func pool(certs ...*x509.Certificate) *x509.CertPool {
@@ -48,6 +53,15 @@ func TestRotate(t *testing.T) {
 		t.Fatalf("ChainPEM() during rotation = %d certs, want leaf, cross, new root", len(chain))
 	}
 	leaf, cross := chain[0], chain[1]
+	if bytes.Equal(cross.RawSubject, cross.RawIssuer) {
+		t.Errorf("cross certificate subject %q equals its issuer; OpenSSL takes it for self-issued", cross.Subject)
+	}
+	if !bytes.Equal(cross.AuthorityKeyId, oldRoot.SubjectKeyId) || len(cross.AuthorityKeyId) == 0 {
+		t.Errorf("cross certificate authority key id = %x, want the old root's subject key id %x", cross.AuthorityKeyId, oldRoot.SubjectKeyId)
+	}
+	if !bytes.Equal(cross.RawSubject, newRoot.RawSubject) || !bytes.Equal(leaf.RawIssuer, newRoot.RawSubject) {
+		t.Errorf("cross subject %q / leaf issuer %q, want both the new root's subject %q", cross.Subject, leaf.Issuer, newRoot.Subject)
+	}
 	if bundle := pkitest.ParseChain(t, cert.IstioChainPEM()[len(cert.IstioChainPEM())-1:]); len(bundle) != 2 {
 		t.Fatalf("IstioChainPEM() last element holds %d roots, want 2", len(bundle))
 	}
@@ -96,5 +110,79 @@ func TestRotate(t *testing.T) {
 	}
 	if err := ca.Rotate(t.Context()); err != nil {
 		t.Fatalf("Rotate() after retirement = %v, want nil", err)
+	}
+}
+
+// A plug-in CA's root is rotated the way Istio's plug-in certificates are:
+// both roots in root-cert.pem, then the new intermediate, then the old
+// root taken out; the CA follows each step when it reloads its files.
+func TestPluginRootRotation(t *testing.T) {
+	oldCA := pkitest.WritePluginCA(t, "cluster.local")
+	newCA := pkitest.WritePluginCA(t, "cluster.local")
+	dir := oldCA.Dir
+	cfg := pkitest.Config(t)
+	cfg.PluginDir = dir
+	st := store.NewMemory()
+	open := func(step string) *pki.CA {
+		t.Helper()
+		ca, err := pki.NewCA(t.Context(), cfg, st)
+		if err != nil {
+			t.Fatalf("%s: NewCA = %v", step, err)
+		}
+		t.Cleanup(func() { ca.Close() })
+		return ca
+	}
+	csr, _ := pkitest.WorkloadCSR(t, web)
+	ca := open("start")
+	oldLeaf := pkitest.ParseChain(t, issueWithToken(t, ca, web, csr, 0).ChainPEM())[0]
+
+	// Step 1: root-cert.pem gains the new root; signing is unchanged.
+	appendFile(t, filepath.Join(newCA.Dir, pki.FileRootCert), filepath.Join(dir, pki.FileRootCert))
+	ca = open("both roots")
+	if r := ca.Roots(); len(r) != 2 || !slices.ContainsFunc(r, newCA.Root.Equal) || !slices.ContainsFunc(r, oldCA.Root.Equal) {
+		t.Fatalf("Roots() with both roots in root-cert.pem = %d roots, want the old and the new", len(r))
+	}
+	if chain := pkitest.ParseChain(t, issueWithToken(t, ca, web, csr, 0).ChainPEM()); !chain[1].Equal(oldCA.Intermediate) {
+		t.Fatal("step 1 leaf is not signed by the old intermediate")
+	}
+
+	// Step 2: the new intermediate signs; the old root stays trusted.
+	for _, f := range []string{pki.FileCACert, pki.FileCAKey, pki.FileCertChain} {
+		copyFile(t, filepath.Join(newCA.Dir, f), filepath.Join(dir, f))
+	}
+	ca = open("new intermediate")
+	newLeaf := pkitest.ParseChain(t, issueWithToken(t, ca, web, csr, 0).ChainPEM())
+	if !newLeaf[1].Equal(newCA.Intermediate) {
+		t.Fatal("step 2 leaf is not signed by the new intermediate")
+	}
+	bundle := pool(ca.Roots()...)
+	for name, c := range map[string]*x509.Certificate{"old leaf": oldLeaf, "new leaf": newLeaf[0]} {
+		inter := pool(oldCA.Intermediate, newCA.Intermediate)
+		if _, err := c.Verify(x509.VerifyOptions{Roots: bundle, Intermediates: inter}); err != nil {
+			t.Errorf("step 2: %s against the served bundle: Verify = %v, want nil", name, err)
+		}
+	}
+
+	// Step 3: the old root is taken out of root-cert.pem.
+	copyFile(t, filepath.Join(newCA.Dir, pki.FileRootCert), filepath.Join(dir, pki.FileRootCert))
+	ca = open("old root removed")
+	if r := ca.Roots(); len(r) != 1 || !r[0].Equal(newCA.Root) {
+		t.Fatalf("Roots() after the old root left root-cert.pem = %d roots, want only the new", len(r))
+	}
+}
+
+func appendFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(to, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
 	}
 }
