@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -43,6 +44,9 @@ type Node struct {
 
 	cfgCache configCache
 
+	started time.Time   // when New ran
+	joined  atomic.Bool // a live gossip peer was seen since start
+
 	apMu        sync.Mutex // guards expectSet, expectSince, refusedAt
 	expectSet   []string
 	refusedAt   map[string]time.Time
@@ -66,7 +70,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n = &Node{cfg: cfg, log: log.With("node", cfg.NodeName), m: newMetrics(cfg.Registerer), fsm: newFSM()}
+	n = &Node{cfg: cfg, log: log.With("node", cfg.NodeName), m: newMetrics(cfg.Registerer), fsm: newFSM(), started: time.Now()}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {

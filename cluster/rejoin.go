@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -105,4 +106,38 @@ func (n *Node) rejoinVia(peers []string) bool {
 	}
 	n.log.Debug("cluster: rejoin through raft peers failed", "peers", addrs, "err", err)
 	return false
+}
+
+// joinGrace bounds how long JoinPending holds readiness back after start
+// when no peer answers: a node whose whole fleet is down still serves
+// what it has after that.
+const joinGrace = 2 * time.Minute
+
+// JoinPending says why this node should not report ready yet: it has raft
+// peers or a join list but has not met a live gossip peer since it
+// started, so it knows no other node's endpoints. It returns "" once a
+// peer was met, when there is nobody to meet (a one-node fleet), or
+// joinGrace after the start. Cheap; safe for concurrent use.
+func (n *Node) JoinPending() string {
+	if n.joined.Load() {
+		return ""
+	}
+	if n.alivePeers() > 0 {
+		n.joined.Store(true)
+		return ""
+	}
+	if time.Since(n.started) > joinGrace {
+		return ""
+	}
+	peers := n.raftPeers()
+	others := 0
+	for _, a := range n.cfg.Join {
+		if r, err := catalog.ResolveAddr(a); err != nil || r != n.cat.Addr() {
+			others++
+		}
+	}
+	if len(peers) == 0 && others == 0 {
+		return ""
+	}
+	return fmt.Sprintf("gossip: not joined yet (%d raft peers, %d join addresses, none answered)", len(peers), others)
 }

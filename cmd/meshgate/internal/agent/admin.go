@@ -27,11 +27,13 @@ func (a *Agent) adminHandler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		switch {
+		switch why := a.notReady(); {
 		case a.draining.Load():
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 		case !a.ready.Load():
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		case why != "":
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 		default:
 			w.Write([]byte("ready\n"))
 		}
@@ -70,6 +72,18 @@ func (a *Agent) adminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, a.router.Load().Explain(name, alpn))
 	})
 	return mux
+}
+
+// notReady returns what the first waiting component waits for, or "".
+func (a *Agent) notReady() string {
+	for _, c := range a.cfg.Components {
+		if r, ok := c.(Readiness); ok {
+			if why := r.NotReady(); why != "" {
+				return why
+			}
+		}
+	}
+	return ""
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -85,6 +85,13 @@ func NewCluster(ctx context.Context, cfg cluster.Config) (*Cluster, error) {
 // Node is the cluster node.
 func (c *Cluster) Node() *cluster.Node { return c.node }
 
+// NotReady implements Readiness: a node that has fleet peers is not ready
+// until it has met one in gossip (it would serve no other node's
+// endpoints).
+func (c *Cluster) NotReady() string { return c.node.JoinPending() }
+
+var _ Readiness = (*Cluster)(nil)
+
 // Start implements Component; the node already runs.
 func (c *Cluster) Start(context.Context) error { return nil }
 

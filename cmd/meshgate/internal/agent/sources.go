@@ -43,6 +43,14 @@ type Component interface {
 	Close() error
 }
 
+// Readiness is an optional capability of a Component: something the node
+// waits for before /readyz says ready (the fleet's gossip join).
+type Readiness interface {
+	// NotReady returns what the component still waits for, or "" when
+	// ready. Called on every /readyz request; must be cheap.
+	NotReady() string
+}
+
 // AdminRouter is an optional capability of a Component: routes it serves
 // on the node's admin listener (plain HTTP, loopback by default).
 type AdminRouter interface {
