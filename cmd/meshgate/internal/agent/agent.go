@@ -257,7 +257,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Warn("component close", "err", cerr)
 		}
 	}
-	a.log.Info("stopped", "err", err)
+	if err != nil {
+		a.log.Warn("stopped; the drain did not finish", "err", err)
+	} else {
+		a.log.Info("stopped")
+	}
 	return nil
 }
 
@@ -271,8 +275,12 @@ func (a *Agent) Reload(ctx context.Context) error {
 		return err
 	}
 	a.mu.Lock()
-	same := a.current != nil && a.current.Hash() == set.Hash() && len(a.cfg.Endpoints) == 0
+	prev := ""
+	if a.current != nil {
+		prev = a.current.Hash()
+	}
 	a.mu.Unlock()
+	same := prev == set.Hash() && len(a.cfg.Endpoints) == 0
 	if same {
 		a.reloads.WithLabelValues("unchanged").Inc()
 		return nil
@@ -283,7 +291,12 @@ func (a *Agent) Reload(ctx context.Context) error {
 		return err
 	}
 	a.reloads.WithLabelValues("ok").Inc()
-	a.log.Info("configuration reloaded", "hash", set.Hash()[:12])
+	if prev == set.Hash() {
+		// Same resources, new endpoints (catalog or store change).
+		a.log.Debug("routes rebuilt", "hash", set.Hash()[:12])
+	} else {
+		a.log.Info("configuration reloaded", "hash", set.Hash()[:12])
+	}
 	return nil
 }
 
