@@ -97,6 +97,7 @@ type Catalog struct {
 	unanswered map[string]int
 	lastGC     time.Time // last tombstone collection
 	leaving    bool
+	stateDirty bool      // own registrations changed since StateFile was written
 	snap       *Snapshot // nil when stale
 	// snapEntries and snapMembers are the parts of the last snapshot,
 	// each nil when stale, so that a membership change does not re-sort
@@ -221,6 +222,9 @@ func New(cfg Config) (*Catalog, error) {
 	if cfg.ReconnectInterval > 0 {
 		c.wg.Add(1)
 		go c.reconnect()
+	}
+	if cfg.StateFile != "" {
+		c.restore(time.Now())
 	}
 	return c, nil
 }
@@ -462,6 +466,7 @@ func (c *Catalog) Register(r Registration) error {
 	if r.TTL > 0 {
 		nr.expires = now.Add(r.TTL)
 	}
+	c.stateDirty = true
 	if old != nil && old.Endpoint.Equal(r.Endpoint) && sameCheck(old.Check, r.Check) {
 		// A refresh: keep health state, extend the lease.
 		old.TTL, old.expires = r.TTL, nr.expires
@@ -493,6 +498,7 @@ func (c *Catalog) Deregister(id string) error {
 		return fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
 	delete(c.own.regs, id)
+	c.stateDirty = true
 	if r.published {
 		c.publishLocked(id, r, false)
 	}
@@ -679,6 +685,7 @@ func (c *Catalog) Close() error {
 			err = fmt.Errorf("catalog: shutdown: %w", serr)
 		}
 		c.wg.Wait()
+		c.saveIfDirty()
 	})
 	return err
 }
@@ -1004,6 +1011,7 @@ func (c *Catalog) maintain() {
 			return
 		case now := <-t.C:
 			c.tick(now)
+			c.saveIfDirty()
 		}
 	}
 }
@@ -1016,6 +1024,7 @@ func (c *Catalog) tick(now time.Time) {
 		if !r.expires.IsZero() && now.After(r.expires) {
 			c.log.Info("catalog: endpoint lease expired", "endpoint", id)
 			delete(c.own.regs, id)
+			c.stateDirty = true
 			if r.published {
 				c.publishLocked(id, r, false)
 			}
