@@ -106,8 +106,8 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	gc.Name, gc.ClusterID, gc.Network = cfg.NodeName, cfg.ClusterID, cfg.Network
 	gc.GatewayAddr, gc.Labels, gc.RaftAddr = cfg.GatewayAddr, cfg.Labels, n.raftAddr
 	gc.Registerer = cfg.Registerer
-	if gc.StateFile == "" && cfg.DataDir != "" {
-		gc.StateFile = filepath.Join(cfg.DataDir, "catalog", "registrations.json")
+	if gc.StateDir == "" && cfg.DataDir != "" {
+		gc.StateDir = filepath.Join(cfg.DataDir, "catalog", "registrations")
 	}
 	if gc.Logger == nil {
 		gc.Logger = log

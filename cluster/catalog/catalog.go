@@ -84,6 +84,10 @@ type Catalog struct {
 
 	numNodes atomic.Int32 // alive members, for the broadcast queue
 
+	// fileMu serializes changes of own registrations with their files in
+	// StateDir; taken before mu, never while holding it.
+	fileMu sync.Mutex
+
 	mu       sync.Mutex // guards everything below
 	meta     Meta
 	view     *view
@@ -223,7 +227,7 @@ func New(cfg Config) (*Catalog, error) {
 		c.wg.Add(1)
 		go c.reconnect()
 	}
-	if cfg.StateFile != "" {
+	if cfg.StateDir != "" {
 		c.restore(time.Now())
 	}
 	return c, nil
@@ -452,21 +456,29 @@ func (c *Catalog) Register(r Registration) error {
 		chk := *r.Check
 		r.Check = &chk
 	}
+	c.fileMu.Lock()
+	defer c.fileMu.Unlock()
 	now := time.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ctx.Err() != nil || c.leaving {
-		return ErrClosed
-	}
-	old := c.own.regs[r.ID]
-	if old == nil && len(c.own.regs) >= c.cfg.MaxEndpoints {
-		return fmt.Errorf("%w: limit %d", ErrTooMany, c.cfg.MaxEndpoints)
-	}
 	nr := &reg{Registration: r, healthy: r.Check == nil}
 	if r.TTL > 0 {
 		nr.expires = now.Add(r.TTL)
 	}
-	c.stateDirty = true
+	c.mu.Lock()
+	err := c.admitLocked(r.ID)
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	// On disk first: a registration that could not be kept is refused.
+	if err := c.persist(r.ID, &stateFile{Version: stateFileVersion, Registration: r, Expires: nr.expires}); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.admitLocked(r.ID); err != nil {
+		return err
+	}
+	old := c.own.regs[r.ID]
 	if old != nil && old.Endpoint.Equal(r.Endpoint) && sameCheck(old.Check, r.Check) {
 		// A refresh: keep health state, extend the lease.
 		old.TTL, old.expires = r.TTL, nr.expires
@@ -482,6 +494,17 @@ func (c *Catalog) Register(r Registration) error {
 	return nil
 }
 
+// admitLocked says whether registration id may be added or replaced now.
+func (c *Catalog) admitLocked(id string) error {
+	if c.ctx.Err() != nil || c.leaving {
+		return ErrClosed
+	}
+	if c.own.regs[id] == nil && len(c.own.regs) >= c.cfg.MaxEndpoints {
+		return fmt.Errorf("%w: limit %d", ErrTooMany, c.cfg.MaxEndpoints)
+	}
+	return nil
+}
+
 func sameCheck(a, b *TCPCheck) bool {
 	if a == nil || b == nil {
 		return a == b
@@ -491,6 +514,17 @@ func sameCheck(a, b *TCPCheck) bool {
 
 // Deregister removes one of this node's endpoints and gossips the removal.
 func (c *Catalog) Deregister(id string) error {
+	c.fileMu.Lock()
+	defer c.fileMu.Unlock()
+	c.mu.Lock()
+	known := c.own.regs[id] != nil
+	c.mu.Unlock()
+	if !known {
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if err := c.persist(id, nil); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := c.own.regs[id]
@@ -498,7 +532,6 @@ func (c *Catalog) Deregister(id string) error {
 		return fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
 	delete(c.own.regs, id)
-	c.stateDirty = true
 	if r.published {
 		c.publishLocked(id, r, false)
 	}
@@ -685,7 +718,6 @@ func (c *Catalog) Close() error {
 			err = fmt.Errorf("catalog: shutdown: %w", serr)
 		}
 		c.wg.Wait()
-		c.saveIfDirty()
 	})
 	return err
 }
@@ -1010,13 +1042,12 @@ func (c *Catalog) maintain() {
 		case <-c.ctx.Done():
 			return
 		case now := <-t.C:
-			c.tick(now)
-			c.saveIfDirty()
+			c.forgetExpired(c.tick(now))
 		}
 	}
 }
 
-func (c *Catalog) tick(now time.Time) {
+func (c *Catalog) tick(now time.Time) (expired []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, id := range sortedKeys(c.own.regs) {
@@ -1024,7 +1055,7 @@ func (c *Catalog) tick(now time.Time) {
 		if !r.expires.IsZero() && now.After(r.expires) {
 			c.log.Info("catalog: endpoint lease expired", "endpoint", id)
 			delete(c.own.regs, id)
-			c.stateDirty = true
+			expired = append(expired, id)
 			if r.published {
 				c.publishLocked(id, r, false)
 			}
@@ -1066,6 +1097,28 @@ func (c *Catalog) tick(now time.Time) {
 	for name, at := range c.lastSync {
 		if now.Sub(at) > time.Minute && c.unanswered[name] == 0 {
 			delete(c.lastSync, name)
+		}
+	}
+	return expired
+}
+
+// forgetExpired removes the files of registrations whose lease ran out,
+// unless they were registered again meanwhile.
+func (c *Catalog) forgetExpired(ids []string) {
+	if len(ids) == 0 || c.cfg.StateDir == "" {
+		return
+	}
+	c.fileMu.Lock()
+	defer c.fileMu.Unlock()
+	for _, id := range ids {
+		c.mu.Lock()
+		back := c.own.regs[id] != nil
+		c.mu.Unlock()
+		if back {
+			continue
+		}
+		if err := c.persist(id, nil); err != nil {
+			c.log.Warn("catalog: could not remove an expired registration's file", "endpoint", id, "err", err)
 		}
 	}
 }

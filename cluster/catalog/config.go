@@ -107,10 +107,10 @@ type Config struct {
 	// ReconnectTimeout is how long a failed member keeps being dialled.
 	// Default 72h, as Consul's reconnect_timeout.
 	ReconnectTimeout time.Duration
-	// StateFile keeps this node's registrations across restarts (JSON,
-	// written atomically at most every MaintenanceInterval, mode 0600).
+	// StateDir keeps this node's registrations across restarts: one JSON
+	// file (mode 0600) per registration, written before Register returns.
 	// "" = registrations live in memory only.
-	StateFile string
+	StateDir string
 	// MaxEndpoints bounds this node's own registrations. Default 10000.
 	MaxEndpoints int
 	// MaxChecks bounds concurrent health-check dials. Default 32.

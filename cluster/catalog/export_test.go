@@ -1,11 +1,10 @@
 package catalog
 
-// DecodeStateFile exposes the registrations-file decoder to tests.
-func DecodeStateFile(b []byte) ([]Registration, error) {
-	entries, err := decodeStateFile(b)
-	out := make([]Registration, 0, len(entries))
-	for _, e := range entries {
-		out = append(out, e.Registration)
-	}
-	return out, err
+// DecodeStateFile exposes the registration-file decoder to tests.
+func DecodeStateFile(b []byte) (Registration, error) {
+	f, err := decodeStateFile(b)
+	return f.Registration, err
 }
+
+// StateFileName exposes the file name of a registration to tests.
+func StateFileName(id string) string { return stateFileName(id) }

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,133 +10,137 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
 // Keeping this node's registrations across restarts, as a Consul agent
-// keeps its services: every change marks the set dirty, and the
-// maintenance tick (and Close) writes it to Config.StateFile atomically,
-// so a burst of registrations costs a couple of writes a second, not one
-// each. At start the file is read back and every registration whose lease
-// has not run out is registered again (health checks start over).
+// keeps its services: one small file per registration in Config.StateDir,
+// written (and synced) before Register returns and removed before
+// Deregister returns, so an acknowledged registration survives a crash
+// and a change costs one small write whatever the number of endpoints. At
+// start every file is read back and each registration whose lease has not
+// run out is registered again (health checks start over).
 
-// stateFileVersion is the format of the registrations file.
+// stateFileVersion is the format of a registration file.
 const stateFileVersion = 1
 
-// maxStateFile bounds the registrations file read at start.
-const maxStateFile = 64 << 20
+// maxStateFile bounds one registration file read at start.
+const maxStateFile = 1 << 20
+
+// stateFileExt ends every registration file's name.
+const stateFileExt = ".json"
 
 type stateFile struct {
-	Version       int              `json:"version"`
-	Registrations []persistedEntry `json:"registrations"`
-}
-
-type persistedEntry struct {
+	Version      int          `json:"version"`
 	Registration Registration `json:"registration"`
 	// Expires is the lease's end; zero when the registration has no TTL.
 	Expires time.Time `json:"expires,omitzero"`
 }
 
-// ErrStateFile wraps every problem with the registrations file.
-var ErrStateFile = errors.New("catalog: registrations file")
+// ErrStateFile wraps every problem with a registration file.
+var ErrStateFile = errors.New("catalog: registration file")
 
-// decodeStateFile parses a registrations file strictly: unknown fields,
-// trailing data, another version or an invalid registration are errors
-// naming the entry.
-func decodeStateFile(b []byte) ([]persistedEntry, error) {
+// decodeStateFile parses one registration file strictly: unknown fields,
+// trailing data, another version or an invalid registration are errors.
+func decodeStateFile(b []byte) (stateFile, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var f stateFile
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrStateFile, err)
+		return stateFile{}, fmt.Errorf("%w: %v", ErrStateFile, err)
 	}
 	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrStateFile)
+		return stateFile{}, fmt.Errorf("%w: trailing data after the JSON object", ErrStateFile)
 	}
 	if f.Version != stateFileVersion {
-		return nil, fmt.Errorf("%w: version %d, want %d", ErrStateFile, f.Version, stateFileVersion)
+		return stateFile{}, fmt.Errorf("%w: version %d, want %d", ErrStateFile, f.Version, stateFileVersion)
 	}
-	seen := make(map[string]bool, len(f.Registrations))
-	for i, e := range f.Registrations {
-		if err := e.Registration.Validate(); err != nil {
-			return nil, fmt.Errorf("%w: registration %d: %w", ErrStateFile, i, err)
-		}
-		if seen[e.Registration.ID] {
-			return nil, fmt.Errorf("%w: registration %d: id %q listed twice", ErrStateFile, i, e.Registration.ID)
-		}
-		seen[e.Registration.ID] = true
+	if err := f.Registration.Validate(); err != nil {
+		return stateFile{}, fmt.Errorf("%w: %w", ErrStateFile, err)
 	}
-	return f.Registrations, nil
+	return f, nil
 }
 
-// restore registers again what StateFile holds. A file that cannot be
-// read or parsed is moved aside (".bad"), never deleted, and the node
-// starts without it.
+// stateFileName is the file of registration id: its ID in unpadded
+// URL-safe base64 (IDs may hold '/'; 128 bytes give 171 characters).
+func stateFileName(id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(id)) + stateFileExt
+}
+
+// persist writes or removes the file of registration id. Called with
+// c.fileMu held and c.mu not held.
+func (c *Catalog) persist(id string, f *stateFile) error {
+	if c.cfg.StateDir == "" {
+		return nil
+	}
+	path := filepath.Join(c.cfg.StateDir, stateFileName(id))
+	if f == nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("catalog: remove registration file: %w", err)
+		}
+		return nil
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return fmt.Errorf("catalog: encode registration %q: %w", id, err)
+	}
+	if err := writeFileAtomic(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("catalog: write registration file: %w", err)
+	}
+	return nil
+}
+
+// restore registers again what StateDir holds. A file that cannot be read
+// or parsed, or whose name does not match its ID, is moved aside (".bad"),
+// never deleted, and the node starts without it.
 func (c *Catalog) restore(now time.Time) {
-	path := c.cfg.StateFile
-	b, err := readLimited(path, maxStateFile)
+	dir := c.cfg.StateDir
+	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return
 	}
-	var entries []persistedEntry
-	if err == nil {
-		entries, err = decodeStateFile(b)
-	}
 	if err != nil {
-		bad := path + ".bad"
-		rerr := os.Rename(path, bad)
-		c.log.Error("catalog: registrations file unreadable; starting without it", "file", path, "moved_to", bad, "err", err, "rename_err", rerr)
+		c.log.Error("catalog: registrations folder unreadable; starting without it", "dir", dir, "err", err)
 		return
 	}
 	n := 0
-	for _, e := range entries {
-		r := e.Registration
-		if !e.Expires.IsZero() {
-			left := e.Expires.Sub(now)
+	for _, e := range ents {
+		name := e.Name()
+		if e.IsDir() || !strings.HasSuffix(name, stateFileExt) || strings.HasPrefix(name, ".") {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		b, err := readLimited(path, maxStateFile)
+		var f stateFile
+		if err == nil {
+			f, err = decodeStateFile(b)
+		}
+		if err == nil && stateFileName(f.Registration.ID) != name {
+			err = fmt.Errorf("%w: holds registration %q, whose file would be %s", ErrStateFile, f.Registration.ID, stateFileName(f.Registration.ID))
+		}
+		if err != nil {
+			rerr := os.Rename(path, path+".bad")
+			c.log.Error("catalog: registration file unreadable; skipped", "file", path, "moved_to", path+".bad", "err", err, "rename_err", rerr)
+			continue
+		}
+		r := f.Registration
+		if !f.Expires.IsZero() {
+			left := f.Expires.Sub(now)
 			if left <= 0 {
-				continue // the lease ran out while the node was down
+				_ = os.Remove(path) // the lease ran out while the node was down
+				continue
 			}
 			r.TTL = left
 		}
 		if err := c.Register(r); err != nil {
-			c.log.Warn("catalog: registration from the registrations file refused", "endpoint", r.ID, "err", err)
+			c.log.Warn("catalog: stored registration refused", "endpoint", r.ID, "file", path, "err", err)
 			continue
 		}
 		n++
 	}
-	c.log.Info("catalog: registrations restored", "file", path, "count", n)
-}
-
-// saveIfDirty writes the registrations file when it changed since the
-// last write. Called from the maintenance tick and Close, never with
-// c.mu held.
-func (c *Catalog) saveIfDirty() {
-	if c.cfg.StateFile == "" {
-		return
-	}
-	c.mu.Lock()
-	if !c.stateDirty {
-		c.mu.Unlock()
-		return
-	}
-	c.stateDirty = false
-	f := stateFile{Version: stateFileVersion, Registrations: make([]persistedEntry, 0, len(c.own.regs))}
-	for _, id := range sortedKeys(c.own.regs) {
-		r := c.own.regs[id]
-		e := persistedEntry{Registration: r.Registration, Expires: r.expires}
-		e.Registration.Endpoint = e.Registration.Endpoint.clone()
-		f.Registrations = append(f.Registrations, e)
-	}
-	c.mu.Unlock()
-	b, err := json.MarshalIndent(f, "", "  ")
-	if err == nil {
-		err = writeFileAtomic(c.cfg.StateFile, append(b, '\n'), 0o600)
-	}
-	if err != nil {
-		c.mu.Lock()
-		c.stateDirty = true // try again at the next tick
-		c.mu.Unlock()
-		c.log.Warn("catalog: could not write the registrations file", "file", c.cfg.StateFile, "err", err)
+	if n > 0 {
+		c.log.Info("catalog: registrations restored", "dir", dir, "count", n)
 	}
 }
 

@@ -15,10 +15,10 @@ import (
 // leases keep their remaining time, expired leases do not come back.
 func TestRegistrationsSurviveRestart(t *testing.T) {
 	tc := start(t, 2, nil)
-	state := filepath.Join(t.TempDir(), "catalog", "registrations.json")
+	state := filepath.Join(t.TempDir(), "catalog", "registrations")
 	mk := func() *catalog.Catalog {
 		cfg := fastConfig(t, "owner", "net-a")
-		cfg.StateFile = state
+		cfg.StateDir = state
 		cfg.Transport = tc.net.NewTransport("owner")
 		c, err := catalog.New(cfg)
 		if err != nil {
@@ -41,11 +41,12 @@ func TestRegistrationsSurviveRestart(t *testing.T) {
 			t.Fatalf("Register(%s) error = %v", r.ID, err)
 		}
 	}
-	owner.Close() // a crash after the last write, or a clean stop: Close flushes
-	fi, err := os.Stat(state)
+	// Written before Register returned: a crash right now loses nothing.
+	fi, err := os.Stat(filepath.Join(state, catalog.StateFileName("keep")))
 	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("registrations file = %v, %v; want it written with mode 0600", fi, err)
+		t.Fatalf("registration file of keep = %v, %v; want it written with mode 0600", fi, err)
 	}
+	owner.Close()
 	// The short lease runs out while the owner is down.
 	end := time.Now().Add(short.TTL)
 	waitFor(t, "the short lease's end while the owner is down", func() bool { return time.Now().After(end) })
@@ -70,16 +71,21 @@ func TestRegistrationsSurviveRestart(t *testing.T) {
 }
 
 func TestRegistrationsFileHostile(t *testing.T) {
+	ok := `{"version": 1, "registration": {"id": "a/b", "service": "reviews.default.svc.cluster.local", "port": 9080, "addr": "10.0.0.1:9080"}}`
+	if r, err := catalog.DecodeStateFile([]byte(ok)); err != nil || r.ID != "a/b" {
+		t.Fatalf("DecodeStateFile(valid) = %+v, %v; want registration a/b", r, err)
+	}
 	for _, tc := range []struct {
 		name, body string
 	}{
 		{"empty", ""},
-		{"not json", "registrations: []"},
-		{"wrong version", `{"version": 2, "registrations": []}`},
-		{"unknown field", `{"version": 1, "registrations": [], "extra": 1}`},
-		{"trailing data", `{"version": 1, "registrations": []} {}`},
-		{"invalid registration", `{"version": 1, "registrations": [{"registration": {"id": "", "service": "x", "port": 1, "addr": "10.0.0.1:1"}}]}`},
-		{"duplicate id", `{"version": 1, "registrations": [{"registration": {"id": "a", "service": "reviews.default.svc.cluster.local", "port": 9080, "addr": "10.0.0.1:9080"}}, {"registration": {"id": "a", "service": "reviews.default.svc.cluster.local", "port": 9080, "addr": "10.0.0.2:9080"}}]}`},
+		{"not json", "registration: {}"},
+		{"wrong version", `{"version": 2, "registration": {"id": "a", "service": "reviews.default.svc.cluster.local", "port": 9080, "addr": "10.0.0.1:9080"}}`},
+		{"unknown field", `{"version": 1, "registration": {"id": "a", "service": "reviews.default.svc.cluster.local", "port": 9080, "addr": "10.0.0.1:9080"}, "extra": 1}`},
+		{"trailing data", ok + ` {}`},
+		{"invalid registration", `{"version": 1, "registration": {"id": "", "service": "x", "port": 1, "addr": "10.0.0.1:1"}}`},
+		{"port out of range", `{"version": 1, "registration": {"id": "a", "service": "reviews.default.svc.cluster.local", "port": 70000, "addr": "10.0.0.1:9080"}}`},
+		{"negative ttl", `{"version": 1, "registration": {"id": "a", "service": "reviews.default.svc.cluster.local", "port": 9080, "addr": "10.0.0.1:9080", "ttl": -1}}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := catalog.DecodeStateFile([]byte(tc.body))
@@ -88,42 +94,56 @@ func TestRegistrationsFileHostile(t *testing.T) {
 			}
 		})
 	}
-	// A bad file is moved aside, not lost, and the node starts.
+	// Bad files are moved aside, not lost, and the node starts with the
+	// good ones.
 	dir := t.TempDir()
-	state := filepath.Join(dir, "registrations.json")
-	if err := os.WriteFile(state, []byte("{broken"), 0o600); err != nil {
-		t.Fatal(err)
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
+	write(catalog.StateFileName("broken"), "{broken")
+	write(catalog.StateFileName("elsewhere"), ok) // holds a/b under another name
+	write(catalog.StateFileName("a/b"), ok)
 	net := start(t, 1, nil).net
 	cfg := fastConfig(t, "owner", "net-a")
-	cfg.StateFile = state
+	cfg.StateDir = dir
 	cfg.Transport = net.NewTransport("owner")
 	c, err := catalog.New(cfg)
 	if err != nil {
-		t.Fatalf("catalog.New with a corrupt registrations file error = %v; want a start without it", err)
+		t.Fatalf("catalog.New with bad registration files error = %v; want a start without them", err)
 	}
 	defer c.Close()
-	if b, err := os.ReadFile(state + ".bad"); err != nil || string(b) != "{broken" {
-		t.Fatalf("moved-aside file = %q, %v; want the corrupt bytes kept", b, err)
+	if rs := c.Registrations(); len(rs) != 1 || rs[0].ID != "a/b" {
+		t.Fatalf("Registrations() = %+v; want only a/b", rs)
+	}
+	for _, id := range []string{"broken", "elsewhere"} {
+		if _, err := os.Stat(filepath.Join(dir, catalog.StateFileName(id)+".bad")); err != nil {
+			t.Errorf("bad file of %s not moved aside: %v", id, err)
+		}
+	}
+	if err := c.Deregister("a/b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, catalog.StateFileName("a/b"))); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("file of a deregistered endpoint: stat = %v; want it removed", err)
 	}
 }
 
 func FuzzDecodeStateFile(f *testing.F) {
-	f.Add([]byte(`{"version": 1, "registrations": [{"registration": {"id": "a", "service": "reviews.default.svc.cluster.local", "port": 9080, "addr": "10.0.0.1:9080", "labels": {"version": "v1"}}, "expires": "2030-01-01T00:00:00Z"}]}`))
-	f.Add([]byte(`{"version": 1, "registrations": []}`))
+	f.Add([]byte(`{"version": 1, "registration": {"id": "a", "service": "reviews.default.svc.cluster.local", "port": 9080, "addr": "10.0.0.1:9080", "labels": {"version": "v1"}}, "expires": "2030-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"version": 1, "registration": {}}`))
 	f.Add([]byte(`{"version": 1}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		entries, err := catalog.DecodeStateFile(b)
+		r, err := catalog.DecodeStateFile(b)
 		if err != nil {
 			if !errors.Is(err, catalog.ErrStateFile) {
 				t.Fatalf("DecodeStateFile error %v does not wrap ErrStateFile", err)
 			}
 			return
 		}
-		for _, e := range entries {
-			if err := e.Validate(); err != nil {
-				t.Fatalf("DecodeStateFile accepted an invalid registration %+v: %v", e, err)
-			}
+		if err := r.Validate(); err != nil {
+			t.Fatalf("DecodeStateFile accepted an invalid registration %+v: %v", r, err)
 		}
 	})
 }
