@@ -53,6 +53,8 @@ type ExplainedPolicy struct {
 	ConnectTimeout        string `json:"connect_timeout"`
 	IdleTimeout           string `json:"idle_timeout"`
 	KeepAlive             string `json:"keepalive,omitempty"`
+	KeepAliveInterval     string `json:"keepalive_interval,omitempty"`
+	KeepAliveProbes       int    `json:"keepalive_probes,omitempty"`
 	MaxConnections        int    `json:"max_connections,omitempty"`
 	MaxConnectionDuration string `json:"max_connection_duration,omitempty"`
 }
@@ -64,6 +66,7 @@ type ExplainedEndpoint struct {
 	Local               bool              `json:"local"`
 	Weight              uint32            `json:"weight"`
 	Labels              map[string]string `json:"labels,omitempty"`
+	Identity            string            `json:"identity,omitempty"`
 	Active              int64             `json:"active"`
 	ConsecutiveFailures uint32            `json:"consecutive_failures,omitempty"`
 	Ejected             bool              `json:"ejected,omitempty"`
@@ -172,7 +175,7 @@ func explainDestination(d *Decision, w uint64, now int64) ExplainedDestination {
 }
 
 func explainEndpoint(e *tableEndpoint, now int64) ExplainedEndpoint {
-	x := ExplainedEndpoint{Addr: e.Addr, Network: e.Network, Local: e.local, Weight: e.Weight, Labels: e.Labels,
+	x := ExplainedEndpoint{Addr: e.Addr, Network: e.Network, Local: e.local, Weight: e.Weight, Labels: e.Labels, Identity: e.Identity,
 		Active: e.live.active.Load(), ConsecutiveFailures: e.live.failures.Load(), Ejections: e.live.ejections.Load()}
 	if u := e.live.ejectedUntil.Load(); u != 0 && now < u {
 		x.Ejected = true
@@ -189,7 +192,7 @@ func explainPolicy(p ConnPolicy) ExplainedPolicy {
 		return v.String()
 	}
 	ep := ExplainedPolicy{ConnectTimeout: p.ConnectTimeout.String(), IdleTimeout: p.IdleTimeout.String(),
-		KeepAlive: d(p.KeepAlive), MaxConnections: p.MaxConnections, MaxConnectionDuration: d(p.MaxConnectionDuration)}
+		KeepAlive: d(p.KeepAlive), KeepAliveInterval: d(p.KeepAliveInterval), KeepAliveProbes: p.KeepAliveProbes, MaxConnections: p.MaxConnections, MaxConnectionDuration: d(p.MaxConnectionDuration)}
 	if p.IdleTimeout == 0 {
 		ep.IdleTimeout = "none"
 	}
