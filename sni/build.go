@@ -1060,7 +1060,7 @@ func (tb *tableBuild) route(l *tableListener, ts *tableServer, vs *config.Virtua
 		}
 		var cl *Cluster
 		if svc := tb.t.services[host]; svc != nil && !(config.ExportedTo(svc.exportTo, svc.namespace, ts.gatewayNS) && config.ExportedTo(svc.exportTo, svc.namespace, vsNS)) {
-			cl = tb.refusedCluster(host, port, d.Destination.Subset,
+			cl = tb.refusedCluster(host, port, d.Destination.Subset, ReasonNotExported,
 				fmt.Sprintf("service %s (%s) is not exported to namespace %s (exportTo %v); VirtualService %s and Gateway %s must both see it", host, svc.source, tableNotSeeing(svc, vsNS, ts.gatewayNS), svc.exportTo, vsName, ts.gateway))
 		} else {
 			var dr *tableDR
@@ -1107,11 +1107,12 @@ func tableNotSeeing(svc *tableService, nss ...string) string {
 	return nss[0]
 }
 
-// refusedCluster is a cluster that refuses every connection with why. It
+// refusedCluster is a cluster that refuses every connection with reason
+// and why. It
 // has its own live state, shared with no other cluster.
-func (tb *tableBuild) refusedCluster(host string, port uint32, subset, why string) *Cluster {
+func (tb *tableBuild) refusedCluster(host string, port uint32, subset string, reason Reason, why string) *Cluster {
 	c := tb.slabCluster()
-	*c = Cluster{service: host, port: port, subset: subset, env: tb.b.env, live: &tableClusterLive{gen: tb.gen}, why: why}
+	*c = Cluster{service: host, port: port, subset: subset, env: tb.b.env, live: &tableClusterLive{gen: tb.gen}, why: why, reason: reason}
 	c.live.cluster = c
 	c.pol = tb.policy(nil, nil, port)
 	tb.t.clusters = append(tb.t.clusters, c)
@@ -1159,6 +1160,7 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 			switch {
 			case all != nil && all != dr && all.subsets[subset] != nil:
 				c.why = fmt.Sprintf("unknown subset %s of %s: DestinationRule %s defines it but is not exported here (exportTo %v)", subset, host, all.name, all.exportTo)
+				c.reason = ReasonNotExported
 			case dr == nil:
 				c.why = fmt.Sprintf("unknown subset %s of %s: no DestinationRule for the host", subset, host)
 			default:

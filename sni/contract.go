@@ -24,9 +24,12 @@ const (
 	ReasonNoRoute    Reason = "no_route"    // SNI/port matches no server or route
 	ReasonALPN       Reason = "alpn"        // AUTO_PASSTHROUGH without an Istio mesh ALPN
 	ReasonNoEndpoint Reason = "no_endpoint" // route found, but no healthy endpoint
-	ReasonOverloaded Reason = "overloaded"  // connectionPool.tcp.maxConnections reached
-	ReasonUpstream   Reason = "upstream"    // every endpoint tried failed to connect
-	ReasonDraining   Reason = "draining"    // node is shutting down
+	// ReasonNotExported: the route or service exists, but exportTo hides it
+	// from the gateway (or the VirtualService) that would use it.
+	ReasonNotExported Reason = "not_exported"
+	ReasonOverloaded  Reason = "overloaded" // connectionPool.tcp.maxConnections reached
+	ReasonUpstream    Reason = "upstream"   // every endpoint tried failed to connect
+	ReasonDraining    Reason = "draining"   // node is shutting down
 )
 
 // RefusedError is returned when a connection cannot be routed. Detail is

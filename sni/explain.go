@@ -1,6 +1,7 @@
 package sni
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -164,7 +165,7 @@ func explainDestination(d *Decision, w uint64, now int64) ExplainedDestination {
 		if why == "" {
 			why = "no endpoints"
 		}
-		ed.Reason, ed.Detail = ReasonNoEndpoint, c.Name()+": "+why
+		ed.Reason, ed.Detail = cmp.Or(c.reason, ReasonNoEndpoint), c.Name()+": "+why
 	case c.pol.conn.MaxConnections > 0 && ed.Active >= int64(c.pol.conn.MaxConnections):
 		ed.Reason = ReasonOverloaded
 		ed.Detail = fmt.Sprintf("%s: %d active connections reached connectionPool.tcp.maxConnections %d", c.Name(), ed.Active, c.pol.conn.MaxConnections)

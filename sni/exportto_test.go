@@ -11,6 +11,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/sni/snitest"
 )
 
 // exportTestOutcome resolves sni on key and picks an endpoint; it returns
@@ -71,19 +72,19 @@ func TestTableExportTo(t *testing.T) {
 		{"vs default exported everywhere", nil, tableTestPTKey, webSNI, ""},
 		{"vs exportTo * binds", func(s *config.Set) { vs(s, "web/web").ExportTo = []string{"*"} }, tableTestPTKey, webSNI, ""},
 		{"vs exportTo . hides it from the gateway namespace", func(s *config.Set) { vs(s, "web/web").ExportTo = []string{"."} }, tableTestPTKey, webSNI,
-			"no_route: SNI \"web.web.svc.cluster.local\" matches no tls route on tcp/0.0.0.0:443: VirtualService web/web is not exported to namespace istio-system of Gateway istio-system/cross-network (exportTo [.])"},
+			"not_exported: SNI \"web.web.svc.cluster.local\" matches no tls route on tcp/0.0.0.0:443: VirtualService web/web is not exported to namespace istio-system of Gateway istio-system/cross-network (exportTo [.])"},
 		{"vs exportTo other namespace hides it", func(s *config.Set) { vs(s, "web/web").ExportTo = []string{"web", "shop"} }, tableTestPTKey, webSNI, "is not exported to namespace istio-system"},
 		{"vs exportTo the gateway namespace binds", func(s *config.Set) { vs(s, "web/web").ExportTo = []string{".", "istio-system"} }, tableTestPTKey, webSNI, ""},
 		{"vs exportTo . in the gateway namespace binds", func(s *config.Set) { vs(s, "istio-system/db").ExportTo = []string{"."} }, tableTestTCPKey, "-", ""},
 		{"hidden tcp vs", func(s *config.Set) {
 			vs(s, "istio-system/db").ExportTo = []string{"data"}
-		}, tableTestTCPKey, "-", "no VirtualService tcp route bound to its gateway server: VirtualService istio-system/db is not exported to namespace istio-system"},
+		}, tableTestTCPKey, "-", "not_exported: listener tcp/0.0.0.0:9000 has no VirtualService tcp route bound to its gateway server: VirtualService istio-system/db is not exported to namespace istio-system"},
 
 		// ServiceEntry exportTo on PASSTHROUGH and TCP routes: both the
 		// VirtualService's and the Gateway's namespace must see it.
 		{"se exportTo . hidden from another namespace's gateway", func(s *config.Set) { se(s, webSNI).ExportTo = []string{"."} }, tableTestPTKey, webSNI,
-			"no_endpoint: outbound|8443||web.web.svc.cluster.local: service web.web.svc.cluster.local (ServiceEntry web/web) is not exported to namespace istio-system (exportTo [.])"},
-		{"se exportTo gateway namespace only: the vs cannot see it", func(s *config.Set) { se(s, webSNI).ExportTo = []string{"istio-system"} }, tableTestPTKey, webSNI, "is not exported to namespace web (exportTo [istio-system])"},
+			"not_exported: outbound|8443||web.web.svc.cluster.local: service web.web.svc.cluster.local (ServiceEntry web/web) is not exported to namespace istio-system (exportTo [.])"},
+		{"se exportTo gateway namespace only: the vs cannot see it", func(s *config.Set) { se(s, webSNI).ExportTo = []string{"istio-system"} }, tableTestPTKey, webSNI, "not_exported: outbound|8443||web.web.svc.cluster.local: service web.web.svc.cluster.local (ServiceEntry web/web) is not exported to namespace web (exportTo [istio-system])"},
 		{"se exported to both", func(s *config.Set) { se(s, webSNI).ExportTo = []string{".", "istio-system"} }, tableTestPTKey, webSNI, ""},
 		{"se exportTo ~ on a tcp route", func(s *config.Set) { se(s, "db.data.svc.cluster.local").ExportTo = []string{"~"} }, tableTestTCPKey, "-", "is not exported to namespace istio-system (exportTo [~])"},
 		{"se exportTo * on a tcp route", func(s *config.Set) { se(s, "db.data.svc.cluster.local").ExportTo = []string{"*"} }, tableTestTCPKey, "-", ""},
@@ -91,7 +92,7 @@ func TestTableExportTo(t *testing.T) {
 		// ServiceEntry exportTo on AUTO_PASSTHROUGH: the Gateway's namespace.
 		{"auto default", nil, tableTestAutoKey, autoSNI, ""},
 		{"auto se exportTo . hidden", func(s *config.Set) { se(s, "reviews.default.svc.cluster.local").ExportTo = []string{"."} }, tableTestAutoKey, autoSNI,
-			"no_route: SNI \"outbound_.9080_._.reviews.default.svc.cluster.local\" on tcp/0.0.0.0:15443: service reviews.default.svc.cluster.local (ServiceEntry default/reviews) is not exported to namespace [istio-system] of the AUTO_PASSTHROUGH Gateway (exportTo [.])"},
+			"not_exported: SNI \"outbound_.9080_._.reviews.default.svc.cluster.local\" on tcp/0.0.0.0:15443: service reviews.default.svc.cluster.local (ServiceEntry default/reviews) is not exported to namespace [istio-system] of the AUTO_PASSTHROUGH Gateway (exportTo [.])"},
 		{"auto se exportTo ~ hidden", func(s *config.Set) { se(s, "reviews.default.svc.cluster.local").ExportTo = []string{"~"} }, tableTestAutoKey, autoV1, "is not exported to namespace [istio-system]"},
 		{"auto se exportTo gateway namespace", func(s *config.Set) { se(s, "reviews.default.svc.cluster.local").ExportTo = []string{"istio-system"} }, tableTestAutoKey, autoV1, ""},
 		{"auto se exportTo .: gateway in the same namespace sees it", func(s *config.Set) {
@@ -101,7 +102,7 @@ func TestTableExportTo(t *testing.T) {
 
 		// DestinationRule exportTo: subsets it defines exist only where it is visible.
 		{"dr exportTo . hides its subsets from the gateway", func(s *config.Set) { s.DestinationRules[0].Spec.ExportTo = []string{"."} }, tableTestAutoKey, autoV1,
-			"unknown subset v1 of reviews.default.svc.cluster.local: DestinationRule default/reviews defines it but is not exported to namespace istio-system of Gateway istio-system/cross-network (exportTo [.])"},
+			"not_exported: SNI \"outbound_.9080_.v1_.reviews.default.svc.cluster.local\" on tcp/0.0.0.0:15443: unknown subset v1 of reviews.default.svc.cluster.local: DestinationRule default/reviews defines it but is not exported to namespace istio-system of Gateway istio-system/cross-network (exportTo [.])"},
 		{"dr exportTo . leaves the service itself", func(s *config.Set) { s.DestinationRules[0].Spec.ExportTo = []string{"."} }, tableTestAutoKey, autoSNI, ""},
 		{"dr exported to the gateway", func(s *config.Set) { s.DestinationRules[0].Spec.ExportTo = []string{"istio-system"} }, tableTestAutoKey, autoV1, ""},
 	} {
@@ -145,7 +146,7 @@ func TestTableExportToSubsetRoute(t *testing.T) {
 	set.VirtualServices = append(set.VirtualServices, v)
 	b, _ := tableTestBuilder(t)
 	got := exportTestOutcome(t, tableTestBuild(t, b, set), tableTestPTKey, "reviews.example.com")
-	if want := "DestinationRule default/reviews defines it but is not exported here (exportTo [.])"; !strings.Contains(got, want) {
+	if want := "not_exported: outbound|9443|v2|reviews.default.svc.cluster.local: unknown subset v2 of reviews.default.svc.cluster.local: DestinationRule default/reviews defines it but is not exported here (exportTo [.])"; !strings.Contains(got, want) {
 		t.Fatalf("route to hidden subset: outcome %q, want it to contain %q", got, want)
 	}
 	set.DestinationRules = append(set.DestinationRules, tableTestDR("istio-system/reviews", "reviews.default.svc.cluster.local", nil,
@@ -256,5 +257,59 @@ func TestTableEndpointIdentity(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("Explain has no %s entry", tableTestAutoKey)
+	}
+}
+
+// TestServerExportTo runs exportTo over real sockets: a visible service
+// is reached through the gateway, a hidden one is refused with
+// not_exported and its backend never sees a connection.
+func TestServerExportTo(t *testing.T) {
+	snitest.CheckNoLeaks(t)
+	ca := snitest.NewCA(t)
+	open := snitest.NewTLSBackend(t, ca, "open.example.com")
+	private := snitest.NewTLSBackend(t, ca, "private.example.com")
+	mesh := snitest.NewTLSBackend(t, ca, "secret.private.svc.cluster.local")
+
+	set := serverPassthroughSet(t, []uint32{15443}, map[string][]string{"open.example.com": {open.Addr()}, "private.example.com": {private.Addr()}}, ConnPolicy{})
+	// serverPassthroughSet names services svc<i> in SNI order: svc1 is
+	// private.example.com's. Move it to namespace private, exported to
+	// itself only.
+	hidden := set.ServiceEntries[1]
+	hidden.Meta.Namespace = "private"
+	hidden.Spec.ExportTo = []string{"."}
+	secret := serverServiceEntry(t, "secret", "secret.private.svc.cluster.local", 9443, "TLS", true, []string{mesh.Addr()}, nil)
+	secret.Meta.Namespace = "private"
+	secret.Spec.ExportTo = []string{"~"}
+	set.ServiceEntries = append(set.ServiceEntries, secret)
+	set.Gateways = append(set.Gateways, &config.Gateway{Meta: serverMeta("auto"),
+		Spec: serverGateway("TLS", networking.ServerTLSSettings_AUTO_PASSTHROUGH, []string{"*.local"}, 15444).Spec})
+	tbl := serverBuild(t, set)
+
+	h := newServerHarness(t, nil)
+	h.apply(t, tbl)
+	ptAddr := h.addr(t, "tcp/0.0.0.0:15443")
+	autoAddr := h.addr(t, "tcp/0.0.0.0:15444")
+
+	if got, _ := serverTLSEcho(t, ptAddr, ca.ClientConfig("open.example.com"), "ping"); got != "ping" {
+		t.Fatalf("echo through the visible route = %q, want ping", got)
+	}
+	for _, tc := range []struct {
+		name, addr, sni string
+		alpn            []string
+	}{
+		{"passthrough to a service exported to its own namespace only", ptAddr, "private.example.com", nil},
+		{"auto passthrough to a service exported to no one", autoAddr, "outbound_.9443_._.secret.private.svc.cluster.local", []string{"istio"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := h.refused(t, ReasonNotExported)
+			serverExpectRefused(t, tc.addr, snitest.ClientHello(t, tc.sni, tc.alpn...))
+			snitest.WaitFor(t, "refused_total{reason=not_exported}", func() bool { return h.refused(t, ReasonNotExported) == before+1 })
+		})
+	}
+	if n := private.Accepts() + mesh.Accepts(); n != 0 {
+		t.Fatalf("hidden backends accepted %d connections, want 0", n)
+	}
+	if n := open.Accepts(); n != 1 {
+		t.Fatalf("visible backend accepted %d connections, want 1", n)
 	}
 }

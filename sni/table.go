@@ -255,7 +255,7 @@ func (l *tableListener) match(name string, alpn []string, hello bool) (tableMatc
 			return tableMatch{}, &RefusedError{Reason: ReasonNoSNI, Detail: fmt.Sprintf("listener %s routes by SNI and the connection sent none", l.spec.Key)}
 		}
 		if why := l.hiddenWhy(""); why != "" {
-			return tableMatch{}, &RefusedError{Reason: ReasonNoRoute, Detail: fmt.Sprintf("listener %s has no VirtualService tcp route bound to its gateway server: %s", l.spec.Key, why)}
+			return tableMatch{}, &RefusedError{Reason: ReasonNotExported, Detail: fmt.Sprintf("listener %s has no VirtualService tcp route bound to its gateway server: %s", l.spec.Key, why)}
 		}
 		return tableMatch{}, &RefusedError{Reason: ReasonNoRoute, Detail: fmt.Sprintf("listener %s has no VirtualService tcp route bound to its gateway server", l.spec.Key)}
 	}
@@ -290,7 +290,7 @@ func (l *tableListener) match(name string, alpn []string, hello bool) (tableMatc
 		return tableMatch{}, &RefusedError{Reason: ReasonNoRoute, Detail: fmt.Sprintf("SNI %q on %s is not a valid AUTO_PASSTHROUGH name: %v", name, l.spec.Key, apErr)}
 	}
 	if why := l.hiddenWhy(name); why != "" {
-		return tableMatch{}, &RefusedError{Reason: ReasonNoRoute, Detail: fmt.Sprintf("SNI %q matches no tls route on %s: %s", name, l.spec.Key, why)}
+		return tableMatch{}, &RefusedError{Reason: ReasonNotExported, Detail: fmt.Sprintf("SNI %q matches no tls route on %s: %s", name, l.spec.Key, why)}
 	}
 	return tableMatch{}, &RefusedError{Reason: ReasonNoRoute, Detail: fmt.Sprintf("SNI %q matches no server host or tls route on %s", name, l.spec.Key)}
 }
@@ -322,6 +322,11 @@ func (l *tableListener) autoRefusal(name string, k tableAutoKey) *RefusedError {
 	no := func(format string, args ...any) *RefusedError {
 		return &RefusedError{Reason: ReasonNoRoute, Detail: fmt.Sprintf("SNI %q on %s: ", name, l.spec.Key) + fmt.Sprintf(format, args...)}
 	}
+	hidden := func(format string, args ...any) *RefusedError {
+		re := no(format, args...)
+		re.Reason = ReasonNotExported
+		return re
+	}
 	var hosts []string
 	var srv *tableServer
 	for _, s := range l.autoServers {
@@ -350,7 +355,7 @@ func (l *tableListener) autoRefusal(name string, k tableAutoKey) *RefusedError {
 			}
 		}
 		if srv == nil {
-			return no("service %s (%s) is not exported to namespace %v of the AUTO_PASSTHROUGH Gateway (exportTo %v)", k.host, svc.source, slices.Compact(nss), svc.exportTo)
+			return hidden("service %s (%s) is not exported to namespace %v of the AUTO_PASSTHROUGH Gateway (exportTo %v)", k.host, svc.source, slices.Compact(nss), svc.exportTo)
 		}
 	}
 	var dr *tableDR
@@ -366,7 +371,7 @@ func (l *tableListener) autoRefusal(name string, k tableAutoKey) *RefusedError {
 		return no("service %s has no port %d (ports %v)", k.host, k.port, svc.portList())
 	case k.subset != "" && (dr == nil || dr.subsets[k.subset] == nil):
 		if all := t.drs.lookup(svc.host, svc.namespace); all != nil && all != dr && all.subsets[k.subset] != nil {
-			return no("unknown subset %s of %s: DestinationRule %s defines it but is not exported to namespace %s of Gateway %s (exportTo %v)", k.subset, k.host, all.name, srv.gatewayNS, srv.gateway, all.exportTo)
+			return hidden("unknown subset %s of %s: DestinationRule %s defines it but is not exported to namespace %s of Gateway %s (exportTo %v)", k.subset, k.host, all.name, srv.gatewayNS, srv.gateway, all.exportTo)
 		}
 		if dr == nil {
 			return no("unknown subset %s of %s: no DestinationRule for the host", k.subset, k.host)
