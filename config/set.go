@@ -146,14 +146,57 @@ func GatewayRef(ref, vsNamespace string) (namespace, name string, ok bool) {
 	return vsNamespace, ref, true
 }
 
+// ExportedTo reports whether a resource of namespace owner whose
+// spec.exportTo is exportTo is visible to namespace consumer, with Istio's
+// meaning: an empty list is "*" (Istio's defaultServiceExportTo,
+// defaultVirtualServiceExportTo and defaultDestinationRuleExportTo all
+// default to "*"); "*" is every namespace; "." is owner; "~" is no
+// namespace; any other entry is that namespace. Empty namespaces are read
+// as DefaultNamespace.
+//
+// meshgate has no sidecars: the consumer of a resource is the Gateway
+// that routes to it (the Gateway's namespace) and the VirtualService that
+// names it (see README, "exportTo").
+func ExportedTo(exportTo []string, owner, consumer string) bool {
+	if len(exportTo) == 0 {
+		return true
+	}
+	if owner == "" {
+		owner = DefaultNamespace
+	}
+	if consumer == "" {
+		consumer = DefaultNamespace
+	}
+	for _, e := range exportTo {
+		switch e {
+		case "*":
+			return true
+		case "~":
+		case ".":
+			if owner == consumer {
+				return true
+			}
+		default:
+			if e == consumer {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // VirtualServicesFor returns the VirtualServices bound to gw through their
-// spec.gateways, in Set order. "mesh" entries bind nothing here.
+// spec.gateways and exported to gw's namespace (ExportedTo), in Set
+// order. "mesh" entries bind nothing here.
 func (s *Set) VirtualServicesFor(gw *Gateway) []*VirtualService {
 	if s == nil || gw == nil {
 		return nil
 	}
 	var out []*VirtualService
 	for _, vs := range s.VirtualServices {
+		if !ExportedTo(vs.Spec.GetExportTo(), vs.Namespace, gw.Namespace) {
+			continue
+		}
 		for _, ref := range vs.Spec.GetGateways() {
 			if ns, n, ok := GatewayRef(ref, vs.Namespace); ok && ns == gw.Namespace && n == gw.Name {
 				out = append(out, vs)
@@ -173,8 +216,9 @@ func (s *Set) VirtualServicesFor(gw *Gateway) []*VirtualService {
 //  3. the rule with the longest wildcard host matching host, preferring
 //     namespace on a tie, then Set order.
 //
-// Short hosts in rules are expanded with ResolveHost relative to the
-// rule's namespace; host should be a fully qualified name.
+// Rules not exported to namespace (ExportedTo) are skipped. Short hosts
+// in rules are expanded with ResolveHost relative to the rule's
+// namespace; host should be a fully qualified name.
 func (s *Set) DestinationRuleFor(host, namespace string) *DestinationRule {
 	if s == nil {
 		return nil
@@ -183,6 +227,9 @@ func (s *Set) DestinationRuleFor(host, namespace string) *DestinationRule {
 	var exactElsewhere, best *DestinationRule
 	bestLen := -1
 	for _, dr := range s.DestinationRules {
+		if !ExportedTo(dr.Spec.GetExportTo(), dr.Namespace, namespace) {
+			continue
+		}
 		h := ResolveHost(dr.Spec.GetHost(), dr.Namespace)
 		if h == host {
 			if dr.Namespace == namespace {

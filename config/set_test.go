@@ -320,3 +320,49 @@ func TestDeployExampleParses(t *testing.T) {
 		t.Errorf("Parse(deploy/examples/resources/eastwest.yaml) error:\n%v", err)
 	}
 }
+
+func TestExportedTo(t *testing.T) {
+	for _, tc := range []struct {
+		exportTo        []string
+		owner, consumer string
+		want            bool
+	}{
+		{nil, "a", "b", true},
+		{[]string{}, "a", "b", true},
+		{[]string{"*"}, "a", "b", true},
+		{[]string{"."}, "a", "a", true},
+		{[]string{"."}, "a", "b", false},
+		{[]string{"."}, "", "default", true},
+		{[]string{"."}, "default", "", true},
+		{[]string{"~"}, "a", "a", false},
+		{[]string{"~"}, "a", "b", false},
+		{[]string{"b"}, "a", "b", true},
+		{[]string{"b"}, "a", "a", false},
+		{[]string{".", "c"}, "a", "c", true},
+		{[]string{".", "c"}, "a", "b", false},
+	} {
+		if got := ExportedTo(tc.exportTo, tc.owner, tc.consumer); got != tc.want {
+			t.Errorf("ExportedTo(%q, owner %q, consumer %q) = %v, want %v", tc.exportTo, tc.owner, tc.consumer, got, tc.want)
+		}
+	}
+}
+
+func TestLookupsHonourExportTo(t *testing.T) {
+	set := mustParse(t, []byte(strings.Join([]string{
+		strings.Replace(drDoc("a", "hidden", "reviews.default.svc.cluster.local"), "spec:\n", "spec:\n  exportTo: ['.']\n", 1),
+		drDoc("b", "visible", "reviews.default.svc.cluster.local"),
+		doc("Gateway", "gw", "  servers:\n  - port: {number: 1, name: t, protocol: TCP}\n    hosts: ['*']\n"),
+		strings.Replace(doc("VirtualService", "seen", "  hosts: ['*']\n  gateways: [default/gw]\n  tcp:\n  - route:\n    - destination: {host: a.b}\n"), "  namespace: default", "  namespace: other", 1),
+		strings.Replace(doc("VirtualService", "unseen", "  hosts: ['*']\n  exportTo: ['.']\n  gateways: [default/gw]\n  tcp:\n  - route:\n    - destination: {host: a.b}\n"), "  namespace: default", "  namespace: other", 1),
+	}, "---\n")))
+	if got := set.DestinationRuleFor("reviews.default.svc.cluster.local", "a"); got == nil || got.Name != "hidden" {
+		t.Errorf("DestinationRuleFor from its own namespace = %v, want hidden", got)
+	}
+	if got := set.DestinationRuleFor("reviews.default.svc.cluster.local", "q"); got == nil || got.Name != "visible" {
+		t.Errorf("DestinationRuleFor from another namespace = %v, want visible (hidden is exported to . only)", got)
+	}
+	vss := set.VirtualServicesFor(set.Gateway("default", "gw"))
+	if len(vss) != 1 || vss[0].Name != "seen" {
+		t.Fatalf("VirtualServicesFor(default/gw) = %v, want only other/seen (other/unseen is exported to . only)", vss)
+	}
+}

@@ -328,11 +328,23 @@ func checkGatewayRef(g string) string {
 	return ""
 }
 
+// checkL4Match validates the L4 part of a tls or tcp match.
+//
+// sourceLabels and sourceNamespace are implemented with Istio's meaning
+// for a route bound to a gateway: the source workload is the gateway
+// itself, so sourceLabels must be among the node's labels (node.yaml) and
+// sourceNamespace must be the namespace of the Gateway the route is
+// placed on. destinationSubnets and sourceSubnet would need the
+// connection's addresses at route time, which the route table does not
+// look at; they are refused rather than ignored.
 func checkL4Match(c *collector, p string, subnets []string, port uint32, sourceLabels map[string]string, gateways []string, sourceNS, sourceSubnet string) {
 	for i, s := range subnets {
 		if err := checkSubnet(s); err != nil {
 			c.invalid(fieldIndex(p+".destinationSubnets", i), "%v", err)
 		}
+	}
+	if len(subnets) > 0 {
+		c.unsupported(p+".destinationSubnets", "destinationSubnets is not supported yet: meshgate matches routes by SNI, port, gateway, sourceLabels and sourceNamespace, not by the address the client connected to (bind a Gateway server to that address instead)")
 	}
 	if port > 65535 {
 		c.invalid(p+".port", "port %d must be in 1..65535", port)
@@ -349,6 +361,8 @@ func checkL4Match(c *collector, p string, subnets []string, port uint32, sourceL
 	if sourceSubnet != "" {
 		if err := checkSubnet(sourceSubnet); err != nil {
 			c.invalid(p+".sourceSubnet", "%v", err)
+		} else {
+			c.unsupported(p+".sourceSubnet", "sourceSubnet is not supported yet: meshgate does not match routes by the client's address")
 		}
 	}
 }
@@ -626,8 +640,16 @@ func checkConnectionPool(c *collector, p string, pool *networking.ConnectionPool
 	if ka := tcp.GetTcpKeepalive(); ka != nil {
 		checkDuration(c, p+".tcp.tcpKeepalive.time", ka.GetTime())
 		checkDuration(c, p+".tcp.tcpKeepalive.interval", ka.GetInterval())
+		// The kernel takes at most 127 probes (TCP_KEEPCNT); more would
+		// fail every upstream dial.
+		if n := ka.GetProbes(); n > maxKeepaliveProbes {
+			c.invalid(p+".tcp.tcpKeepalive.probes", "probes %d must be at most %d (the kernel's TCP_KEEPCNT limit)", n, maxKeepaliveProbes)
+		}
 	}
 }
+
+// maxKeepaliveProbes is the largest TCP_KEEPCNT Linux accepts.
+const maxKeepaliveProbes = 127
 
 func checkOutlierDetection(c *collector, p string, od *networking.OutlierDetection) {
 	//lint:ignore SA1019 deprecated, still checked as Istio does
@@ -766,6 +788,9 @@ func validateServiceEntry(c *collector, m *Meta, se *networking.ServiceEntry) {
 		c.unsupported("spec.resolution", "resolution %s is not supported yet (supported: STATIC, DNS)", res)
 		return
 	}
+	if len(se.GetSubjectAltNames()) > 0 {
+		c.unsupported("spec.subjectAltNames", "subjectAltNames is not supported: meshgate passes TLS through and never originates TLS to an endpoint, so it cannot verify the endpoint's certificate; the client's own mTLS checks it")
+	}
 	if se.GetWorkloadSelector() != nil && len(se.GetEndpoints()) > 0 {
 		c.invalid("spec.workloadSelector", "only one of workloadSelector and endpoints may be set")
 	}
@@ -823,6 +848,8 @@ func validateWorkloadEntry(c *collector, p string, we *networking.WorkloadEntry,
 	}
 	if l := we.GetLocality(); strings.ContainsAny(l, " \t\r\n") {
 		c.invalid(p+".locality", "locality %q must be region/zone/subzone without spaces", l)
+	} else if l != "" {
+		c.unsupported(p+".locality", "locality is not supported yet: meshgate has no locality-aware load balancing (localityLbSetting is refused too), so it would have no effect")
 	}
 }
 

@@ -114,6 +114,22 @@ func casesVirtualService() []validationCase {
 		{"valid catch-all on gateway only", "  hosts: ['*']\n  gateways: [istio-system/edge]\n  tls:\n  - match:\n    - sniHosts: ['*']\n    route:\n" + oneDest, "", nil},
 		{"valid tcp without match", vsHead + "  tcp:\n  - route:\n" + oneDest, "", nil},
 		{"valid short destination host", tlsRoute("sniHosts: [a.example.com]", "    - destination: {host: reviews}\n"), "", nil},
+		// Weights are relative (istio.io/api: share = weight/sum, 0 = no
+		// traffic); neither a 0..100 range nor a sum of 100 is required.
+		{"valid weight above 100", tlsRoute("sniHosts: [a.example.com]", "    - destination: {host: a.b}\n      weight: 150\n    - destination: {host: c.d}\n      weight: 50\n"), "", nil},
+		{"valid weights summing to 90", tlsRoute("sniHosts: [a.example.com]", "    - destination: {host: a.b}\n      weight: 60\n    - destination: {host: c.d}\n      weight: 30\n"), "", nil},
+		{"valid weight 0 with a positive one", tlsRoute("sniHosts: [a.example.com]", "    - destination: {host: a.b}\n      weight: 0\n    - destination: {host: c.d}\n      weight: 1\n"), "", nil},
+		{"valid single weight 150", tlsRoute("sniHosts: [a.example.com]", "    - destination: {host: a.b}\n      weight: 150\n"), "", nil},
+		{"valid tcp weights summing to 3", vsHead + "  tcp:\n  - route:\n    - destination: {host: a.b}\n      weight: 1\n    - destination: {host: c.d}\n      weight: 2\n", "", nil},
+		// Implemented match fields: the source of a gateway-bound route is
+		// the gateway (its namespace, the node's labels).
+		{"valid tls sourceNamespace", tlsRoute("sniHosts: [a.example.com]\n      sourceNamespace: istio-system", oneDest), "", nil},
+		{"valid tls sourceLabels", tlsRoute("sniHosts: [a.example.com]\n      sourceLabels: {istio: eastwestgateway}", oneDest), "", nil},
+		{"valid tcp sourceNamespace", vsHead + "  tcp:\n  - match:\n    - sourceNamespace: istio-system\n    route:\n" + oneDest, "", nil},
+		{"valid tcp sourceLabels", vsHead + "  tcp:\n  - match:\n    - sourceLabels: {zone: z1}\n    route:\n" + oneDest, "", nil},
+		{"valid exportTo .", vsHead + "  exportTo: ['.']\n  tcp:\n  - route:\n" + oneDest, "", nil},
+		{"valid exportTo *", vsHead + "  exportTo: ['*']\n  tcp:\n  - route:\n" + oneDest, "", nil},
+		{"valid exportTo namespaces", vsHead + "  exportTo: ['.', istio-system, shop]\n  tcp:\n  - route:\n" + oneDest, "", nil},
 
 		{"no hosts", "  gateways: [edge]\n  tcp:\n  - route:\n" + oneDest, "spec.hosts", ErrInvalid},
 		{"bad host", "  hosts: ['a b']\n  gateways: [edge]\n  tcp:\n  - route:\n" + oneDest, "spec.hosts[0]", ErrInvalid},
@@ -131,6 +147,12 @@ func casesVirtualService() []validationCase {
 		{"sni wider than hosts", tlsRoute("sniHosts: ['*']", oneDest), "spec.tls[0].match[0].sniHosts[0]", ErrInvalid},
 		{"match port 70000", tlsRoute("sniHosts: [a.example.com]\n      port: 70000", oneDest), "spec.tls[0].match[0].port", ErrInvalid},
 		{"bad destination subnet", tlsRoute("sniHosts: [a.example.com]\n      destinationSubnets: [10.0.0.0/33]", oneDest), "spec.tls[0].match[0].destinationSubnets[0]", ErrInvalid},
+		{"tls destinationSubnets", tlsRoute("sniHosts: [a.example.com]\n      destinationSubnets: [10.0.0.0/8]", oneDest), "spec.tls[0].match[0].destinationSubnets", ErrUnsupported},
+		{"tcp destinationSubnets", vsHead + "  tcp:\n  - match:\n    - destinationSubnets: ['fd00::/8']\n    route:\n" + oneDest, "spec.tcp[0].match[0].destinationSubnets", ErrUnsupported},
+		{"tcp sourceSubnet", vsHead + "  tcp:\n  - match:\n    - sourceSubnet: 192.0.2.0/24\n    route:\n" + oneDest, "spec.tcp[0].match[0].sourceSubnet", ErrUnsupported},
+		{"tls sourceSubnet is reserved in Istio", tlsRoute("sniHosts: [a.example.com]\n      sourceSubnet: 192.0.2.0/24", oneDest), "spec.tls[0].match[0].sourceSubnet", ErrInvalid},
+		{"tcp source namespace with a dot", vsHead + "  tcp:\n  - match:\n    - sourceNamespace: a.b\n    route:\n" + oneDest, "spec.tcp[0].match[0].sourceNamespace", ErrInvalid},
+		{"tcp source labels not strings", vsHead + "  tcp:\n  - match:\n    - sourceLabels: {app: [a]}\n    route:\n" + oneDest, "spec.tcp[0].match[0].sourceLabels.app", ErrInvalid},
 		{"bad match gateway", tlsRoute("sniHosts: [a.example.com]\n      gateways: ['Edge']", oneDest), "spec.tls[0].match[0].gateways[0]", ErrInvalid},
 		{"bad source namespace", tlsRoute("sniHosts: [a.example.com]\n      sourceNamespace: 'a.b'", oneDest), "spec.tls[0].match[0].sourceNamespace", ErrInvalid},
 		{"bad source labels", tlsRoute("sniHosts: [a.example.com]\n      sourceLabels: {app: 'a b'}", oneDest), "spec.tls[0].match[0].sourceLabels.app", ErrInvalid},
@@ -150,6 +172,9 @@ func casesVirtualService() []validationCase {
 		{"exportTo none outside ServiceEntry", vsHead + "  exportTo: ['~']\n  tcp:\n  - route:\n" + oneDest, "spec.exportTo[0]", ErrInvalid},
 		{"exportTo duplicate", vsHead + "  exportTo: ['.', default]\n  tcp:\n  - route:\n" + oneDest, "spec.exportTo[1]", ErrInvalid},
 		{"exportTo star with others", vsHead + "  exportTo: ['*', a]\n  tcp:\n  - route:\n" + oneDest, "spec.exportTo", ErrInvalid},
+		{"exportTo upper-case namespace", vsHead + "  exportTo: [Shop]\n  tcp:\n  - route:\n" + oneDest, "spec.exportTo[0]", ErrInvalid},
+		{"exportTo empty entry", vsHead + "  exportTo: ['']\n  tcp:\n  - route:\n" + oneDest, "spec.exportTo[0]", ErrInvalid},
+		{"exportTo not a list", vsHead + "  exportTo: '*'\n  tcp:\n  - route:\n" + oneDest, "spec.exportTo", ErrInvalid},
 	}
 }
 
@@ -170,6 +195,10 @@ func casesDestinationRule() []validationCase {
 		{"valid idle timeout 0s turns it off", policy("    connectionPool: {tcp: {idleTimeout: 0s}}\n"), "", nil},
 		{"valid tls DISABLE", policy("    tls: {mode: DISABLE}\n"), "", nil},
 		{"valid wildcard host", "  host: '*.example.com'\n", "", nil},
+		{"valid keepalive time interval probes", policy("    connectionPool: {tcp: {tcpKeepalive: {time: 30s, interval: 5s, probes: 4}}}\n"), "", nil},
+		{"valid keepalive 127 probes", policy("    connectionPool: {tcp: {tcpKeepalive: {probes: 127}}}\n"), "", nil},
+		{"valid exportTo .", drHost + "  exportTo: ['.']\n  subsets: [{name: v1, labels: {version: v1}}]\n", "", nil},
+		{"valid exportTo namespace", drHost + "  exportTo: [istio-system]\n", "", nil},
 		{"valid port level", policy("    portLevelSettings:\n    - port: {number: 80}\n      connectionPool: {tcp: {maxConnections: 0}}\n"), "", nil},
 
 		{"no host", "  subsets: [{name: v1}]\n", "spec.host", ErrInvalid},
@@ -188,6 +217,11 @@ func casesDestinationRule() []validationCase {
 		{"negative connect timeout", policy("    connectionPool: {tcp: {connectTimeout: -1s}}\n"), "spec.trafficPolicy.connectionPool.tcp.connectTimeout", ErrInvalid},
 		{"keepalive time 0s", policy("    connectionPool: {tcp: {tcpKeepalive: {time: 0s}}}\n"), "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time", ErrInvalid},
 		{"keepalive interval 0s", policy("    connectionPool: {tcp: {tcpKeepalive: {interval: 0s}}}\n"), "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.interval", ErrInvalid},
+		{"keepalive 128 probes", policy("    connectionPool: {tcp: {tcpKeepalive: {probes: 128}}}\n"), "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.probes", ErrInvalid},
+		{"keepalive negative probes", policy("    connectionPool: {tcp: {tcpKeepalive: {probes: -1}}}\n"), "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.probes", ErrInvalid},
+		{"keepalive interval below 1ms", policy("    connectionPool: {tcp: {tcpKeepalive: {interval: 10us}}}\n"), "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.interval", ErrInvalid},
+		{"dr exportTo ~", drHost + "  exportTo: ['~']\n", "spec.exportTo[0]", ErrInvalid},
+		{"dr exportTo duplicate", drHost + "  exportTo: [default, '.']\n", "spec.exportTo[1]", ErrInvalid},
 		{"negative idle timeout", policy("    connectionPool: {tcp: {idleTimeout: -5s}}\n"), "spec.trafficPolicy.connectionPool.tcp.idleTimeout", ErrInvalid},
 		{"max connection duration 0s", policy("    connectionPool: {tcp: {maxConnectionDuration: 0s}}\n"), "spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration", ErrInvalid},
 		{"negative 5xx errors", policy("    outlierDetection: {consecutive5xxErrors: -1}\n"), "spec.trafficPolicy.outlierDetection.consecutive5xxErrors", ErrInvalid},
@@ -232,6 +266,10 @@ func casesServiceEntry() []validationCase {
 		{"valid dns without endpoints", sePorts + "  resolution: DNS\n", "", nil},
 		{"valid workload selector", sePorts + "  resolution: STATIC\n  workloadSelector: {labels: {app: api}}\n", "", nil},
 		{"valid exportTo none", sePorts + "  resolution: STATIC\n  exportTo: ['~']\n", "", nil},
+		{"valid exportTo .", sePorts + "  resolution: STATIC\n  exportTo: ['.']\n", "", nil},
+		{"valid exportTo *", sePorts + "  resolution: STATIC\n  exportTo: ['*']\n", "", nil},
+		{"valid exportTo namespaces", sePorts + "  resolution: STATIC\n  exportTo: ['.', istio-system]\n", "", nil},
+		{"valid endpoint serviceAccount", sePorts + "  resolution: STATIC\n  endpoints: [{address: 10.0.0.1, serviceAccount: api}]\n", "", nil},
 		{"valid CIDR with static", sePorts + "  resolution: STATIC\n  addresses: [10.0.0.0/24]\n", "", nil},
 		{"valid several hosts on TLS", "  hosts: [a.example.com, b.example.com]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: STATIC\n", "", nil},
 
@@ -260,6 +298,11 @@ func casesServiceEntry() []validationCase {
 		{"endpoint port 0", sePorts + "  resolution: STATIC\n  endpoints: [{address: 10.0.0.1, ports: {tls: 0}}]\n", "spec.endpoints[0].ports.tls", ErrInvalid},
 		{"endpoint bad network", sePorts + "  resolution: STATIC\n  endpoints: [{address: 10.0.0.1, network: 'net a'}]\n", "spec.endpoints[0].network", ErrInvalid},
 		{"dns wildcard host without endpoints", "  hosts: ['*.example.com']\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: DNS\n", "spec.hosts[0]", ErrInvalid},
+		{"subjectAltNames", sePorts + "  resolution: STATIC\n  subjectAltNames: ['spiffe://cluster.local/ns/a/sa/b']\n", "spec.subjectAltNames", ErrUnsupported},
+		{"endpoint locality", sePorts + "  resolution: STATIC\n  endpoints: [{address: 10.0.0.1, locality: eu-west/zone-a}]\n", "spec.endpoints[0].locality", ErrUnsupported},
+		{"endpoint bad serviceAccount", sePorts + "  resolution: STATIC\n  endpoints: [{address: 10.0.0.1, serviceAccount: 'A B'}]\n", "spec.endpoints[0].serviceAccount", ErrInvalid},
+		{"exportTo ~ with others", sePorts + "  resolution: STATIC\n  exportTo: ['~', '.']\n", "spec.exportTo", ErrInvalid},
+		{"exportTo bad namespace", sePorts + "  resolution: STATIC\n  exportTo: ['a/b']\n", "spec.exportTo[0]", ErrInvalid},
 		{"several hosts on a TCP port", "  hosts: [a.example.com, b.example.com]\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n  resolution: STATIC\n", "spec.hosts", ErrInvalid},
 	}
 }
@@ -285,6 +328,7 @@ func casesWorkloadEntry() []validationCase {
 		{"bad label", "  address: 10.0.0.1\n  labels: {app: 'x y'}\n", "spec.labels.app", ErrInvalid},
 		{"bad network", "  address: 10.0.0.1\n  network: '-net'\n", "spec.network", ErrInvalid},
 		{"bad service account", "  address: 10.0.0.1\n  serviceAccount: 'Bad SA'\n", "spec.serviceAccount", ErrInvalid},
+		{"locality", "  address: 10.0.0.1\n  locality: us-east/zone-1\n", "spec.locality", ErrUnsupported},
 		{"locality with spaces", "  address: 10.0.0.1\n  locality: 'eu west'\n", "spec.locality", ErrInvalid},
 		{"negative weight", "  address: 10.0.0.1\n  weight: -1\n", "spec.weight", ErrInvalid},
 	}
@@ -292,6 +336,33 @@ func casesWorkloadEntry() []validationCase {
 
 func TestValidateWorkloadEntry(t *testing.T) {
 	runValidation(t, "WorkloadEntry", casesWorkloadEntry())
+}
+
+// TestRefusedFieldMessages checks that each field meshgate refuses rather
+// than ignores is refused with a message naming the file, the resource
+// and the field, and saying why.
+func TestRefusedFieldMessages(t *testing.T) {
+	for _, tc := range []struct {
+		kind, spec, want string
+	}{
+		{"VirtualService", tlsRoute("sniHosts: [a.example.com]\n      destinationSubnets: [10.0.0.0/8]", oneDest),
+			"f.yaml: document 1 (VirtualService default/r): spec.tls[0].match[0].destinationSubnets: destinationSubnets is not supported yet"},
+		{"VirtualService", vsHead + "  tcp:\n  - match:\n    - sourceSubnet: 192.0.2.0/24\n    route:\n" + oneDest,
+			"f.yaml: document 1 (VirtualService default/r): spec.tcp[0].match[0].sourceSubnet: sourceSubnet is not supported yet"},
+		{"ServiceEntry", sePorts + "  resolution: STATIC\n  subjectAltNames: [a]\n",
+			"f.yaml: document 1 (ServiceEntry default/r): spec.subjectAltNames: subjectAltNames is not supported: meshgate passes TLS through"},
+		{"ServiceEntry", sePorts + "  resolution: STATIC\n  endpoints: [{address: 10.0.0.1, locality: a/b}]\n",
+			"f.yaml: document 1 (ServiceEntry default/r): spec.endpoints[0].locality: locality is not supported yet"},
+		{"WorkloadEntry", "  address: 10.0.0.1\n  locality: a/b\n",
+			"f.yaml: document 1 (WorkloadEntry default/r): spec.locality: locality is not supported yet"},
+		{"DestinationRule", policy("    connectionPool: {tcp: {tcpKeepalive: {probes: 500}}}\n"),
+			"f.yaml: document 1 (DestinationRule default/r): spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.probes: probes 500 must be at most 127"},
+	} {
+		_, err := Parse("f.yaml", []byte(doc(tc.kind, "r", tc.spec)))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%s) error = %v\nwant it to contain %q", tc.kind, err, tc.want)
+		}
+	}
 }
 
 func TestServerNamesUniqueAcrossGateways(t *testing.T) {

@@ -1,6 +1,7 @@
 package sni
 
 import (
+	"cmp"
 	"container/heap"
 	"fmt"
 	"sort"
@@ -48,6 +49,7 @@ type Cluster struct {
 	subset    string
 	localOnly bool
 	why       string // set when the cluster can have no endpoints
+	reason    Reason // the refusal reason with why; "" = ReasonNoEndpoint
 	pol       *tableClusterPolicy
 	// pools by priority: local endpoints first, then (unless localOnly)
 	// endpoints in other networks.
@@ -138,7 +140,8 @@ func (c *Cluster) Endpoints() []Endpoint {
 // endpoints, and counts it active until Lease.Release. Endpoints of other
 // networks are chosen only when no local endpoint is available. The error
 // is a *RefusedError with ReasonOverloaded (connectionPool.tcp.
-// maxConnections reached) or ReasonNoEndpoint.
+// maxConnections reached), ReasonNotExported (exportTo hides the
+// service) or ReasonNoEndpoint.
 //
 // Pick takes no locks and allocates only the Lease.
 func (c *Cluster) Pick(tried []string) (*Lease, error) {
@@ -150,7 +153,7 @@ func (c *Cluster) Pick(tried []string) (*Lease, error) {
 		if why == "" {
 			why = "no endpoints"
 		}
-		return nil, &RefusedError{Reason: ReasonNoEndpoint, Detail: c.Name() + ": " + why}
+		return nil, &RefusedError{Reason: cmp.Or(c.reason, ReasonNoEndpoint), Detail: c.Name() + ": " + why}
 	}
 	n := c.live.active.Add(1)
 	if max := c.pol.conn.MaxConnections; max > 0 && n > int64(max) {

@@ -112,6 +112,7 @@ type tableClusterKey struct {
 	port      uint32
 	subset    string
 	localOnly bool
+	dr        string // the DestinationRule applied ("" for none); exportTo can make it differ by consumer
 }
 
 // NewBuilder returns a Builder. An invalid cfg (see Validate) makes every
@@ -189,16 +190,16 @@ func (b *Builder) Build(in BuildInput) (*Table, error) {
 
 // tableBuild is the state of one Build.
 type tableBuild struct {
-	b         *Builder
-	in        BuildInput
-	cfg       *config.Set
-	t         *Table
-	warnSet   map[string]bool
-	drExact   map[string][]*tableDR
-	drWild    map[string][]*tableDR // keyed by suffix with leading dot
-	drAny     []*tableDR
-	order     []*tableListener
-	bound     map[string][]*config.VirtualService
+	b       *Builder
+	in      BuildInput
+	cfg     *config.Set
+	t       *Table
+	warnSet map[string]bool
+	order   []*tableListener
+	bound   map[string][]*config.VirtualService
+	// hidden are the VirtualServices naming a gateway whose namespace
+	// they are not exported to, by "ns/name" of the gateway.
+	hidden    map[string][]*config.VirtualService
 	gen       uint64
 	routeMemo map[string]*tableRoute
 	policies  map[tablePolicyKey]*tableClusterPolicy
@@ -261,6 +262,7 @@ type tableService struct {
 	host      string
 	namespace string
 	source    string // "ServiceEntry ns/name" or "catalog"
+	exportTo  []string
 	internal  bool
 	ports     []*tableServicePort // sorted by number
 	dr        *tableDR
@@ -298,6 +300,7 @@ type tableServicePort struct {
 type tableDR struct {
 	name        string // ns/name
 	namespace   string
+	exportTo    []string
 	host        string
 	rule        *networking.DestinationRule
 	subsets     map[string]*networking.Subset
@@ -366,7 +369,7 @@ func (tb *tableBuild) buildServices() {
 				continue
 			}
 			svc := &tableService{
-				host: host, namespace: ns, source: "ServiceEntry " + name,
+				host: host, namespace: ns, source: "ServiceEntry " + name, exportTo: spec.ExportTo,
 				internal: spec.Location == networking.ServiceEntry_MESH_INTERNAL,
 			}
 			for _, p := range spec.Ports {
@@ -405,6 +408,10 @@ func (tb *tableBuild) buildServices() {
 				if w == nil {
 					continue
 				}
+				var id string
+				if w.ServiceAccount != "" {
+					id = "ns/" + ns + "/sa/" + w.ServiceAccount
+				}
 				for _, sp := range svc.ports {
 					port := sp.number
 					if sp.targetPort != 0 {
@@ -413,7 +420,7 @@ func (tb *tableBuild) buildServices() {
 					if v, ok := w.Ports[sp.name]; ok && sp.name != "" && v != 0 {
 						port = v
 					}
-					tb.addEndpoint(svc, sp, Endpoint{Addr: w.Address, Labels: w.Labels, Network: w.Network, Weight: w.Weight}, port, name)
+					tb.addEndpoint(svc, sp, Endpoint{Addr: w.Address, Labels: w.Labels, Network: w.Network, Weight: w.Weight, Identity: id}, port, name)
 				}
 			}
 		}
@@ -507,8 +514,9 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 // ---- destination rules ----
 
 func (tb *tableBuild) buildDestinationRules() {
-	tb.drExact = map[string][]*tableDR{}
-	tb.drWild = map[string][]*tableDR{}
+	ix := &tb.t.drs
+	ix.exact = map[string][]*tableDR{}
+	ix.wild = map[string][]*tableDR{}
 	for _, d := range tb.cfg.DestinationRules {
 		if d == nil || d.Spec == nil {
 			continue
@@ -518,7 +526,7 @@ func (tb *tableBuild) buildDestinationRules() {
 		if host == "" {
 			continue
 		}
-		dr := &tableDR{name: name, namespace: tableNamespace(d.Meta), host: host, rule: d.Spec, subsets: map[string]*networking.Subset{}}
+		dr := &tableDR{name: name, namespace: tableNamespace(d.Meta), exportTo: d.Spec.ExportTo, host: host, rule: d.Spec, subsets: map[string]*networking.Subset{}}
 		for _, s := range d.Spec.Subsets {
 			if s == nil || s.Name == "" {
 				continue
@@ -534,12 +542,12 @@ func (tb *tableBuild) buildDestinationRules() {
 		key := host
 		switch {
 		case host == "*":
-			list = tb.drAny
+			list = ix.any
 		case strings.HasPrefix(host, "*."):
 			key = host[1:]
-			list = tb.drWild[key]
+			list = ix.wild[key]
 		default:
-			list = tb.drExact[key]
+			list = ix.exact[key]
 		}
 		for _, o := range list {
 			if o.namespace == dr.namespace {
@@ -553,45 +561,72 @@ func (tb *tableBuild) buildDestinationRules() {
 		}
 		switch {
 		case host == "*":
-			tb.drAny = append(tb.drAny, dr)
+			ix.any = append(ix.any, dr)
 		case strings.HasPrefix(host, "*."):
-			tb.drWild[key] = append(tb.drWild[key], dr)
+			ix.wild[key] = append(ix.wild[key], dr)
 		default:
-			tb.drExact[key] = append(tb.drExact[key], dr)
+			ix.exact[key] = append(ix.exact[key], dr)
 		}
 	}
 	for _, svc := range tb.t.services {
-		svc.dr = tb.drFor(svc.host, svc.namespace)
+		svc.dr = ix.lookup(svc.host, svc.namespace, svc.namespace)
 	}
 }
 
-// drFor is Istio's DestinationRule lookup (as config.Set.DestinationRuleFor,
-// indexed): the exact host, then the longest wildcard, then "*"; at each
-// step a rule in the service's namespace wins over the first rule of the
-// others.
-func (tb *tableBuild) drFor(host, ns string) *tableDR {
+// tableDRIndex holds the DestinationRules by host.
+type tableDRIndex struct {
+	exact map[string][]*tableDR
+	wild  map[string][]*tableDR // keyed by suffix with leading dot
+	any   []*tableDR
+}
+
+// lookup is Istio's DestinationRule lookup (as
+// config.Set.DestinationRuleFor, indexed): the exact host, then the
+// longest wildcard, then "*"; at each step a rule in the service's
+// namespace ns wins over the first rule of the others. Only rules
+// exported to every namespace in consumers are considered (none given:
+// every rule, which is how refusals find the rule exportTo hid).
+func (ix *tableDRIndex) lookup(host, ns string, consumers ...string) *tableDR {
+	visible := func(d *tableDR) bool {
+		for _, c := range consumers {
+			if !config.ExportedTo(d.exportTo, d.namespace, c) {
+				return false
+			}
+		}
+		return true
+	}
 	pick := func(l []*tableDR) *tableDR {
+		var first *tableDR
 		for _, d := range l {
+			if !visible(d) {
+				continue
+			}
 			if d.namespace == ns {
 				return d
 			}
+			if first == nil {
+				first = d
+			}
 		}
-		if len(l) > 0 {
-			return l[0]
-		}
-		return nil
+		return first
 	}
-	if d := pick(tb.drExact[host]); d != nil {
+	if d := pick(ix.exact[host]); d != nil {
 		return d
 	}
 	for i := 0; i < len(host); i++ {
 		if host[i] == '.' {
-			if d := pick(tb.drWild[host[i:]]); d != nil {
+			if d := pick(ix.wild[host[i:]]); d != nil {
 				return d
 			}
 		}
 	}
-	return pick(tb.drAny)
+	return pick(ix.any)
+}
+
+// drFor returns the DestinationRule of svc as seen from the consumer
+// namespaces (see lookup). Without exportTo anywhere it is svc.dr.
+func (tb *tableBuild) drFor(svc *tableService, consumers ...string) *tableDR {
+	return tb.t.drs.lookup(svc.host, svc.namespace, consumers...)
 }
 
 // tableQualifyHost resolves a short destination host ("reviews") in the
@@ -764,6 +799,7 @@ func tableQualifyGateway(g, ns string) string {
 
 func (tb *tableBuild) buildRoutes() {
 	tb.bound = map[string][]*config.VirtualService{}
+	tb.hidden = map[string][]*config.VirtualService{}
 	for _, vs := range tb.cfg.VirtualServices {
 		if vs == nil || vs.Spec == nil {
 			continue
@@ -771,14 +807,23 @@ func (tb *tableBuild) buildRoutes() {
 		ns := tableNamespace(vs.Meta)
 		seen := map[string]bool{}
 		for _, g := range vs.Spec.Gateways {
-			if q := tableQualifyGateway(g, ns); q != "" && !seen[q] {
-				seen[q] = true
-				tb.bound[q] = append(tb.bound[q], vs)
+			q := tableQualifyGateway(g, ns)
+			if q == "" || seen[q] {
+				continue
 			}
+			seen[q] = true
+			// exportTo: a VirtualService binds only Gateways of the
+			// namespaces it is exported to.
+			if gwNS := q[:strings.IndexByte(q, '/')]; !config.ExportedTo(vs.Spec.ExportTo, ns, gwNS) {
+				tb.hidden[q] = append(tb.hidden[q], vs)
+				continue
+			}
+			tb.bound[q] = append(tb.bound[q], vs)
 		}
 	}
 	for _, l := range tb.order {
 		for _, ts := range l.servers {
+			tb.hiddenRoutes(l, ts)
 			switch ts.mode {
 			case ModeAutoPassthrough:
 			case ModePassthrough:
@@ -834,9 +879,19 @@ func tableVSMatchesServer(vs *config.VirtualService, ts *tableServer) bool {
 }
 
 // tableL4Match is Istio's l4SingleMatch: port 0 or the server port, and
-// no gateways or the server's gateway among them.
-func tableL4Match(port uint32, gateways []string, ts *tableServer, vsNS string) bool {
+// no gateways or the server's gateway among them; plus the source of a
+// gateway-bound route, which is the gateway itself (as Istio matches a
+// sidecar's routes against the sidecar's own namespace and labels):
+// sourceNamespace must be the server's Gateway namespace and
+// sourceLabels must be among the node's labels.
+func tableL4Match(port uint32, gateways []string, sourceNS string, sourceLabels, nodeLabels map[string]string, ts *tableServer, vsNS string) bool {
 	if port != 0 && port != ts.port {
+		return false
+	}
+	if sourceNS != "" && sourceNS != ts.gatewayNS {
+		return false
+	}
+	if len(sourceLabels) > 0 && !config.LabelsMatch(sourceLabels, nodeLabels) {
 		return false
 	}
 	if len(gateways) == 0 {
@@ -862,7 +917,7 @@ func (tb *tableBuild) passthroughRoutes(l *tableListener, ts *tableServer) {
 				continue
 			}
 			for j, m := range tr.Match {
-				if m == nil || !tableL4Match(m.Port, m.Gateways, ts, vsNS) {
+				if m == nil || !tableL4Match(m.Port, m.Gateways, m.SourceNamespace, m.SourceLabels, tb.in.Node.Labels, ts, vsNS) {
 					continue
 				}
 				owner := fmt.Sprintf("VirtualService %s tls[%d].match[%d]", vsName, i, j)
@@ -895,6 +950,31 @@ func (tb *tableBuild) passthroughRoutes(l *tableListener, ts *tableServer) {
 	}
 }
 
+// hiddenRoutes records, for explanations, the SNI hosts and tcp routes of
+// VirtualServices that name the server's gateway but are not exported to
+// its namespace.
+func (tb *tableBuild) hiddenRoutes(l *tableListener, ts *tableServer) {
+	for _, vs := range tb.hidden[ts.gateway] {
+		if !tableVSMatchesServer(vs, ts) {
+			continue
+		}
+		why := fmt.Sprintf("VirtualService %s is not exported to namespace %s of Gateway %s (exportTo %v)", tableMetaName(vs.Meta), ts.gatewayNS, ts.gateway, vs.Spec.ExportTo)
+		tb.warn("%s; it does not route on %s", why, l.spec.Key)
+		for _, tr := range vs.Spec.Tls {
+			for _, m := range tr.GetMatch() {
+				for _, h := range m.GetSniHosts() {
+					if pat, err := ParsePattern(strings.TrimSpace(h)); err == nil {
+						l.hidden = append(l.hidden, tableHidden{pattern: pat.String(), why: why})
+					}
+				}
+			}
+		}
+		if len(vs.Spec.Tcp) > 0 {
+			l.hidden = append(l.hidden, tableHidden{why: why})
+		}
+	}
+}
+
 // tcpRoute is Istio's buildGatewayNetworkFiltersFromTCPRoutes: the first
 // VirtualService bound to the server's gateway whose hosts match the
 // server, and in it the first tcp route whose match list admits the
@@ -911,7 +991,7 @@ func (tb *tableBuild) tcpRoute(l *tableListener, ts *tableServer) *tableRoute {
 			}
 			ok := len(tr.Match) == 0
 			for _, m := range tr.Match {
-				if m != nil && tableL4Match(m.Port, m.Gateways, ts, vsNS) {
+				if m != nil && tableL4Match(m.Port, m.Gateways, m.SourceNamespace, m.SourceLabels, tb.in.Node.Labels, ts, vsNS) {
 					ok = true
 					break
 				}
@@ -983,7 +1063,17 @@ func (tb *tableBuild) route(l *tableListener, ts *tableServer, vs *config.Virtua
 				port = svc.ports[0].number
 			}
 		}
-		cl := tb.cluster(host, port, d.Destination.Subset, false)
+		var cl *Cluster
+		if svc := tb.t.services[host]; svc != nil && !(config.ExportedTo(svc.exportTo, svc.namespace, ts.gatewayNS) && config.ExportedTo(svc.exportTo, svc.namespace, vsNS)) {
+			cl = tb.refusedCluster(host, port, d.Destination.Subset, ReasonNotExported,
+				fmt.Sprintf("service %s (%s) is not exported to namespace %s (exportTo %v); VirtualService %s and Gateway %s must both see it", host, svc.source, tableNotSeeing(svc, vsNS, ts.gatewayNS), svc.exportTo, vsName, ts.gateway))
+		} else {
+			var dr *tableDR
+			if svc != nil {
+				dr = tb.drFor(svc, ts.gatewayNS, vsNS)
+			}
+			cl = tb.cluster(host, port, d.Destination.Subset, false, dr)
+		}
 		if cl.why != "" {
 			tb.warn("VirtualService %s %s[%d].route[%d]: %s", vsName, kind, idx, k, cl.why)
 		}
@@ -1011,11 +1101,38 @@ func (tb *tableBuild) route(l *tableListener, ts *tableServer, vs *config.Virtua
 
 // ---- clusters ----
 
+// tableNotSeeing names the first of the namespaces that svc is not
+// exported to.
+func tableNotSeeing(svc *tableService, nss ...string) string {
+	for _, ns := range nss {
+		if !config.ExportedTo(svc.exportTo, svc.namespace, ns) {
+			return ns
+		}
+	}
+	return nss[0]
+}
+
+// refusedCluster is a cluster that refuses every connection with reason
+// and why. It
+// has its own live state, shared with no other cluster.
+func (tb *tableBuild) refusedCluster(host string, port uint32, subset string, reason Reason, why string) *Cluster {
+	c := tb.slabCluster()
+	*c = Cluster{service: host, port: port, subset: subset, env: tb.b.env, live: &tableClusterLive{gen: tb.gen}, why: why, reason: reason}
+	c.live.cluster = c
+	c.pol = tb.policy(nil, nil, port)
+	tb.t.clusters = append(tb.t.clusters, c)
+	return c
+}
+
 // cluster returns the cluster of host:port (and subset), memoized per
 // build through its live state. localOnly clusters (AUTO_PASSTHROUGH)
-// hold only endpoints of the node's own network.
-func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly bool) *Cluster {
+// hold only endpoints of the node's own network. dr is the
+// DestinationRule the consumer sees (subsets and traffic policy).
+func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly bool, dr *tableDR) *Cluster {
 	key := tableClusterKey{host: host, port: port, subset: subset, localOnly: localOnly}
+	if dr != nil {
+		key.dr = dr.name
+	}
 	live := tb.b.clusters[key]
 	if live == nil {
 		live = &tableClusterLive{}
@@ -1040,14 +1157,19 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 	case sp == nil:
 		c.why = fmt.Sprintf("service %s has no port %d (ports %v)", host, port, svc.portList())
 	case subset != "":
-		if svc.dr != nil {
-			sub = svc.dr.subsets[subset]
+		if dr != nil {
+			sub = dr.subsets[subset]
 		}
 		if sub == nil {
-			if svc.dr == nil {
+			all := tb.t.drs.lookup(host, svc.namespace)
+			switch {
+			case all != nil && all != dr && all.subsets[subset] != nil:
+				c.why = fmt.Sprintf("unknown subset %s of %s: DestinationRule %s defines it but is not exported here (exportTo %v)", subset, host, all.name, all.exportTo)
+				c.reason = ReasonNotExported
+			case dr == nil:
 				c.why = fmt.Sprintf("unknown subset %s of %s: no DestinationRule for the host", subset, host)
-			} else {
-				c.why = fmt.Sprintf("unknown subset %s of %s: not defined in DestinationRule %s", subset, host, svc.dr.name)
+			default:
+				c.why = fmt.Sprintf("unknown subset %s of %s: not defined in DestinationRule %s", subset, host, dr.name)
 			}
 		}
 	}
@@ -1055,7 +1177,7 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 		c.pol = tb.policy(nil, nil, port)
 		return c
 	}
-	c.pol = tb.policy(svc.dr, sub, port)
+	c.pol = tb.policy(dr, sub, port)
 	var local, remote []*tableEndpoint
 	matched := 0
 	allLocal := sub == nil
@@ -1178,8 +1300,16 @@ func (tb *tableBuild) policy(dr *tableDR, sub *networking.Subset, port uint32) *
 		if d := tcp.IdleTimeout; d != nil {
 			pol.conn.IdleTimeout = max(0, d.AsDuration())
 		}
-		if ka := tcp.TcpKeepalive; ka != nil && ka.Time != nil && ka.Time.AsDuration() > 0 {
-			pol.conn.KeepAlive = ka.Time.AsDuration()
+		if ka := tcp.TcpKeepalive; ka != nil {
+			if ka.Time != nil && ka.Time.AsDuration() > 0 {
+				pol.conn.KeepAlive = ka.Time.AsDuration()
+			}
+			if ka.Interval != nil && ka.Interval.AsDuration() > 0 {
+				pol.conn.KeepAliveInterval = ka.Interval.AsDuration()
+			}
+			if ka.Probes > 0 {
+				pol.conn.KeepAliveProbes = int(min(ka.Probes, 127))
+			}
 		}
 		if tcp.MaxConnections > 0 {
 			pol.conn.MaxConnections = int(tcp.MaxConnections)
@@ -1198,7 +1328,9 @@ func (tb *tableBuild) policy(dr *tableDR, sub *networking.Subset, port uint32) *
 // each (host, port, subset) that a server exports: MESH_INTERNAL (or
 // catalog) services whose host matches a server host, every non-UDP port,
 // no subset and every subset of the host's DestinationRule. The first
-// server that exports a host owns it.
+// server that exports a host owns it. exportTo: a server exports only the
+// services (and DestinationRule subsets) exported to its Gateway's
+// namespace; "~" hides a service from every gateway.
 func (tb *tableBuild) buildAuto() {
 	for _, l := range tb.order {
 		if len(l.autoServers) == 0 {
@@ -1211,7 +1343,7 @@ func (tb *tableBuild) buildAuto() {
 			}
 			var srv *tableServer
 			for _, s := range l.autoServers {
-				if tableHostsMatchAny(s.hosts, host) {
+				if tableHostsMatchAny(s.hosts, host) && config.ExportedTo(svc.exportTo, svc.namespace, s.gatewayNS) {
 					srv = s
 					break
 				}
@@ -1219,14 +1351,15 @@ func (tb *tableBuild) buildAuto() {
 			if srv == nil {
 				continue
 			}
+			dr := tb.drFor(svc, srv.gatewayNS)
 			for _, sp := range svc.ports {
 				if sp.udp {
 					continue
 				}
-				tb.addAuto(l, srv, host, sp.number, "")
-				if svc.dr != nil {
-					for _, s := range svc.dr.subsetNames {
-						tb.addAuto(l, srv, host, sp.number, s)
+				tb.addAuto(l, srv, host, sp.number, "", dr)
+				if dr != nil {
+					for _, s := range dr.subsetNames {
+						tb.addAuto(l, srv, host, sp.number, s, dr)
 					}
 				}
 			}
@@ -1234,8 +1367,8 @@ func (tb *tableBuild) buildAuto() {
 	}
 }
 
-func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, host string, port uint32, subset string) {
-	cl := tb.cluster(host, port, subset, true)
+func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, host string, port uint32, subset string, dr *tableDR) {
+	cl := tb.cluster(host, port, subset, true, dr)
 	d := tb.slabDecision()
 	*d = Decision{Route: srv.route, Service: host, Subset: subset, Port: port, Mode: ModeAutoPassthrough,
 		Gateway: srv.gateway, Server: srv.name, Policy: cl.pol.conn, Cluster: cl}

@@ -24,9 +24,12 @@ const (
 	ReasonNoRoute    Reason = "no_route"    // SNI/port matches no server or route
 	ReasonALPN       Reason = "alpn"        // AUTO_PASSTHROUGH without an Istio mesh ALPN
 	ReasonNoEndpoint Reason = "no_endpoint" // route found, but no healthy endpoint
-	ReasonOverloaded Reason = "overloaded"  // connectionPool.tcp.maxConnections reached
-	ReasonUpstream   Reason = "upstream"    // every endpoint tried failed to connect
-	ReasonDraining   Reason = "draining"    // node is shutting down
+	// ReasonNotExported: the route or service exists, but exportTo hides it
+	// from the gateway (or the VirtualService) that would use it.
+	ReasonNotExported Reason = "not_exported"
+	ReasonOverloaded  Reason = "overloaded" // connectionPool.tcp.maxConnections reached
+	ReasonUpstream    Reason = "upstream"   // every endpoint tried failed to connect
+	ReasonDraining    Reason = "draining"   // node is shutting down
 )
 
 // RefusedError is returned when a connection cannot be routed. Detail is
@@ -49,6 +52,12 @@ type Endpoint struct {
 	Labels  map[string]string // workload labels; subsets match against these
 	Network string            // "" = the node's own network
 	Weight  uint32            // 0 means 1
+	// Identity is the workload's identity from WorkloadEntry
+	// serviceAccount, "ns/<namespace>/sa/<serviceAccount>" (the path of
+	// its SPIFFE ID); "" when none was given. It is shown by explain and
+	// /debug/endpoints; meshgate passes TLS through, so the client, not
+	// the gateway, verifies it.
+	Identity string
 }
 
 // ConnPolicy is the per-route connection policy from DestinationRule
@@ -57,8 +66,14 @@ type Endpoint struct {
 type ConnPolicy struct {
 	ConnectTimeout time.Duration
 	IdleTimeout    time.Duration // default 1h (Envoy's tcp_proxy default); an explicit 0s disables it
-	KeepAlive      time.Duration // 0 = OS default, <0 = disabled
-	MaxConnections int           // 0 = unlimited
+	KeepAlive      time.Duration // idle time before the first probe; 0 = OS default, <0 = disabled
+	// KeepAliveInterval is the time between probes
+	// (connectionPool.tcp.tcpKeepalive.interval); 0 = OS default.
+	KeepAliveInterval time.Duration
+	// KeepAliveProbes is how many unanswered probes close the connection
+	// (connectionPool.tcp.tcpKeepalive.probes); 0 = OS default.
+	KeepAliveProbes int
+	MaxConnections  int // 0 = unlimited
 	// MaxConnectionDuration closes a connection this long after it was
 	// accepted (connectionPool.tcp.maxConnectionDuration). 0 = unlimited.
 	MaxConnectionDuration time.Duration

@@ -1,6 +1,7 @@
 package sni
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -53,6 +54,8 @@ type ExplainedPolicy struct {
 	ConnectTimeout        string `json:"connect_timeout"`
 	IdleTimeout           string `json:"idle_timeout"`
 	KeepAlive             string `json:"keepalive,omitempty"`
+	KeepAliveInterval     string `json:"keepalive_interval,omitempty"`
+	KeepAliveProbes       int    `json:"keepalive_probes,omitempty"`
 	MaxConnections        int    `json:"max_connections,omitempty"`
 	MaxConnectionDuration string `json:"max_connection_duration,omitempty"`
 }
@@ -64,6 +67,7 @@ type ExplainedEndpoint struct {
 	Local               bool              `json:"local"`
 	Weight              uint32            `json:"weight"`
 	Labels              map[string]string `json:"labels,omitempty"`
+	Identity            string            `json:"identity,omitempty"`
 	Active              int64             `json:"active"`
 	ConsecutiveFailures uint32            `json:"consecutive_failures,omitempty"`
 	Ejected             bool              `json:"ejected,omitempty"`
@@ -161,7 +165,7 @@ func explainDestination(d *Decision, w uint64, now int64) ExplainedDestination {
 		if why == "" {
 			why = "no endpoints"
 		}
-		ed.Reason, ed.Detail = ReasonNoEndpoint, c.Name()+": "+why
+		ed.Reason, ed.Detail = cmp.Or(c.reason, ReasonNoEndpoint), c.Name()+": "+why
 	case c.pol.conn.MaxConnections > 0 && ed.Active >= int64(c.pol.conn.MaxConnections):
 		ed.Reason = ReasonOverloaded
 		ed.Detail = fmt.Sprintf("%s: %d active connections reached connectionPool.tcp.maxConnections %d", c.Name(), ed.Active, c.pol.conn.MaxConnections)
@@ -172,7 +176,7 @@ func explainDestination(d *Decision, w uint64, now int64) ExplainedDestination {
 }
 
 func explainEndpoint(e *tableEndpoint, now int64) ExplainedEndpoint {
-	x := ExplainedEndpoint{Addr: e.Addr, Network: e.Network, Local: e.local, Weight: e.Weight, Labels: e.Labels,
+	x := ExplainedEndpoint{Addr: e.Addr, Network: e.Network, Local: e.local, Weight: e.Weight, Labels: e.Labels, Identity: e.Identity,
 		Active: e.live.active.Load(), ConsecutiveFailures: e.live.failures.Load(), Ejections: e.live.ejections.Load()}
 	if u := e.live.ejectedUntil.Load(); u != 0 && now < u {
 		x.Ejected = true
@@ -189,7 +193,7 @@ func explainPolicy(p ConnPolicy) ExplainedPolicy {
 		return v.String()
 	}
 	ep := ExplainedPolicy{ConnectTimeout: p.ConnectTimeout.String(), IdleTimeout: p.IdleTimeout.String(),
-		KeepAlive: d(p.KeepAlive), MaxConnections: p.MaxConnections, MaxConnectionDuration: d(p.MaxConnectionDuration)}
+		KeepAlive: d(p.KeepAlive), KeepAliveInterval: d(p.KeepAliveInterval), KeepAliveProbes: p.KeepAliveProbes, MaxConnections: p.MaxConnections, MaxConnectionDuration: d(p.MaxConnectionDuration)}
 	if p.IdleTimeout == 0 {
 		ep.IdleTimeout = "none"
 	}

@@ -204,12 +204,24 @@ func FuzzResolve(f *testing.F) {
 		"..",
 		"outbound_.",
 		"outbound_.0_._.",
+		"outbound_.8443_._.secret.default.svc.cluster.local",
+		"secret.example.com",
 	} {
 		f.Add(s, "istio")
 		f.Add(s, "h2,http/1.1")
 	}
+	// A service exported to no one, and a VirtualService hidden from the
+	// gateway routing to it: nothing may ever reach it.
+	set := tableTestMesh()
+	secret := tableTestSE("default/secret", true, []string{"secret.default.svc.cluster.local"}, []*networking.ServicePort{tableTestPort(8443, "tls")}, tableTestWE("10.3.0.1", nil))
+	secret.Spec.ExportTo = []string{"~"}
+	vsSecret := tableTestVS("istio-system/secret", []string{"secret.example.com"}, []string{"cross-network"})
+	vsSecret.Spec.ExportTo = []string{"web"}
+	vsSecret.Spec.Tls = []*networking.TLSRoute{tableTestTLS([]string{"secret.example.com"}, 443, tableTestDest("web.web.svc.cluster.local", 8443, "", 0))}
+	set.ServiceEntries = append(set.ServiceEntries, secret)
+	set.VirtualServices = append(set.VirtualServices, vsSecret)
 	b := NewBuilder(DefaultBuilderConfig())
-	tbl, err := b.Build(BuildInput{Config: tableTestMesh(), Node: tableTestNode})
+	tbl, err := b.Build(BuildInput{Config: set, Node: tableTestNode})
 	if err != nil {
 		f.Fatalf("Build() error = %v", err)
 	}
@@ -229,7 +241,10 @@ func FuzzResolve(f *testing.F) {
 				continue
 			}
 			if !known[d.Service] {
-				t.Fatalf("Resolve(%s, %q) routed to %s, which is not configured", spec.Key, name, d.Service)
+				t.Fatalf("Resolve(%s, %q) routed to %s, which is not configured or not exported", spec.Key, name, d.Service)
+			}
+			if d.Route == "istio-system/secret#tls[0]" {
+				t.Fatalf("Resolve(%s, %q) took VirtualService istio-system/secret, which is not exported to istio-system", spec.Key, name)
 			}
 			if d.Mode == ModeAutoPassthrough {
 				ap, err := ParseAutoPassthrough(name)

@@ -511,13 +511,10 @@ func (s *Server) dial(p ConnPolicy, addr string) (*net.TCPConn, error) {
 	if d.Timeout <= 0 {
 		d.Timeout = defaultConnectTimeout
 	}
-	switch {
-	case p.KeepAlive < 0:
+	if p.KeepAlive < 0 {
 		d.KeepAlive = -1
-	case p.KeepAlive == 0: // enabled, with the OS's timings
-		d.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: -1}
-	default:
-		d.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: p.KeepAlive, Interval: p.KeepAlive, Count: -1}
+	} else {
+		d.KeepAliveConfig = serverKeepAlive(p)
 	}
 	c, err := d.DialContext(s.ctx, "tcp", addr)
 	if err != nil {
@@ -529,6 +526,23 @@ func (s *Server) dial(p ConnPolicy, addr string) (*net.TCPConn, error) {
 		return nil, fmt.Errorf("sni: dial %s: got %T, want *net.TCPConn", addr, c)
 	}
 	return tc, nil
+}
+
+// serverKeepAlive turns the policy's keep-alive settings into a
+// net.KeepAliveConfig: each unset value (0) keeps the OS's setting, as
+// Envoy does for an unset tcpKeepalive field.
+func serverKeepAlive(p ConnPolicy) net.KeepAliveConfig {
+	kc := net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: -1}
+	if p.KeepAlive > 0 {
+		kc.Idle = p.KeepAlive
+	}
+	if p.KeepAliveInterval > 0 {
+		kc.Interval = p.KeepAliveInterval
+	}
+	if p.KeepAliveProbes > 0 {
+		kc.Count = p.KeepAliveProbes
+	}
+	return kc
 }
 
 // serverAddrString formats a possibly nil address (an accepted unix socket

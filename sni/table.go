@@ -100,6 +100,7 @@ type Table struct {
 	clusters  []*Cluster
 	warnings  []string
 	env       *tableEnv
+	drs       tableDRIndex
 }
 
 // tableListener is one socket and everything routed through it.
@@ -123,6 +124,27 @@ type tableListener struct {
 	// SNI matched nothing, as Envoy's chain without server_names.
 	tcp       *tableRoute
 	tcpServer *tableServer
+	// hidden are routes of VirtualServices not exported to the gateway's
+	// namespace, kept only to explain refusals.
+	hidden []tableHidden
+}
+
+// tableHidden is an SNI pattern (or, with pattern "", a tcp route) that
+// exportTo kept off a listener, and why.
+type tableHidden struct {
+	pattern string
+	why     string
+}
+
+// hiddenWhy returns why exportTo hid the route name would have taken
+// ("" for a tcp route when name is ""), or "".
+func (l *tableListener) hiddenWhy(name string) string {
+	for _, h := range l.hidden {
+		if (name == "" && h.pattern == "") || (name != "" && h.pattern != "" && tableHostMatch(h.pattern, name)) {
+			return h.why
+		}
+	}
+	return ""
 }
 
 // tableServer is one Gateway server placed on a listener.
@@ -232,6 +254,9 @@ func (l *tableListener) match(name string, alpn []string, hello bool) (tableMatc
 		if l.spec.NeedsHello {
 			return tableMatch{}, &RefusedError{Reason: ReasonNoSNI, Detail: fmt.Sprintf("listener %s routes by SNI and the connection sent none", l.spec.Key)}
 		}
+		if why := l.hiddenWhy(""); why != "" {
+			return tableMatch{}, &RefusedError{Reason: ReasonNotExported, Detail: fmt.Sprintf("listener %s has no VirtualService tcp route bound to its gateway server: %s", l.spec.Key, why)}
+		}
 		return tableMatch{}, &RefusedError{Reason: ReasonNoRoute, Detail: fmt.Sprintf("listener %s has no VirtualService tcp route bound to its gateway server", l.spec.Key)}
 	}
 	autoName := false
@@ -264,6 +289,9 @@ func (l *tableListener) match(name string, alpn []string, hello bool) (tableMatc
 	if apErr != nil {
 		return tableMatch{}, &RefusedError{Reason: ReasonNoRoute, Detail: fmt.Sprintf("SNI %q on %s is not a valid AUTO_PASSTHROUGH name: %v", name, l.spec.Key, apErr)}
 	}
+	if why := l.hiddenWhy(name); why != "" {
+		return tableMatch{}, &RefusedError{Reason: ReasonNotExported, Detail: fmt.Sprintf("SNI %q matches no tls route on %s: %s", name, l.spec.Key, why)}
+	}
 	return tableMatch{}, &RefusedError{Reason: ReasonNoRoute, Detail: fmt.Sprintf("SNI %q matches no server host or tls route on %s", name, l.spec.Key)}
 }
 
@@ -294,15 +322,20 @@ func (l *tableListener) autoRefusal(name string, k tableAutoKey) *RefusedError {
 	no := func(format string, args ...any) *RefusedError {
 		return &RefusedError{Reason: ReasonNoRoute, Detail: fmt.Sprintf("SNI %q on %s: ", name, l.spec.Key) + fmt.Sprintf(format, args...)}
 	}
+	hidden := func(format string, args ...any) *RefusedError {
+		re := no(format, args...)
+		re.Reason = ReasonNotExported
+		return re
+	}
 	var hosts []string
-	exported := false
+	var srv *tableServer
 	for _, s := range l.autoServers {
 		hosts = append(hosts, s.rawHosts...)
-		if tableHostsMatchAny(s.hosts, k.host) {
-			exported = true
+		if srv == nil && tableHostsMatchAny(s.hosts, k.host) {
+			srv = s
 		}
 	}
-	if !exported {
+	if srv == nil {
 		return no("host %s is not exported by the AUTO_PASSTHROUGH server hosts %v", k.host, hosts)
 	}
 	t := l.table
@@ -310,6 +343,25 @@ func (l *tableListener) autoRefusal(name string, k tableAutoKey) *RefusedError {
 		return no("no route")
 	}
 	svc := t.services[k.host]
+	if svc != nil && svc.exportTo != nil {
+		srv = nil
+		var nss []string
+		for _, s := range l.autoServers {
+			if tableHostsMatchAny(s.hosts, k.host) {
+				nss = append(nss, s.gatewayNS)
+				if srv == nil && config.ExportedTo(svc.exportTo, svc.namespace, s.gatewayNS) {
+					srv = s
+				}
+			}
+		}
+		if srv == nil {
+			return hidden("service %s (%s) is not exported to namespace %v of the AUTO_PASSTHROUGH Gateway (exportTo %v)", k.host, svc.source, slices.Compact(nss), svc.exportTo)
+		}
+	}
+	var dr *tableDR
+	if svc != nil {
+		dr = t.drs.lookup(svc.host, svc.namespace, srv.gatewayNS)
+	}
 	switch {
 	case svc == nil:
 		return no("unknown service %s: no ServiceEntry host or catalog endpoint", k.host)
@@ -317,10 +369,14 @@ func (l *tableListener) autoRefusal(name string, k tableAutoKey) *RefusedError {
 		return no("service %s (%s) is MESH_EXTERNAL; AUTO_PASSTHROUGH exports only MESH_INTERNAL services", k.host, svc.source)
 	case svc.port(k.port) == nil:
 		return no("service %s has no port %d (ports %v)", k.host, k.port, svc.portList())
-	case k.subset != "" && svc.dr == nil:
-		return no("unknown subset %s of %s: no DestinationRule for the host", k.subset, k.host)
-	case k.subset != "" && svc.dr.subsets[k.subset] == nil:
-		return no("unknown subset %s of %s: not defined in DestinationRule %s (subsets %v)", k.subset, k.host, svc.dr.name, svc.dr.subsetNames)
+	case k.subset != "" && (dr == nil || dr.subsets[k.subset] == nil):
+		if all := t.drs.lookup(svc.host, svc.namespace); all != nil && all != dr && all.subsets[k.subset] != nil {
+			return hidden("unknown subset %s of %s: DestinationRule %s defines it but is not exported to namespace %s of Gateway %s (exportTo %v)", k.subset, k.host, all.name, srv.gatewayNS, srv.gateway, all.exportTo)
+		}
+		if dr == nil {
+			return no("unknown subset %s of %s: no DestinationRule for the host", k.subset, k.host)
+		}
+		return no("unknown subset %s of %s: not defined in DestinationRule %s (subsets %v)", k.subset, k.host, dr.name, dr.subsetNames)
 	case svc.port(k.port).udp:
 		return no("port %d of %s is UDP", k.port, k.host)
 	}
