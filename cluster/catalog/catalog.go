@@ -180,6 +180,9 @@ func New(cfg Config) (*Catalog, error) {
 	if cfg.Incarnation == 0 {
 		cfg.Incarnation = uint64(time.Now().UnixNano())
 	}
+	if err := checkSigner(cfg, log); err != nil {
+		return nil, err
+	}
 	c := &Catalog{
 		cfg: cfg,
 		log: log.With("node", cfg.Name),

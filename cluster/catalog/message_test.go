@@ -29,12 +29,12 @@ func validMessages() map[string][]byte {
 		"signed delta": encodeDelta(delta{Owner: "a", Ver: version{7, 2}, ID: "r1", Ep: testEp, Seal: testSeal}),
 		"signed state": encodeState(state{Owner: "b", Ver: version{1, 9}, Eps: map[string]Endpoint{"x": testEp}, Digest: []digestRow{{"a", version{7, 3}}}, Seal: testChainSeal}),
 		"signed leave": encodeLeave(leaveIntent{Owner: "c", Ver: version{4, 5}, Seal: testSeal}),
-		"delta put":  encodeDelta(delta{Owner: "a", Ver: version{7, 2}, ID: "r1", Ep: testEp}),
-		"delta del":  encodeDelta(delta{Owner: "a", Ver: version{7, 3}, ID: "r1", Delete: true}),
-		"state":      encodeState(state{Owner: "b", Ver: version{1, 9}, Eps: map[string]Endpoint{"x": testEp, "y": {Service: "s", Port: 1, Addr: "[::1]:80"}}, Digest: []digestRow{{"a", version{7, 3}}}}),
-		"state none": encodeState(state{Owner: "b", Ver: version{1, 0}, Eps: map[string]Endpoint{}}),
-		"sync req":   encodeSyncReq("node-3"),
-		"leave":      encodeLeave(leaveIntent{Owner: "c", Ver: version{4, 5}}),
+		"delta put":    encodeDelta(delta{Owner: "a", Ver: version{7, 2}, ID: "r1", Ep: testEp}),
+		"delta del":    encodeDelta(delta{Owner: "a", Ver: version{7, 3}, ID: "r1", Delete: true}),
+		"state":        encodeState(state{Owner: "b", Ver: version{1, 9}, Eps: map[string]Endpoint{"x": testEp, "y": {Service: "s", Port: 1, Addr: "[::1]:80"}}, Digest: []digestRow{{"a", version{7, 3}}}}),
+		"state none":   encodeState(state{Owner: "b", Ver: version{1, 0}, Eps: map[string]Endpoint{}}),
+		"sync req":     encodeSyncReq("node-3"),
+		"leave":        encodeLeave(leaveIntent{Owner: "c", Ver: version{4, 5}}),
 	}
 }
 
@@ -84,7 +84,14 @@ func TestDeltaFitsOnePacket(t *testing.T) {
 	t.Logf("largest signed delta: %d bytes", len(b))
 }
 
-func TestDecodeMessageHostile(t *testing.T) {
+type hostileMessage struct {
+	name string
+	in   []byte
+}
+
+// hostileMessages are inputs decodeMessage must refuse; they seed
+// FuzzDecodeMessage too.
+func hostileMessages() []hostileMessage {
 	long := func(n int) []byte { return binary.AppendUvarint(nil, uint64(n)) }
 	put := encodeDelta(delta{Owner: "a", Ver: version{1, 1}, ID: "r", Ep: testEp})
 	signed := encodeDelta(delta{Owner: "a", Ver: version{1, 1}, ID: "r", Ep: testEp, Seal: testSeal})
@@ -93,10 +100,7 @@ func TestDecodeMessageHostile(t *testing.T) {
 	chainOf := func(certs ...[]byte) []byte {
 		return appendChainSeal(append([]byte(nil), stBody...), seal{Chain: certs, Sig: testChainSeal.Sig})
 	}
-	for _, tc := range []struct {
-		name string
-		in   []byte
-	}{
+	return []hostileMessage{
 		{"truncated signature", signed[:len(signed)-10]},
 		{"signature of 63 bytes", append(append([]byte(nil), signed[:len(signed)-sigLen-1]...), append([]byte{63}, testSeal.Sig[:63]...)...)},
 		{"signature of 65 bytes", append(append([]byte(nil), signed[:len(signed)-sigLen-1]...), append([]byte{65}, append(testSeal.Sig, 0)...)...)},
@@ -131,7 +135,11 @@ func TestDecodeMessageHostile(t *testing.T) {
 			b = binary.AppendUvarint(b, 1<<33)
 			return b
 		}()},
-	} {
+	}
+}
+
+func TestDecodeMessageHostile(t *testing.T) {
+	for _, tc := range hostileMessages() {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := decodeMessage(tc.in)
 			if !errors.Is(err, ErrBadMessage) {
@@ -144,6 +152,9 @@ func TestDecodeMessageHostile(t *testing.T) {
 func FuzzDecodeMessage(f *testing.F) {
 	for _, b := range validMessages() {
 		f.Add(b)
+	}
+	for _, h := range hostileMessages() {
+		f.Add(h.in)
 	}
 	f.Add([]byte{msgState, 1, 'a', 1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte{})

@@ -8,6 +8,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"time"
 )
@@ -163,6 +164,32 @@ func (c *Catalog) sealLocked(body []byte, withChain bool) seal {
 		s.Chain = chain
 	}
 	return s
+}
+
+// checkSigner signs once at start, so a node key that cannot sign records
+// (not ECDSA P-256, no chain) fails New rather than every record later,
+// and warns when the node's own chain would be refused by its Verifier
+// (peers configured alike would refuse it too).
+func checkSigner(cfg Config, log *slog.Logger) error {
+	if cfg.Signer == nil {
+		return nil
+	}
+	der, chain, err := cfg.Signer.Sign(recordDigest(cfg.ClusterID, nil))
+	if err == nil {
+		_, err = rawSig(der)
+	}
+	if err == nil && len(chain) == 0 {
+		err = errors.New("no certificate chain")
+	}
+	if err != nil {
+		return fmt.Errorf("%w: the node key must be ECDSA P-256 with a certificate chain: %w", ErrSign, err)
+	}
+	if cfg.Verifier != nil {
+		if _, err := cfg.Verifier.VerifyChain(chain); err != nil {
+			log.Warn("catalog: this node's own certificate would be refused by its peers' record check", "err", err)
+		}
+	}
+	return nil
 }
 
 func (c *Catalog) trustGen() uint64 {
