@@ -17,13 +17,16 @@ import (
 
 	"github.com/meshgate/meshgate/cluster/catalog"
 	"github.com/meshgate/meshgate/cluster/clustertest"
+	"github.com/meshgate/meshgate/mtls"
+	"github.com/meshgate/meshgate/pki"
 )
 
 // Benchmarks of the gossip catalog with production timers (DefaultConfig).
 // Figures are reported as custom metrics; ns/op is meaningless here and
 // reported as 0. Set BENCH_DEBUG=1 for progress logs.
 //
-//	go test -run '^$' -bench BenchmarkEndpointPropagation -benchtime 40x ./cluster/catalog/
+//	go test -run '^$' -bench 'BenchmarkEndpointPropagation/net=udp' -benchtime 40x ./cluster/catalog/
+//	go test -run '^$' -bench 'BenchmarkRecord' ./cluster/catalog/
 //	go test -run '^$' -bench BenchmarkCrashWithdrawn -benchtime 8x -timeout 60m ./cluster/catalog/
 //	go test -run '^$' -bench BenchmarkGossipBandwidth -benchtime 1x -timeout 60m ./cluster/catalog/
 
@@ -35,6 +38,9 @@ type benchSpec struct {
 	owners  int  // how many nodes (the first ones) own endpoints; 0 = all
 	// modify adjusts each node's Config (nil = DefaultConfig unchanged).
 	modify func(*catalog.Config)
+	// signed gives every node a certificate from one CA and turns record
+	// signing on (mtls.Records, as the agent does); false = Unsigned.
+	signed bool
 }
 
 func (s benchSpec) netName() string {
@@ -57,6 +63,7 @@ type benchCluster struct {
 	// trsAll is the transport of each node in all (nil with sockets).
 	trsAll []*clustertest.GossipTransport
 	made   int
+	ca     *clustertest.CA // signs node certificates when spec.signed
 	// repairs counts set-up joins made to nodes that still missed
 	// members after the join storm (see converge).
 	repairs int
@@ -157,6 +164,14 @@ func (bc *benchCluster) add() *catalog.Catalog {
 	cfg.Name = name
 	cfg.Network = "net-a"
 	cfg.Logger = slog.New(bc.tally.handler())
+	cfg.Unsigned = !bc.spec.signed
+	if bc.spec.signed {
+		if bc.ca == nil {
+			bc.ca = clustertest.NewCA(b)
+		}
+		rec := benchRecords(b, bc.ca, name)
+		cfg.Signer, cfg.Verifier = rec, rec
+	}
 	var tr *clustertest.GossipTransport
 	if bc.spec.udp {
 		cfg.BindAddr = "127.0.0.1:0"
@@ -443,12 +458,18 @@ func light(c *catalog.Config) { c.DisableCompression = true }
 // unmeasured rounds come first. false-deaths counts live members declared
 // dead during the measured rounds (observer events); cpu-cores is the
 // process's CPU use while measuring.
+//
+// signing=on gives every node a node certificate and signs and verifies
+// every record (deltas verified once per node, before relaying); the
+// signing=off run of the same N in the same invocation is its baseline.
 func BenchmarkEndpointPropagation(b *testing.B) {
 	for _, spec := range []benchSpec{
-		{n: 10, udp: true, perNode: 1, owners: 10}, {n: 50, udp: true, perNode: 1, owners: 10},
+		{n: 10, udp: true, perNode: 1, owners: 10}, {n: 10, udp: true, perNode: 1, owners: 10, signed: true},
+		{n: 50, udp: true, perNode: 1, owners: 10}, {n: 50, udp: true, perNode: 1, owners: 10, signed: true},
 		{n: 200, perNode: 1, owners: 10}, {n: 1000, perNode: 1, owners: 10, modify: light},
 	} {
-		b.Run(fmt.Sprintf("net=%s/N=%d", spec.netName(), spec.n), func(b *testing.B) {
+		signing := map[bool]string{false: "off", true: "on"}[spec.signed]
+		b.Run(fmt.Sprintf("net=%s/N=%d/signing=%s", spec.netName(), spec.n, signing), func(b *testing.B) {
 			bc := newBenchCluster(b, spec)
 			nodes := bc.nodes
 			iter := 0
@@ -799,3 +820,13 @@ func (h tallyHandler) Handle(_ context.Context, r slog.Record) error {
 
 func (h tallyHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h tallyHandler) WithGroup(string) slog.Handler      { return h }
+
+// benchRecords is a node's signer and verifier: a certificate of the
+// gateway identity from ca, ca's roots, gateway identities only.
+func benchRecords(b testing.TB, ca *clustertest.CA, name string) *mtls.Records {
+	id, err := pki.ParseIdentity(nodeID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return mtls.NewRecords(mtls.NewSource(ca.NodeCertificate(b, name, nodeID), ca.Pool()), mtls.AuthorizeOneOf(id))
+}

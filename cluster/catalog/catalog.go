@@ -37,6 +37,14 @@ type Member struct {
 	Status Status
 	// Since is when this node last saw Status change.
 	Since time.Time
+	// Trusted says the member proved a fleet node identity: its latest
+	// state carried a chain the Verifier accepted and a signature made
+	// with that chain's key. An untrusted member contributes nothing: no
+	// endpoint, no gateway address. This node and every member of a
+	// catalog with signing off are trusted.
+	Trusted bool
+	// TrustReason says why a member is not trusted ("" when it is).
+	TrustReason string
 }
 
 // Entry is one endpoint in a catalog snapshot.
@@ -100,9 +108,14 @@ type Catalog struct {
 	// not know yet is never sent).
 	unanswered map[string]int
 	lastGC     time.Time // last tombstone collection
-	leaving    bool
-	stateDirty bool      // own registrations changed since StateFile was written
-	snap       *Snapshot // nil when stale
+	// trust is what this node knows of each alive member's identity;
+	// probed marks members asked for their state to learn it.
+	trust  map[string]*ownerTrust
+	probed map[string]bool
+	// reservedGen is the Reserver generation snapEntries was filtered with.
+	reservedGen uint64
+	leaving     bool
+	snap        *Snapshot // nil when stale
 	// snapEntries and snapMembers are the parts of the last snapshot,
 	// each nil when stale, so that a membership change does not re-sort
 	// every endpoint and an endpoint change does not rebuild the members.
@@ -171,6 +184,9 @@ func New(cfg Config) (*Catalog, error) {
 	if cfg.Incarnation == 0 {
 		cfg.Incarnation = uint64(time.Now().UnixNano())
 	}
+	if err := checkSigner(cfg, log); err != nil {
+		return nil, err
+	}
 	c := &Catalog{
 		cfg: cfg,
 		log: log.With("node", cfg.Name),
@@ -182,6 +198,8 @@ func New(cfg Config) (*Catalog, error) {
 		members:    make(map[string]*memberInfo),
 		lastSync:   make(map[string]time.Time),
 		unanswered: make(map[string]int),
+		trust:      make(map[string]*ownerTrust),
+		probed:     make(map[string]bool),
 		changed:    make(chan struct{}, 1),
 		memberCh:   make(chan struct{}, 1),
 		work:       make(chan job, 256),
@@ -397,12 +415,15 @@ func (c *Catalog) membersLocked() []Member {
 	out := make([]Member, 0, len(c.members))
 	for _, name := range sortedKeys(c.members) {
 		mi := c.members[name]
+		trusted, reason := c.trustOf(name)
 		out = append(out, Member{
-			Name:   name,
-			Addr:   net.JoinHostPort(mi.node.Addr.String(), strconv.Itoa(int(mi.node.Port))),
-			Meta:   mi.meta,
-			Status: mi.status,
-			Since:  mi.since,
+			Name:        name,
+			Addr:        net.JoinHostPort(mi.node.Addr.String(), strconv.Itoa(int(mi.node.Port))),
+			Meta:        mi.meta,
+			Status:      mi.status,
+			Since:       mi.since,
+			Trusted:     trusted,
+			TrustReason: reason,
 		})
 	}
 	return out
@@ -450,6 +471,9 @@ func (c *Catalog) UpdateMeta(fn func(*Meta)) error {
 func (c *Catalog) Register(r Registration) error {
 	if err := r.Validate(); err != nil {
 		return err
+	}
+	if name, ok := reservedAddr(c.cfg.Reserved, r.Addr); ok {
+		return &EndpointError{ID: r.ID, Field: "addr", Reason: fmt.Sprintf("%s is this node's %s listener", r.Addr, name), reserved: true}
 	}
 	r.Endpoint = r.Endpoint.clone()
 	if r.Check != nil {
@@ -586,6 +610,7 @@ func (c *Catalog) publishLocked(id string, r *reg, on bool) {
 	if on {
 		d.Ep = r.Endpoint
 	}
+	d.Seal = c.sealLocked(deltaBody(d), false)
 	c.queue("d/"+c.cfg.Name+"/"+id, encodeDelta(d), nil)
 	c.m.deltasSent.Add(1)
 	c.m.deltas.WithLabelValues("own").Inc()
@@ -616,6 +641,10 @@ func (c *Catalog) markMembersLocked() {
 func (c *Catalog) Snapshot() *Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if g := reserverGen(c.cfg.Reserved); g != c.reservedGen {
+		// This node's listeners changed: filter the entries again.
+		c.snap, c.snapEntries, c.reservedGen = nil, nil, g
+	}
 	if c.snap != nil {
 		return c.snap
 	}
@@ -640,8 +669,12 @@ func (c *Catalog) entriesLocked() []Entry {
 		}
 		return ""
 	}
+	reserved := func(addr string) bool {
+		_, ok := reservedAddr(c.cfg.Reserved, addr)
+		return ok
+	}
 	for _, id := range sortedKeys(c.own.regs) {
-		if r := c.own.regs[id]; r.published && !c.leaving {
+		if r := c.own.regs[id]; r.published && !c.leaving && !reserved(r.Addr) {
 			e := Entry{Owner: c.cfg.Name, ID: id, Endpoint: r.Endpoint.clone()}
 			if e.Network == "" {
 				e.Network = c.cfg.Network
@@ -653,7 +686,13 @@ func (c *Catalog) entriesLocked() []Entry {
 		if !c.view.alive[owner] {
 			continue
 		}
+		if c.cfg.Verifier != nil && !c.trust[owner].trusted() {
+			continue // defensive: an untrusted owner has no entries
+		}
 		for id, ep := range c.view.visibleOf(owner) {
+			if reserved(ep.Addr) {
+				continue // a listener bound after the endpoint arrived
+			}
 			e := Entry{Owner: owner, ID: id, Endpoint: ep.clone()}
 			if e.Network == "" {
 				e.Network = netOf(owner)
@@ -688,7 +727,9 @@ func (c *Catalog) Leave(ctx context.Context) error {
 	c.leaving = true
 	c.own.ver.Ctr++
 	done := make(chan struct{})
-	c.queue("l/"+c.cfg.Name, encodeLeave(leaveIntent{Owner: c.cfg.Name, Ver: c.own.ver}), done)
+	l := leaveIntent{Owner: c.cfg.Name, Ver: c.own.ver}
+	l.Seal = c.sealLocked(leaveBody(l), false)
+	c.queue("l/"+c.cfg.Name, encodeLeave(l), done)
 	c.markChangedLocked()
 	c.mu.Unlock()
 
@@ -744,7 +785,7 @@ func (c *Catalog) worker() {
 			var msg []byte
 			switch j.kind {
 			case jobSendState:
-				msg = encodeState(c.localStateLocked(false))
+				msg = c.ownStateLocked(false)
 			case jobRequest:
 				msg = encodeSyncReq(c.cfg.Name)
 			}
@@ -777,6 +818,14 @@ func (c *Catalog) enqueueLocked(j job) {
 	default:
 		c.m.drop(DropQueueFull)
 	}
+}
+
+// ownStateLocked is this node's full state (and optionally its digest),
+// encoded and signed with its chain.
+func (c *Catalog) ownStateLocked(withDigest bool) []byte {
+	s := c.localStateLocked(withDigest)
+	body := stateBody(s)
+	return appendChainSeal(body, c.sealLocked(body, true))
 }
 
 // localStateLocked is this node's full state plus (optionally) its digest.
@@ -852,7 +901,29 @@ func (d *delegate) NotifyMsg(b []byte) {
 	defer c.mu.Unlock()
 	switch {
 	case msg.Delta != nil:
-		news, gap := c.view.applyDelta(msg.Delta, now)
+		d := msg.Delta
+		if !c.view.deltaNews(d) {
+			return // a copy already applied, or refused by version: no crypto spent
+		}
+		if ok, ask := c.checkKeySealLocked(d.Owner, msg.Body, d.Seal); !ok {
+			if ask {
+				c.enqueueLocked(job{kind: jobRequest, to: d.Owner})
+			}
+			return
+		}
+		if !d.Delete {
+			if name, ok := reservedAddr(c.cfg.Reserved, d.Ep.Addr); ok {
+				// Kept out of this node's view as a withdrawal, so an older
+				// version of the endpoint does not stay visible; relayed as
+				// signed, since the address is only this node's own.
+				c.m.drop(DropReserved)
+				c.log.Warn("catalog: refused a peer's endpoint at one of this node's listeners", "peer", d.Owner, "endpoint", d.ID, "upstream", d.Ep.Addr, "listener", name)
+				dd := *d
+				dd.Delete, dd.Ep = true, Endpoint{}
+				d = &dd
+			}
+		}
+		news, gap := c.view.applyDelta(d, now)
 		if news {
 			c.queue("d/"+msg.Delta.Owner+"/"+msg.Delta.ID, append([]byte(nil), b...), nil)
 			c.m.deltasRelayed.Add(1)
@@ -863,10 +934,16 @@ func (d *delegate) NotifyMsg(b []byte) {
 			c.enqueueLocked(job{kind: jobRequest, to: msg.Delta.Owner})
 		}
 	case msg.State != nil:
-		c.mergeStateLocked(msg.State, now)
+		c.mergeStateLocked(msg.State, msg.Body, now)
 	case msg.SyncReq != "":
 		c.enqueueLocked(job{kind: jobSendState, to: msg.SyncReq})
 	case msg.Leave != nil:
+		if !c.view.leaveNews(msg.Leave) {
+			return
+		}
+		if ok, _ := c.checkKeySealLocked(msg.Leave.Owner, msg.Body, msg.Leave.Seal); !ok {
+			return // the owner is leaving: memberlist's own leave follows
+		}
 		if c.view.applyLeave(msg.Leave) {
 			c.queue("l/"+msg.Leave.Owner, append([]byte(nil), b...), nil)
 			if mi := c.members[msg.Leave.Owner]; mi != nil && mi.status != StatusLeft {
@@ -878,8 +955,21 @@ func (d *delegate) NotifyMsg(b []byte) {
 	}
 }
 
-func (c *Catalog) mergeStateLocked(s *state, now time.Time) {
+func (c *Catalog) mergeStateLocked(s *state, body []byte, now time.Time) {
+	if s.Owner == c.cfg.Name || !c.view.alive[s.Owner] {
+		return // the view refuses it anyway; spend no crypto
+	}
+	if !c.checkStateLocked(s, body, now) {
+		return
+	}
 	delete(c.unanswered, s.Owner)
+	for id, ep := range s.Eps {
+		if name, ok := reservedAddr(c.cfg.Reserved, ep.Addr); ok {
+			c.m.drop(DropReserved)
+			c.log.Warn("catalog: refused a peer's endpoint at one of this node's listeners", "peer", s.Owner, "endpoint", id, "upstream", ep.Addr, "listener", name)
+			delete(s.Eps, id)
+		}
+	}
 	changed, behind := c.view.applyState(s, now)
 	if changed {
 		c.markChangedLocked()
@@ -900,7 +990,7 @@ func (d *delegate) LocalState(join bool) []byte {
 	c := (*Catalog)(d)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return encodeState(c.localStateLocked(true))
+	return c.ownStateLocked(true)
 }
 
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
@@ -912,7 +1002,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.mergeStateLocked(msg.State, time.Now())
+	c.mergeStateLocked(msg.State, msg.Body, time.Now())
 }
 
 // events implements memberlist.EventDelegate and AliveDelegate. memberlist
@@ -977,6 +1067,8 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 	}
 	delete(c.lastSync, n.Name)
 	delete(c.unanswered, n.Name)
+	delete(c.trust, n.Name)
+	delete(c.probed, n.Name)
 	if c.view.setAlive(n.Name, false) {
 		c.markChangedLocked()
 	}
@@ -1079,6 +1171,8 @@ func (c *Catalog) tick(now time.Time) (expired []string) {
 		c.view.gc(now, c.cfg.TombstoneTTL)
 		c.lastGC = now
 	}
+	c.recheckTrustLocked(now)
+	c.probeIdentitiesLocked()
 	// Owners with missed changes and no newer delta to notice it by.
 	for _, o := range c.view.lagging() {
 		c.enqueueLocked(job{kind: jobRequest, to: o})

@@ -30,6 +30,7 @@ func fastConfig(t testing.TB, name, network string) catalog.Config {
 	cfg.TCPTimeout = 2 * time.Second
 	cfg.SyncInterval = 100 * time.Millisecond
 	cfg.MaintenanceInterval = 20 * time.Millisecond
+	cfg.Unsigned = true // trust_test.go runs the signed protocol
 	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return cfg
 }

@@ -116,6 +116,30 @@ type Config struct {
 	// MaxChecks bounds concurrent health-check dials. Default 32.
 	MaxChecks int
 
+	// Signer signs every record this node originates (deltas, full
+	// states, leave intents) with the node key; Verifier decides which
+	// members proved a fleet node identity. A record is believed only if
+	// its owner's chain verifies and its signature checks, so a member
+	// without a valid identity contributes nothing, whether or not it
+	// holds the gossip key. Both are required unless Unsigned is set.
+	Signer   Signer
+	Verifier Verifier
+	// Unsigned turns record signing off: every member is believed, as
+	// before signing existed. For tests and benchmarks only; a fleet
+	// always sets Signer and Verifier.
+	Unsigned bool
+	// TrustRecheckInterval is how often cached chains are verified again
+	// (a certificate may expire); a change of the Verifier's
+	// TrustGeneration (roots rotated) re-verifies them at the next
+	// maintenance tick. Default 1m.
+	TrustRecheckInterval time.Duration
+	// Reserved names this node's own listeners. An endpoint whose address
+	// is one of them is refused at Register and dropped from this node's
+	// view when a peer publishes it (the data plane must never be pointed
+	// at the admin, CA, raft or gossip port, nor loop into itself). nil =
+	// no address is reserved.
+	Reserved Reserver
+
 	// Transport replaces memberlist's UDP+TCP transport (tests use an
 	// in-memory one). nil = a memberlist.NetTransport on BindAddr.
 	Transport memberlist.NodeAwareTransport
@@ -130,24 +154,25 @@ type Config struct {
 // Network still have to be set.
 func DefaultConfig() Config {
 	return Config{
-		ClusterID:           "meshgate",
-		BindAddr:            "0.0.0.0:7946",
-		GossipInterval:      100 * time.Millisecond,
-		GossipNodes:         4,
-		ProbeInterval:       500 * time.Millisecond,
-		ProbeTimeout:        250 * time.Millisecond,
-		SuspicionMult:       4,
-		RetransmitMult:      6,
-		PushPullInterval:    30 * time.Second,
-		TCPTimeout:          10 * time.Second,
-		SyncInterval:        time.Second,
-		MaintenanceInterval: 500 * time.Millisecond,
-		TombstoneTTL:        5 * time.Minute,
-		GossipToTheDeadTime: 30 * time.Second,
-		ReconnectInterval:   10 * time.Second,
-		ReconnectTimeout:    72 * time.Hour,
-		MaxEndpoints:        10000,
-		MaxChecks:           32,
+		ClusterID:            "meshgate",
+		BindAddr:             "0.0.0.0:7946",
+		GossipInterval:       100 * time.Millisecond,
+		GossipNodes:          4,
+		ProbeInterval:        500 * time.Millisecond,
+		ProbeTimeout:         250 * time.Millisecond,
+		SuspicionMult:        4,
+		RetransmitMult:       6,
+		PushPullInterval:     30 * time.Second,
+		TCPTimeout:           10 * time.Second,
+		SyncInterval:         time.Second,
+		MaintenanceInterval:  500 * time.Millisecond,
+		TombstoneTTL:         5 * time.Minute,
+		GossipToTheDeadTime:  30 * time.Second,
+		ReconnectInterval:    10 * time.Second,
+		ReconnectTimeout:     72 * time.Hour,
+		MaxEndpoints:         10000,
+		MaxChecks:            32,
+		TrustRecheckInterval: time.Minute,
 	}
 }
 
@@ -182,6 +207,7 @@ func (c *Config) Validate() error {
 		{"TCPTimeout", c.TCPTimeout}, {"SyncInterval", c.SyncInterval},
 		{"MaintenanceInterval", c.MaintenanceInterval}, {"TombstoneTTL", c.TombstoneTTL},
 		{"GossipToTheDeadTime", c.GossipToTheDeadTime},
+		{"TrustRecheckInterval", c.TrustRecheckInterval},
 	} {
 		if d.v <= 0 {
 			return bad(d.name, "must be positive")
@@ -192,6 +218,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReconnectInterval > 0 && c.ReconnectTimeout <= 0 {
 		return bad("ReconnectTimeout", "must be positive")
+	}
+	if !c.Unsigned && (c.Signer == nil || c.Verifier == nil) {
+		return bad("Signer", "Signer and Verifier are required (Unsigned turns record signing off, for tests only)")
 	}
 	if c.ProbeTimeout >= c.ProbeInterval {
 		return bad("ProbeTimeout", "must be below ProbeInterval")

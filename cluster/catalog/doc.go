@@ -35,5 +35,18 @@
 // before memberlist sees them (Stats, meshgate_catalog_dropped_total).
 // Keyring rotates keys on one node; run the same steps on every node.
 //
+// Every record an owner originates is signed with its node key (Signer);
+// full states carry its certificate chain. Receivers verify the chain
+// (Verifier: mesh roots and allowed identities) and the signature before
+// anything enters the view, so a member without a fleet identity is listed
+// untrusted (Member.Trusted) and contributes nothing, even if it holds the
+// gossip key. Deltas carry only a key ID: one whose key is not the cached
+// one makes the receiver ask the owner for its state (a renewal). Node
+// names are not bound to certificates (gateways share one identity), so a
+// trusted node could publish under another trusted node's name; it gains
+// nothing it could not publish under its own.
+//
+// Reserved keeps endpoints at the node's own listeners out of its view.
+//
 // All Catalog methods are safe for concurrent use.
 package catalog

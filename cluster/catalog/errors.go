@@ -27,6 +27,11 @@ var (
 	ErrKey = errors.New("catalog: bad gossip key")
 	// ErrAddr means a bind or advertise address (or its template) is bad.
 	ErrAddr = errors.New("catalog: bad address")
+	// ErrSign means the Signer failed or returned something unusable.
+	ErrSign = errors.New("catalog: cannot sign record")
+	// ErrReserved means a registration points at one of this node's own
+	// listeners; the error is an *EndpointError naming the listener.
+	ErrReserved = errors.New("catalog: address is one of this node's listeners")
 )
 
 // EndpointError says which field of a registration was refused.
@@ -34,11 +39,19 @@ type EndpointError struct {
 	ID     string
 	Field  string
 	Reason string
+
+	reserved bool
 }
 
 func (e *EndpointError) Error() string {
 	return fmt.Sprintf("catalog: endpoint %q: %s: %s", e.ID, e.Field, e.Reason)
 }
 
-// Unwrap makes errors.Is(err, ErrInvalidEndpoint) hold.
-func (e *EndpointError) Unwrap() error { return ErrInvalidEndpoint }
+// Unwrap makes errors.Is(err, ErrInvalidEndpoint) hold, and
+// errors.Is(err, ErrReserved) for an address of this node's listeners.
+func (e *EndpointError) Unwrap() []error {
+	if e.reserved {
+		return []error{ErrInvalidEndpoint, ErrReserved}
+	}
+	return []error{ErrInvalidEndpoint}
+}

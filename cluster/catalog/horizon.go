@@ -27,8 +27,8 @@ const maxScale = 64
 // SplitHorizon returns what a node in network local should dial for
 // service:port, as Istio's split horizon does: every endpoint of the local
 // network directly, and for each remote network that has matching
-// endpoints its gateways (alive members of that network that publish a
-// GatewayAddr). A remote network's share equals the sum of its endpoints'
+// endpoints its gateways (alive, trusted members of that network that
+// publish a GatewayAddr). A remote network's share equals the sum of its endpoints'
 // weights (their count when no weights are set), split evenly across its
 // gateways. A remote network with no known gateway is left out: it cannot
 // be reached. subset, if non-empty, keeps only endpoints whose labels
@@ -50,7 +50,7 @@ func SplitHorizon(s *Snapshot, local, service string, port uint32, subset map[st
 	}
 	gateways := map[string][]string{}
 	for _, m := range s.Members {
-		if m.Status != StatusAlive || m.Meta.GatewayAddr == "" || remote[m.Meta.Network] == 0 {
+		if m.Status != StatusAlive || !m.Trusted || m.Meta.GatewayAddr == "" || remote[m.Meta.Network] == 0 {
 			continue
 		}
 		gws := gateways[m.Meta.Network]

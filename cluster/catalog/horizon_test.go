@@ -7,7 +7,7 @@ import (
 
 func TestSplitHorizon(t *testing.T) {
 	member := func(name, network, gw string, st Status) Member {
-		return Member{Name: name, Status: st, Meta: Meta{Network: network, GatewayAddr: gw}}
+		return Member{Name: name, Status: st, Meta: Meta{Network: network, GatewayAddr: gw}, Trusted: true}
 	}
 	entry := func(network, addr string, weight uint32, labels map[string]string) Entry {
 		return Entry{Owner: "x", ID: addr, Endpoint: Endpoint{Service: "svc", Port: 80, Addr: addr, Network: network, Weight: weight, Labels: labels}}
@@ -44,6 +44,10 @@ func TestSplitHorizon(t *testing.T) {
 			[]Target{{Addr: "10.0.0.2:80", Network: "A", Weight: 1, Labels: v2}, {Addr: "gw-b:15443", Network: "B", Weight: 2, Gateway: true}}},
 		{"same gateway address announced twice counts once",
 			[]Member{member("b1", "B", "gw-b:15443", StatusAlive), member("b2", "B", "gw-b:15443", StatusAlive)},
+			[]Entry{entry("B", "10.1.0.1:80", 0, nil)}, nil,
+			[]Target{{Addr: "gw-b:15443", Network: "B", Weight: 1, Gateway: true}}},
+		{"untrusted member's gateway address ignored",
+			[]Member{{Name: "rogue", Status: StatusAlive, Meta: Meta{Network: "B", GatewayAddr: "rogue:15443"}, TrustReason: "chain refused"}, member("b", "B", "gw-b:15443", StatusAlive)},
 			[]Entry{entry("B", "10.1.0.1:80", 0, nil)}, nil,
 			[]Target{{Addr: "gw-b:15443", Network: "B", Weight: 1, Gateway: true}}},
 		{"other service ignored",

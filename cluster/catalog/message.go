@@ -20,6 +20,25 @@ const maxNameLen = 128
 // may carry.
 const maxStateEntries = 1 << 16
 
+// Seal limits: a P-256 signature is r||s, 32 bytes each; a chain is at
+// most maxChainCerts certificates of at most maxCertBytes each.
+const (
+	sigLen        = 64
+	keyIDLen      = 4
+	maxChainCerts = 4
+	maxCertBytes  = 4096
+	maxChainBytes = 8192
+)
+
+// seal is the owner's signature over a record, and what identifies the
+// key: the key ID (deltas, leave intents) or the whole chain (states). An
+// empty Sig means the record is unsigned (signing off).
+type seal struct {
+	KeyID [keyIDLen]byte
+	Chain [][]byte
+	Sig   []byte
+}
+
 // version orders an owner's changes: a node restart gets a higher
 // incarnation, and every change within an incarnation a higher counter.
 type version struct {
@@ -35,6 +54,7 @@ type delta struct {
 	ID     string
 	Delete bool
 	Ep     Endpoint // zero when Delete
+	Seal   seal     // KeyID and Sig
 }
 
 // state is an owner's complete endpoint set at Ver, plus a digest of the
@@ -44,6 +64,7 @@ type state struct {
 	Ver    version
 	Eps    map[string]Endpoint
 	Digest []digestRow
+	Seal   seal // Chain and Sig
 }
 
 type digestRow struct {
@@ -55,6 +76,7 @@ type digestRow struct {
 type leaveIntent struct {
 	Owner string
 	Ver   version
+	Seal  seal // KeyID and Sig
 }
 
 func appendString(b []byte, s string) []byte {
@@ -67,8 +89,17 @@ func appendVersion(b []byte, v version) []byte {
 	return binary.AppendUvarint(b, v.Ctr)
 }
 
-func encodeDelta(d delta) []byte {
-	b := make([]byte, 0, 96+len(d.Ep.Service)+len(d.Ep.Addr))
+// The wire form of an owner's record is its body, the part the owner
+// signs, followed by the seal:
+//
+//	delta: body keyID(4) sigLen sig
+//	leave: body keyID(4) sigLen sig
+//	state: body nCerts {certLen cert} sigLen sig
+//
+// sigLen is 0 (unsigned) or 64.
+
+func deltaBody(d delta) []byte {
+	b := make([]byte, 0, 96+keyIDLen+sigLen+len(d.Ep.Service)+len(d.Ep.Addr))
 	b = append(b, msgDelta)
 	b = appendString(b, d.Owner)
 	b = appendVersion(b, d.Ver)
@@ -80,7 +111,9 @@ func encodeDelta(d delta) []byte {
 	return appendEndpoint(b, d.Ep)
 }
 
-func encodeState(s state) []byte {
+func encodeDelta(d delta) []byte { return appendKeySeal(deltaBody(d), d.Seal) }
+
+func stateBody(s state) []byte {
 	b := []byte{msgState}
 	b = appendString(b, s.Owner)
 	b = appendVersion(b, s.Ver)
@@ -97,13 +130,35 @@ func encodeState(s state) []byte {
 	return b
 }
 
+func encodeState(s state) []byte { return appendChainSeal(stateBody(s), s.Seal) }
+
 func encodeSyncReq(requester string) []byte {
 	return appendString([]byte{msgSyncReq}, requester)
 }
 
-func encodeLeave(l leaveIntent) []byte {
+func leaveBody(l leaveIntent) []byte {
 	b := appendString([]byte{msgLeave}, l.Owner)
 	return appendVersion(b, l.Ver)
+}
+
+func encodeLeave(l leaveIntent) []byte { return appendKeySeal(leaveBody(l), l.Seal) }
+
+func appendKeySeal(b []byte, s seal) []byte {
+	b = append(b, s.KeyID[:]...)
+	return appendBytes(b, s.Sig)
+}
+
+func appendChainSeal(b []byte, s seal) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s.Chain)))
+	for _, c := range s.Chain {
+		b = appendBytes(b, c)
+	}
+	return appendBytes(b, s.Sig)
+}
+
+func appendBytes(b, p []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(p)))
+	return append(b, p...)
 }
 
 // message is one decoded catalog message; exactly one field is set.
@@ -112,6 +167,8 @@ type message struct {
 	State   *state
 	SyncReq string
 	Leave   *leaveIntent
+	// Body is the signed part of a delta, state or leave intent.
+	Body []byte
 }
 
 // decodeMessage decodes any catalog message. It never panics, bounds every
@@ -119,6 +176,7 @@ type message struct {
 func decodeMessage(b []byte) (message, error) {
 	d := &decoder{b: b}
 	var m message
+	body := func() { m.Body = b[:len(b)-len(d.b)] }
 	switch typ := d.byte(); typ {
 	case msgDelta:
 		x := &delta{Owner: d.name(), Ver: d.version(), ID: d.str(MaxIDLen)}
@@ -133,6 +191,8 @@ func decodeMessage(b []byte) (message, error) {
 		if d.err == nil && validName(x.ID, MaxIDLen) != "" {
 			d.fail("bad endpoint id %q", x.ID)
 		}
+		body()
+		x.Seal = d.keySeal()
 		m.Delta = x
 	case msgState:
 		x := &state{Owner: d.name(), Ver: d.version()}
@@ -150,11 +210,16 @@ func decodeMessage(b []byte) (message, error) {
 		for i := 0; i < n && d.err == nil; i++ {
 			x.Digest = append(x.Digest, digestRow{Owner: d.name(), Ver: d.version()})
 		}
+		body()
+		x.Seal = d.chainSeal()
 		m.State = x
 	case msgSyncReq:
 		m.SyncReq = d.name()
 	case msgLeave:
-		m.Leave = &leaveIntent{Owner: d.name(), Ver: d.version()}
+		x := &leaveIntent{Owner: d.name(), Ver: d.version()}
+		body()
+		x.Seal = d.keySeal()
+		m.Leave = x
 	default:
 		d.fail("unknown message type %d", typ)
 	}
@@ -244,6 +309,62 @@ func (d *decoder) str(limit int) string {
 	}
 	s := string(d.b[:n])
 	d.b = d.b[n:]
+	return s
+}
+
+// bytes reads a length-prefixed byte string of at most limit bytes; the
+// result aliases the input.
+func (d *decoder) bytes(what string, limit int) []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(limit) || n > uint64(len(d.b)) {
+		d.fail("%s of %d bytes (limit %d, %d left)", what, n, limit, len(d.b))
+		return nil
+	}
+	p := d.b[:n:n]
+	d.b = d.b[n:]
+	return p
+}
+
+func (d *decoder) sig() []byte {
+	s := d.bytes("signature", sigLen)
+	if d.err == nil && len(s) != 0 && len(s) != sigLen {
+		d.fail("signature of %d bytes, want %d", len(s), sigLen)
+	}
+	return s
+}
+
+func (d *decoder) keySeal() seal {
+	var s seal
+	if d.err == nil && len(d.b) < keyIDLen {
+		d.fail("truncated key id")
+	}
+	if d.err != nil {
+		return s
+	}
+	copy(s.KeyID[:], d.b)
+	d.b = d.b[keyIDLen:]
+	s.Sig = d.sig()
+	return s
+}
+
+func (d *decoder) chainSeal() seal {
+	var s seal
+	n := d.count(maxChainCerts)
+	total := 0
+	for i := 0; i < n && d.err == nil; i++ {
+		c := d.bytes("certificate", maxCertBytes)
+		if d.err == nil && len(c) == 0 {
+			d.fail("empty certificate %d", i)
+		}
+		if total += len(c); d.err == nil && total > maxChainBytes {
+			d.fail("chain of more than %d bytes", maxChainBytes)
+		}
+		s.Chain = append(s.Chain, c)
+	}
+	s.Sig = d.sig()
 	return s
 }
 

@@ -17,14 +17,24 @@ var testEp = Endpoint{
 	Weight:  3,
 }
 
+// testSeal and testChainSeal are well-formed seals (the bytes are not a
+// real signature; decoding does not verify).
+var (
+	testSeal      = seal{KeyID: [keyIDLen]byte{1, 2, 3, 4}, Sig: bytes.Repeat([]byte{7}, sigLen)}
+	testChainSeal = seal{Chain: [][]byte{bytes.Repeat([]byte{0x30}, 600), bytes.Repeat([]byte{0x31}, 500)}, Sig: bytes.Repeat([]byte{9}, sigLen)}
+)
+
 func validMessages() map[string][]byte {
 	return map[string][]byte{
-		"delta put":  encodeDelta(delta{Owner: "a", Ver: version{7, 2}, ID: "r1", Ep: testEp}),
-		"delta del":  encodeDelta(delta{Owner: "a", Ver: version{7, 3}, ID: "r1", Delete: true}),
-		"state":      encodeState(state{Owner: "b", Ver: version{1, 9}, Eps: map[string]Endpoint{"x": testEp, "y": {Service: "s", Port: 1, Addr: "[::1]:80"}}, Digest: []digestRow{{"a", version{7, 3}}}}),
-		"state none": encodeState(state{Owner: "b", Ver: version{1, 0}, Eps: map[string]Endpoint{}}),
-		"sync req":   encodeSyncReq("node-3"),
-		"leave":      encodeLeave(leaveIntent{Owner: "c", Ver: version{4, 5}}),
+		"signed delta": encodeDelta(delta{Owner: "a", Ver: version{7, 2}, ID: "r1", Ep: testEp, Seal: testSeal}),
+		"signed state": encodeState(state{Owner: "b", Ver: version{1, 9}, Eps: map[string]Endpoint{"x": testEp}, Digest: []digestRow{{"a", version{7, 3}}}, Seal: testChainSeal}),
+		"signed leave": encodeLeave(leaveIntent{Owner: "c", Ver: version{4, 5}, Seal: testSeal}),
+		"delta put":    encodeDelta(delta{Owner: "a", Ver: version{7, 2}, ID: "r1", Ep: testEp}),
+		"delta del":    encodeDelta(delta{Owner: "a", Ver: version{7, 3}, ID: "r1", Delete: true}),
+		"state":        encodeState(state{Owner: "b", Ver: version{1, 9}, Eps: map[string]Endpoint{"x": testEp, "y": {Service: "s", Port: 1, Addr: "[::1]:80"}}, Digest: []digestRow{{"a", version{7, 3}}}}),
+		"state none":   encodeState(state{Owner: "b", Ver: version{1, 0}, Eps: map[string]Endpoint{}}),
+		"sync req":     encodeSyncReq("node-3"),
+		"leave":        encodeLeave(leaveIntent{Owner: "c", Ver: version{4, 5}}),
 	}
 }
 
@@ -59,20 +69,49 @@ func TestDeltaFitsOnePacket(t *testing.T) {
 	for i := 0; len(appendEndpoint(nil, ep)) < MaxEndpointBytes-2*MaxLabelLen-4 && i < MaxLabels; i++ {
 		ep.Labels[strings.Repeat(string(rune('a'+i)), MaxLabelLen)] = strings.Repeat("v", MaxLabelLen)
 	}
-	b := encodeDelta(delta{Owner: strings.Repeat("o", maxNameLen), Ver: version{1 << 62, 1 << 62}, ID: strings.Repeat("i", MaxIDLen), Ep: ep})
-	// 1400-byte UDP buffer, less encryption (29), compound/label framing.
-	if len(b) > 1300 {
-		t.Fatalf("largest valid delta encodes to %d bytes, want <= 1300 to fit one UDP packet", len(b))
+	if n := len(appendEndpoint(nil, ep)); n > MaxEndpointBytes || n < MaxEndpointBytes-2*MaxLabelLen-4 {
+		t.Fatalf("test endpoint encodes to %d bytes, want close to MaxEndpointBytes %d", n, MaxEndpointBytes)
 	}
+	b := encodeDelta(delta{Owner: strings.Repeat("o", maxNameLen), Ver: version{1 << 62, 1 << 62}, ID: strings.Repeat("i", MaxIDLen), Ep: ep, Seal: testSeal})
+	// memberlist packs a broadcast only if len+3 <= 1400 - 2 (compound
+	// header) - 29 (AES-GCM) - label framing: 1366 bytes without a label.
+	// The worst case pads this endpoint to MaxEndpointBytes.
+	worst := len(b) - len(appendEndpoint(nil, ep)) + MaxEndpointBytes
+	if worst > 1366 {
+		t.Fatalf("largest valid signed delta encodes to %d bytes, want <= 1366 to fit one encrypted UDP packet", worst)
+	}
+	t.Logf("signed delta with a %d-byte endpoint: %d bytes; worst case %d", len(appendEndpoint(nil, ep)), len(b), worst)
+	t.Logf("largest signed delta: %d bytes", len(b))
 }
 
-func TestDecodeMessageHostile(t *testing.T) {
+type hostileMessage struct {
+	name string
+	in   []byte
+}
+
+// hostileMessages are inputs decodeMessage must refuse; they seed
+// FuzzDecodeMessage too.
+func hostileMessages() []hostileMessage {
 	long := func(n int) []byte { return binary.AppendUvarint(nil, uint64(n)) }
 	put := encodeDelta(delta{Owner: "a", Ver: version{1, 1}, ID: "r", Ep: testEp})
-	for _, tc := range []struct {
-		name string
-		in   []byte
-	}{
+	signed := encodeDelta(delta{Owner: "a", Ver: version{1, 1}, ID: "r", Ep: testEp, Seal: testSeal})
+	st := encodeState(state{Owner: "b", Ver: version{1, 1}, Eps: map[string]Endpoint{}, Seal: testChainSeal})
+	stBody := stateBody(state{Owner: "b", Ver: version{1, 1}, Eps: map[string]Endpoint{}})
+	chainOf := func(certs ...[]byte) []byte {
+		return appendChainSeal(append([]byte(nil), stBody...), seal{Chain: certs, Sig: testChainSeal.Sig})
+	}
+	return []hostileMessage{
+		{"truncated signature", signed[:len(signed)-10]},
+		{"signature of 63 bytes", append(append([]byte(nil), signed[:len(signed)-sigLen-1]...), append([]byte{63}, testSeal.Sig[:63]...)...)},
+		{"signature of 65 bytes", append(append([]byte(nil), signed[:len(signed)-sigLen-1]...), append([]byte{65}, append(testSeal.Sig, 0)...)...)},
+		{"signature length overflows", append(append([]byte(nil), signed[:len(signed)-sigLen-1]...), 0xff, 0xff, 0xff, 0xff, 0x0f)},
+		{"truncated key id", signed[:len(deltaBody(delta{Owner: "a", Ver: version{1, 1}, ID: "r", Ep: testEp}))+2]},
+		{"truncated chain", st[:len(st)-sigLen-1-100]},
+		{"five certificates", chainOf([]byte{1}, []byte{2}, []byte{3}, []byte{4}, []byte{5})},
+		{"certificate over 4 KiB", chainOf(bytes.Repeat([]byte{0x30}, maxCertBytes+1))},
+		{"chain over 8 KiB", chainOf(bytes.Repeat([]byte{1}, 3000), bytes.Repeat([]byte{2}, 3000), bytes.Repeat([]byte{3}, 3000))},
+		{"empty certificate", chainOf([]byte{})},
+		{"leave without key id", encodeLeave(leaveIntent{Owner: "c", Ver: version{1, 1}})[:4]},
 		{"empty", nil},
 		{"unknown type", []byte{99}},
 		{"truncated delta", put[:len(put)-3]},
@@ -96,7 +135,11 @@ func TestDecodeMessageHostile(t *testing.T) {
 			b = binary.AppendUvarint(b, 1<<33)
 			return b
 		}()},
-	} {
+	}
+}
+
+func TestDecodeMessageHostile(t *testing.T) {
+	for _, tc := range hostileMessages() {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := decodeMessage(tc.in)
 			if !errors.Is(err, ErrBadMessage) {
@@ -109,6 +152,9 @@ func TestDecodeMessageHostile(t *testing.T) {
 func FuzzDecodeMessage(f *testing.F) {
 	for _, b := range validMessages() {
 		f.Add(b)
+	}
+	for _, h := range hostileMessages() {
+		f.Add(h.in)
 	}
 	f.Add([]byte{msgState, 1, 'a', 1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte{})

@@ -11,8 +11,9 @@ import (
 )
 
 // ProtocolVersion is the catalog protocol this build speaks. Peers with a
-// different major protocol are refused at join.
-const ProtocolVersion = 1
+// different major protocol are refused at join. Version 2 signs every
+// record with the owner's node key.
+const ProtocolVersion = 2
 
 // Meta flags.
 const (

@@ -13,18 +13,31 @@ const (
 	DropPlaintext = "plaintext"  // unencrypted message while encryption is on
 	DropDecode    = "decode"     // catalog message that failed to decode
 	DropQueueFull = "queue_full" // sync work dropped because the queue was full
+	// DropBadSignature: a record whose signature is missing or does not
+	// verify with its owner's key.
+	DropBadSignature = "bad_signature"
+	// DropUntrusted: a record of an owner that has not proved a fleet node
+	// identity (chain unknown to this node, refused, or older than the key
+	// that signed the record).
+	DropUntrusted = "untrusted"
+	// DropReserved: an endpoint whose address is one of this node's own
+	// listeners, dropped from this node's view.
+	DropReserved = "reserved"
 )
 
 // Stats are counters a Catalog keeps for tests and dumps; the same numbers
 // are exported as Prometheus metrics.
 type Stats struct {
-	DroppedDecrypt   uint64
-	DroppedPlaintext uint64
-	DroppedDecode    uint64
-	DroppedQueueFull uint64
-	DeltasSent       uint64 // own endpoint changes queued for gossip
-	DeltasRelayed    uint64 // deltas from others found new and re-gossiped
-	SyncRequests     uint64 // full-state requests sent to owners
+	DroppedDecrypt      uint64
+	DroppedPlaintext    uint64
+	DroppedDecode       uint64
+	DroppedQueueFull    uint64
+	DroppedBadSignature uint64
+	DroppedUntrusted    uint64
+	DroppedReserved     uint64
+	DeltasSent          uint64 // own endpoint changes queued for gossip
+	DeltasRelayed       uint64 // deltas from others found new and re-gossiped
+	SyncRequests        uint64 // full-state requests sent to owners
 	// MemberFailures counts members this node saw gossip declare dead
 	// without a leave intent. A crash shows once per observer; a count
 	// that grows while every node runs is a false positive (a live node
@@ -33,15 +46,17 @@ type Stats struct {
 }
 
 type metrics struct {
-	dropped    *prometheus.CounterVec
-	deltas     *prometheus.CounterVec
-	syncs      prometheus.Counter
-	failures   prometheus.Counter
-	reconnects prometheus.Counter
-	endpoints  prometheus.Gauge
-	members    prometheus.Gauge
+	dropped      *prometheus.CounterVec
+	deltas       *prometheus.CounterVec
+	syncs        prometheus.Counter
+	failures     prometheus.Counter
+	endpoints    prometheus.Gauge
+	members      prometheus.Gauge
+	signFailures prometheus.Counter
+	reconnects   prometheus.Counter
 
 	droppedDecrypt, droppedPlaintext, droppedDecode, droppedQueueFull atomic.Uint64
+	droppedBadSig, droppedUntrusted, droppedReserved                  atomic.Uint64
 	deltasSent, deltasRelayed, syncRequests, memberFailures           atomic.Uint64
 }
 
@@ -75,6 +90,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meshgate_catalog_members_alive",
 			Help: "Gossip members this node considers alive, itself included.",
 		}),
+		signFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshgate_catalog_sign_failures_total",
+			Help: "Records this node could not sign with its node key (peers refuse them).",
+		}),
 	}
 	if reg != nil {
 		m.dropped = register(reg, m.dropped)
@@ -84,8 +103,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.reconnects = register(reg, m.reconnects)
 		m.endpoints = register(reg, m.endpoints)
 		m.members = register(reg, m.members)
+		m.signFailures = register(reg, m.signFailures)
 	}
-	for _, r := range []string{DropDecrypt, DropPlaintext, DropDecode, DropQueueFull} {
+	for _, r := range []string{DropDecrypt, DropPlaintext, DropDecode, DropQueueFull, DropBadSignature, DropUntrusted, DropReserved} {
 		m.dropped.WithLabelValues(r)
 	}
 	return m
@@ -115,19 +135,28 @@ func (m *metrics) drop(reason string) {
 		m.droppedDecode.Add(1)
 	case DropQueueFull:
 		m.droppedQueueFull.Add(1)
+	case DropBadSignature:
+		m.droppedBadSig.Add(1)
+	case DropUntrusted:
+		m.droppedUntrusted.Add(1)
+	case DropReserved:
+		m.droppedReserved.Add(1)
 	}
 	m.dropped.WithLabelValues(reason).Inc()
 }
 
 func (m *metrics) stats() Stats {
 	return Stats{
-		DroppedDecrypt:   m.droppedDecrypt.Load(),
-		DroppedPlaintext: m.droppedPlaintext.Load(),
-		DroppedDecode:    m.droppedDecode.Load(),
-		DroppedQueueFull: m.droppedQueueFull.Load(),
-		DeltasSent:       m.deltasSent.Load(),
-		DeltasRelayed:    m.deltasRelayed.Load(),
-		SyncRequests:     m.syncRequests.Load(),
-		MemberFailures:   m.memberFailures.Load(),
+		DroppedDecrypt:      m.droppedDecrypt.Load(),
+		DroppedPlaintext:    m.droppedPlaintext.Load(),
+		DroppedDecode:       m.droppedDecode.Load(),
+		DroppedQueueFull:    m.droppedQueueFull.Load(),
+		DroppedBadSignature: m.droppedBadSig.Load(),
+		DroppedUntrusted:    m.droppedUntrusted.Load(),
+		DroppedReserved:     m.droppedReserved.Load(),
+		DeltasSent:          m.deltasSent.Load(),
+		DeltasRelayed:       m.deltasRelayed.Load(),
+		SyncRequests:        m.syncRequests.Load(),
+		MemberFailures:      m.memberFailures.Load(),
 	}
 }

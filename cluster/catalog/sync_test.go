@@ -13,6 +13,7 @@ func TestUnansweredSyncRequestsAreRetried(t *testing.T) {
 	cfg.Name = "asker"
 	cfg.Network = "net-a"
 	cfg.BindAddr = "127.0.0.1:0"
+	cfg.Unsigned = true
 	cfg.SyncInterval = 5 * time.Millisecond
 	cfg.MaintenanceInterval = 2 * time.Millisecond
 	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -54,7 +55,8 @@ func TestUnansweredSyncRequestsAreRetried(t *testing.T) {
 	if c.unanswered["owner"] != 1 {
 		t.Fatalf("unanswered[owner] after one request = %d, want 1", c.unanswered["owner"])
 	}
-	c.mergeStateLocked(&state{Owner: "owner", Ver: version{Inc: 1, Ctr: 1}, Eps: map[string]Endpoint{}}, time.Now())
+	st := &state{Owner: "owner", Ver: version{Inc: 1, Ctr: 1}, Eps: map[string]Endpoint{}}
+	c.mergeStateLocked(st, stateBody(*st), time.Now())
 	if n, ok := c.unanswered["owner"]; ok {
 		t.Fatalf("unanswered[owner] after its full state arrived = %d, want no entry", n)
 	}

@@ -108,6 +108,35 @@ func (v *view) owner(name string, inc uint64) *ownerView {
 	return o
 }
 
+// deltaNews reports whether applyDelta could change anything for d, so
+// copies already applied are dropped before their signature is checked.
+func (v *view) deltaNews(d *delta) bool {
+	if !v.accepts(d.Owner, d.Ver.Inc) {
+		return false
+	}
+	o := v.owners[d.Owner]
+	if o == nil || o.ver.Inc < d.Ver.Inc {
+		return true
+	}
+	if d.Ver.Inc < o.ver.Inc || d.Ver.Ctr <= o.base || d.Ver.Ctr <= o.contig {
+		return false
+	}
+	_, seen := o.seen[d.Ver.Ctr]
+	return !seen
+}
+
+// leaveNews reports whether applyLeave would accept l.
+func (v *view) leaveNews(l *leaveIntent) bool {
+	if l.Owner == v.self {
+		return false
+	}
+	if f, ok := v.floor[l.Owner]; ok && l.Ver.Inc <= f {
+		return false
+	}
+	o := v.owners[l.Owner]
+	return o == nil || o.ver.Inc <= l.Ver.Inc
+}
+
 // applyDelta applies one endpoint change. news says the delta was new here
 // (so the caller re-gossips it and the visible set may have changed); gap
 // says some earlier change of the owner is still missing, so the caller

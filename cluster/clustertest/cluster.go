@@ -62,6 +62,7 @@ func FastConfig(t testing.TB, name string) cluster.Config {
 	g.TCPTimeout = 2 * time.Second
 	g.SyncInterval = 100 * time.Millisecond
 	g.MaintenanceInterval = 20 * time.Millisecond
+	g.Unsigned = true // record signing is tested in cluster/catalog and e2e
 	level := slog.LevelWarn
 	if os.Getenv("CLUSTERTEST_LOG") == "info" {
 		level = slog.LevelInfo

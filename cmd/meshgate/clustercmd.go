@@ -175,9 +175,13 @@ func newMembersCmd() *cobra.Command {
 			}
 			sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tNETWORK\tADDRESS\tSTATUS\tRAFT\tGATEWAY\tPROTOCOL")
+			fmt.Fprintln(tw, "NAME\tNETWORK\tADDRESS\tSTATUS\tRAFT\tGATEWAY\tPROTOCOL\tTRUST")
 			for _, m := range ms {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Network, m.Addr, m.Status, orDefault(m.RaftRole, "-"), orDefault(m.Gateway, "-"), m.Version)
+				trust := "trusted"
+				if !m.Trusted {
+					trust = "untrusted: " + m.TrustReason
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Network, m.Addr, m.Status, orDefault(m.RaftRole, "-"), orDefault(m.Gateway, "-"), m.Version, trust)
 			}
 			return tw.Flush()
 		},

@@ -16,8 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshgate/meshgate/cluster"
+	"github.com/meshgate/meshgate/cluster/catalog"
 	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
 	"github.com/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/mtls"
 	"github.com/meshgate/meshgate/pki"
 )
 
@@ -90,6 +92,37 @@ func raftTLS(ctx context.Context, n *config.Node, log *slog.Logger) (*tls.Config
 		return nil, nil, err
 	}
 	return ni.TLSConfig(), ni, nil
+}
+
+// recordTrust is how the catalog signs this node's records and decides
+// which members proved a fleet node identity: with the node's own
+// certificate and the roots raft trusts. Enrolled identities must be one
+// of tls.peer_identities (default: the node's own identity); with
+// certificate files, any chain to tls.ca_file is a node, as raft admits
+// it, unless tls.peer_identities narrows it.
+func recordTrust(n *config.Node, tlsCfg *tls.Config, ident *agent.NodeIdentity) (*mtls.Records, error) {
+	id, peers, err := nodeIdentities(n)
+	if err != nil {
+		return nil, err
+	}
+	if ident != nil {
+		if len(peers) == 0 {
+			peers = []pki.Identity{id}
+		}
+		return mtls.NewRecords(ident.Source(), mtls.AuthorizeOneOf(peers...)), nil
+	}
+	if len(tlsCfg.Certificates) == 0 {
+		return nil, fmt.Errorf("node.yaml tls: no node certificate to sign gossip records with")
+	}
+	roots := tlsCfg.ClientCAs
+	if roots == nil {
+		roots = tlsCfg.RootCAs
+	}
+	var auth mtls.Authorizer
+	if len(peers) > 0 {
+		auth = mtls.AuthorizeOneOf(peers...)
+	}
+	return mtls.NewRecords(mtls.NewSource(&tlsCfg.Certificates[0], roots), auth), nil
 }
 
 // nodeIdentities reads tls.identity (default
@@ -173,10 +206,21 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		return nil, err
 	}
 	ccfg.TLS = tlsCfg
+	rec, err := recordTrust(n, tlsCfg, ident)
+	if err != nil {
+		return nil, err
+	}
+	ccfg.Gossip.Signer, ccfg.Gossip.Verifier = rec, rec
+	ls := &catalog.Listeners{}
+	ccfg.Gossip.Reserved = ls
+	cfg.Reserved = ls
+	ls.Set("ca", caCfg.Addr)
 	cl, err := startCluster(ctx, ccfg, log)
 	if err != nil {
 		return nil, err
 	}
+	ls.Set("raft", ccfg.RaftBind, cl.Node().RaftAddr())
+	ls.Set("gossip", ccfg.Gossip.BindAddr, cl.Node().Catalog().Addr())
 	addCluster(cfg, cl)
 	if ident != nil {
 		cfg.Components = append(cfg.Components, ident)

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/meshgate/meshgate/cluster/catalog"
 	"github.com/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/sni"
 )
@@ -61,6 +62,10 @@ type Config struct {
 	// Components start after the routes are applied and close, in reverse
 	// order, after the data plane has drained.
 	Components []Component
+	// Reserved, if set, is kept up to date with the admin listener
+	// ("admin") and every data-plane listener ("proxy"), so the catalog
+	// refuses endpoints that point at them.
+	Reserved *catalog.Listeners
 }
 
 // DefaultConfig returns the documented defaults.
@@ -199,6 +204,9 @@ func (a *Agent) Start(ctx context.Context) error {
 			return fmt.Errorf("agent: admin listener %s: %w", a.cfg.AdminAddr, err)
 		}
 		a.admin = ln
+		if a.cfg.Reserved != nil {
+			a.cfg.Reserved.Set("admin", ln.Addr())
+		}
 	}
 	for i, c := range a.cfg.Components {
 		if err := c.Start(ctx); err != nil {
@@ -347,7 +355,15 @@ func (a *Agent) apply(ctx context.Context, set *config.Set) error {
 	} {
 		a.configResource.WithLabelValues(string(kind)).Set(float64(n))
 	}
-	if err := a.server.Apply(ctx, t); err != nil {
+	err = a.server.Apply(ctx, t)
+	if a.cfg.Reserved != nil {
+		var addrs []any
+		for _, ad := range a.server.Addrs() {
+			addrs = append(addrs, ad)
+		}
+		a.cfg.Reserved.Set("proxy", addrs...)
+	}
+	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil

@@ -128,7 +128,9 @@ func (c *Cluster) Endpoints() []sni.CatalogEndpoint {
 	snap := c.node.Catalog().Snapshot()
 	gateways := map[string][]string{}
 	for _, m := range snap.Members {
-		if m.Status == catalog.StatusAlive && m.Meta.GatewayAddr != "" && m.Meta.Network != c.network {
+		// A member that proved no node identity is no gateway: its meta
+		// is as unauthenticated as its endpoints.
+		if m.Status == catalog.StatusAlive && m.Trusted && m.Meta.GatewayAddr != "" && m.Meta.Network != c.network {
 			if !slices.Contains(gateways[m.Meta.Network], m.Meta.GatewayAddr) {
 				gateways[m.Meta.Network] = append(gateways[m.Meta.Network], m.Meta.GatewayAddr)
 			}
@@ -283,6 +285,11 @@ type MemberView struct {
 	RaftRole string `json:"raftRole"`
 	Gateway  string `json:"gateway,omitempty"`
 	Version  string `json:"version,omitempty"`
+	// Trusted says the member proved a fleet node identity (signed
+	// records verified against the mesh roots and peer identities);
+	// TrustReason says why not.
+	Trusted     bool   `json:"trusted"`
+	TrustReason string `json:"trustReason,omitempty"`
 }
 
 func (c *Cluster) members(w http.ResponseWriter, _ *http.Request) {
@@ -291,6 +298,7 @@ func (c *Cluster) members(w http.ResponseWriter, _ *http.Request) {
 		out = append(out, MemberView{
 			Name: m.Name, Network: m.Meta.Network, Addr: m.Addr, Status: string(m.Status),
 			RaftRole: m.RaftRole, Gateway: m.Meta.GatewayAddr, Version: fmt.Sprint(m.Meta.ProtocolVersion),
+			Trusted: m.Trusted, TrustReason: m.TrustReason,
 		})
 	}
 	writeJSON(w, http.StatusOK, out)
