@@ -128,8 +128,26 @@ type NodeRaft struct {
 // NodeCA configures the certificate API.
 type NodeCA struct {
 	// Addr is host:port the certificate API (gRPC and HTTP) listens on.
-	// Default ":15012"; "" turns it off on this node.
+	// Default ":15012". An address without a host (the default) listens
+	// on bind_addr's host when bind_addr is set, and on all addresses
+	// otherwise (see CAListenAddr); write "0.0.0.0:15012" to listen on all
+	// addresses whatever bind_addr says. "" turns the CA off on this node.
 	Addr string `json:"addr" yaml:"addr"`
+}
+
+// CAListenAddr is the address the certificate API listens on: ca.addr,
+// or, when ca.addr has no host, bind (bind_addr's host, with a go-sockaddr
+// template already resolved; "" for all addresses) with ca.addr's port.
+// It returns "" when the CA is off.
+func (n *Node) CAListenAddr(bind string) string {
+	if n.CA.Addr == "" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(n.CA.Addr)
+	if err != nil || host != "" || bind == "" {
+		return n.CA.Addr
+	}
+	return net.JoinHostPort(bind, port)
 }
 
 // NodeTLS names certificate files in PEM.

@@ -189,3 +189,24 @@ func TestDurationJSON(t *testing.T) {
 		t.Errorf("MarshalJSON(1.5s) = %s, %v; want \"1.5s\"", b, err)
 	}
 }
+
+func TestCAListenAddr(t *testing.T) {
+	for _, tc := range []struct {
+		name, addr, bind, want string
+	}{
+		{"default follows bind_addr", ":15012", "127.0.0.1", "127.0.0.1:15012"},
+		{"default without bind_addr listens everywhere", ":15012", "", ":15012"},
+		{"IPv6 bind_addr", ":15012", "::1", "[::1]:15012"},
+		{"explicit host wins", "10.0.0.5:15012", "127.0.0.1", "10.0.0.5:15012"},
+		{"explicit all addresses wins", "0.0.0.0:15012", "127.0.0.1", "0.0.0.0:15012"},
+		{"CA off", "", "127.0.0.1", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := DefaultNode()
+			n.CA.Addr = tc.addr
+			if got := n.CAListenAddr(tc.bind); got != tc.want {
+				t.Fatalf("CAListenAddr(%q) with ca.addr %q = %q, want %q", tc.bind, tc.addr, got, tc.want)
+			}
+		})
+	}
+}

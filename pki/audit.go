@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // Outcomes of an audited request.
@@ -39,6 +41,40 @@ type AuditRecord struct {
 	// TokenUse is, for an issuance with a use-limited token, which of the
 	// token's uses it consumed (1-based); 0 otherwise.
 	TokenUse int `json:"tokenUse,omitempty"`
+
+	// authenticated says the caller's credential verified; refusals of
+	// other callers are not audited (see CA.refused). Not stored.
+	authenticated bool
+}
+
+// maxAuditField caps each client-influenced text field of an audit record
+// (Detail, Identity, Caller, Remote) in bytes; a longer value is cut and
+// marked with truncatedMark and the number of bytes dropped.
+const maxAuditField = 512
+
+// truncatedMark ends a field that truncateField cut.
+const truncatedMark = "...[truncated "
+
+// truncateField cuts s to maxAuditField bytes (at a UTF-8 boundary),
+// marking the cut with how many bytes were dropped.
+func truncateField(s string) string {
+	if len(s) <= maxAuditField {
+		return s
+	}
+	cut := maxAuditField - len(truncatedMark) - len(" bytes]") - 20
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + truncatedMark + strconv.Itoa(len(s)-cut) + " bytes]"
+}
+
+// bounded returns rec with its client-influenced fields truncated.
+func (rec AuditRecord) bounded() AuditRecord {
+	rec.Detail = truncateField(rec.Detail)
+	rec.Identity = truncateField(rec.Identity)
+	rec.Caller = truncateField(rec.Caller)
+	rec.Remote = truncateField(rec.Remote)
+	return rec
 }
 
 // auditEntry is one record waiting for the group commit.
@@ -90,6 +126,15 @@ type auditor struct {
 	seq       uint64        // committer goroutine only
 	lastWrite time.Duration // committer goroutine only: the previous Apply's duration
 
+	// Retention (committer goroutine only): this node's batches in the
+	// store, oldest first, and how many records they hold; loaded from the
+	// store before the first write.
+	maxRecords int
+	maxAge     time.Duration
+	kept       []keptBatch
+	keptN      int
+	keptLoaded bool
+
 	mu     sync.RWMutex // guards closed; held shared while enqueueing
 	closed bool
 }
@@ -111,6 +156,9 @@ func newAuditor(cfg Config, store Store, now func() time.Time, log *slog.Logger,
 		q:        make(chan *auditEntry, cfg.AuditQueue),
 		stop:     make(chan struct{}),
 		none:     make(chan struct{}, 1),
+
+		maxRecords: cfg.AuditMaxRecords,
+		maxAge:     cfg.AuditMaxAge,
 	}
 	a.wg.Add(1)
 	go a.run()
@@ -149,7 +197,7 @@ func (a *auditor) record(ctx context.Context, rec AuditRecord, token string) err
 
 func (a *auditor) enqueue(ctx context.Context, rec AuditRecord, token string, begun bool) error {
 	e := auditEntryPool.Get().(*auditEntry)
-	e.rec, e.token = rec, token
+	e.rec, e.token = rec.bounded(), token
 	a.mu.RLock()
 	if a.closed {
 		a.mu.RUnlock()
@@ -278,16 +326,30 @@ func (a *auditor) commit(batch []*auditEntry) {
 	if err == nil {
 		a.seq++
 		key := auditKey(a.node, a.now().UnixNano(), a.seq)
-		ops := make([]Op, 0, 1+len(batch))
+		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+		expired := a.expired(ctx, len(recs))
+		ops := make([]Op, 0, 1+len(batch)+expired)
 		ops = append(ops, Op{Key: key, Value: val})
 		if a.extraOps != nil {
 			ops = append(ops, a.extraOps(batch)...)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+		for _, k := range a.kept[:expired] {
+			ops = append(ops, Op{Key: k.key, Delete: true})
+		}
 		t0 := time.Now()
 		err = a.store.Apply(ctx, ops)
 		a.lastWrite = time.Since(t0)
 		cancel()
+		if err == nil && a.keptLoaded {
+			for _, k := range a.kept[:expired] {
+				a.keptN -= k.n
+			}
+			a.kept = append(a.kept[expired:], keptBatch{key: key, nanos: a.now().UnixNano(), n: len(recs)})
+			a.keptN += len(recs)
+		}
+		if expired > 0 && err == nil {
+			a.m.auditPruned.Add(float64(expired))
+		}
 	}
 	if err != nil {
 		a.m.auditErrors.Inc()
@@ -299,6 +361,85 @@ func (a *auditor) commit(batch []*auditEntry) {
 	for _, e := range batch {
 		e.done <- err
 	}
+}
+
+// keptBatch is one of this node's audit batches in the store.
+type keptBatch struct {
+	key   string
+	nanos int64 // from the key
+	n     int   // records
+}
+
+// expired returns how many of the oldest kept batches the next write
+// (of adding records) deletes: while the node would keep more than
+// maxRecords, or a batch is older than maxAge. It loads the node's
+// batches from the store first if needed; if that fails nothing is
+// pruned this time.
+func (a *auditor) expired(ctx context.Context, adding int) int {
+	if a.maxRecords == 0 && a.maxAge == 0 {
+		return 0
+	}
+	if !a.keptLoaded {
+		if err := a.loadKept(ctx); err != nil {
+			a.log.Warn("audit retention: listing this node's batches failed; not pruning yet", "err", err)
+			return 0
+		}
+	}
+	cutoff := a.now().Add(-a.maxAge).UnixNano()
+	n, total := 0, a.keptN+adding
+	for n < len(a.kept) {
+		k := a.kept[n]
+		if (a.maxRecords > 0 && total > a.maxRecords) || (a.maxAge > 0 && k.nanos < cutoff) {
+			total -= k.n
+			n++
+			continue
+		}
+		break
+	}
+	return n
+}
+
+// loadKept lists this node's batches (sorted by key, so oldest first).
+func (a *auditor) loadKept(ctx context.Context) error {
+	prefix := keyAudit + a.node + "/"
+	kvs, err := a.store.List(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	a.kept, a.keptN = a.kept[:0], 0
+	for _, kv := range kvs {
+		k, err := parseKeptBatch(prefix, kv)
+		if err != nil {
+			// Delete what cannot be read: it only grows the state.
+			a.log.Warn("audit retention: unreadable batch, deleting it first", "key", kv.Key, "err", err)
+		}
+		a.kept = append(a.kept, k)
+		a.keptN += k.n
+	}
+	a.keptLoaded = true
+	return nil
+}
+
+// parseKeptBatch reads a stored batch's time (from its key) and record
+// count. An unreadable batch has time 0 and count 0, so it is the first to
+// be pruned by age.
+func parseKeptBatch(prefix string, kv KV) (keptBatch, error) {
+	k := keptBatch{key: kv.Key}
+	rest := strings.TrimPrefix(kv.Key, prefix)
+	digits, _, ok := strings.Cut(rest, "-")
+	if !ok || len(digits) != 20 {
+		return k, fmt.Errorf("%w: audit key %q has no 20-digit time", ErrAudit, kv.Key)
+	}
+	nanos, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil {
+		return k, fmt.Errorf("%w: audit key %q: %v", ErrAudit, kv.Key, err)
+	}
+	var recs []json.RawMessage
+	if err := json.Unmarshal(kv.Value, &recs); err != nil {
+		return k, fmt.Errorf("%w: audit batch %q: %v", ErrAudit, kv.Key, err)
+	}
+	k.nanos, k.n = nanos, len(recs)
+	return k, nil
 }
 
 // auditKey is keyAudit + node + "/" + 20-digit unix nanos + "-" +

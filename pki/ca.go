@@ -27,7 +27,12 @@ type CA struct {
 
 	state   atomic.Pointer[signingState]
 	limiter *bucket
-	audit   *auditor
+	// callers and failures are the per-caller and per-remote-address
+	// limiters (nil: off); refusalLog samples refusal log lines.
+	callers    *keyedLimiter
+	failures   *keyedLimiter
+	refusalLog *bucket
+	audit      *auditor
 
 	tokMu  sync.Mutex // guards tokens
 	tokens map[string]*tokenState
@@ -78,6 +83,9 @@ func NewCA(ctx context.Context, cfg Config, store Store, opts ...Option) (*CA, e
 	if cfg.RateLimit > 0 {
 		ca.limiter = newBucket(cfg.RateLimit, cfg.RateBurst, ca.now())
 	}
+	ca.callers = newKeyedLimiter(cfg.CallerRateLimit, cfg.CallerRateBurst, cfg.LimiterMaxKeys)
+	ca.failures = newKeyedLimiter(cfg.FailureRateLimit, cfg.FailureRateBurst, cfg.LimiterMaxKeys)
+	ca.refusalLog = newBucket(float64(cfg.RefusalLogPerMinute)/60, cfg.RefusalLogPerMinute, ca.now())
 	ca.audit = newAuditor(cfg, store, ca.now, ca.log, ca.m)
 	ca.audit.extraOps = ca.tokenUseOps
 	ca.log.Info("CA ready", "source", st.source, "trust_domain", cfg.TrustDomain,

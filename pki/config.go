@@ -62,11 +62,41 @@ type Config struct {
 	MaxCSRBytes int
 
 	// RateLimit is the sustained issuance rate in certificates per second
-	// across all callers of this CA (a token bucket). Default 2000;
-	// 0 disables rate limiting.
+	// across all callers of this CA (a token bucket). Only requests whose
+	// caller authenticated spend it, after the caller's own limit
+	// (CallerRateLimit), so that a flood of bad credentials cannot use it
+	// up. Default 2000; 0 disables rate limiting.
 	RateLimit float64
 	// RateBurst is the token bucket's size. Default 4000.
 	RateBurst int
+	// CallerRateLimit is each authenticated caller's sustained rate of
+	// requests per second: one bucket per token ID, per client-certificate
+	// identity (renewals) and per operator. It is spent by every request
+	// that authenticated, refused or not, before the global RateLimit.
+	// Default 50; 0 disables per-caller limits.
+	CallerRateLimit float64
+	// CallerRateBurst is the size of each caller's bucket. Default 100.
+	CallerRateBurst int
+	// FailureRateLimit is how many refused requests per second one remote
+	// address (IP, without the port) may make: every refusal (bad or
+	// unknown token, bad client certificate, malformed body or CSR, ...)
+	// spends its bucket, and while the bucket is empty that address's
+	// requests are refused before authentication (rate_limited), so a
+	// flood from some addresses costs the CA little and never touches the
+	// budget of callers elsewhere. Default 20; 0 disables.
+	FailureRateLimit float64
+	// FailureRateBurst is the size of each address's failure bucket.
+	// Default 100.
+	FailureRateBurst int
+	// LimiterMaxKeys bounds each limiter table (callers, addresses); the
+	// least recently seen key is forgotten when it is full. Default 65536
+	// (about 10 MiB per table at most).
+	LimiterMaxKeys int
+	// RefusalLogPerMinute is how many refusals of unauthenticated requests
+	// are logged per minute (Warn); the others are only counted
+	// (meshgate_pki_refused_total). Such refusals are never written to the
+	// replicated audit log. Default 10; 0 logs none.
+	RefusalLogPerMinute int
 
 	// NodeID names this CA instance in audit records and in the per-node
 	// token use counters. Default "local".
@@ -88,6 +118,16 @@ type Config struct {
 	// store never waits). Default 1ms; 0 writes each batch as soon as a
 	// record is queued.
 	AuditLinger time.Duration
+	// AuditMaxRecords is how many audit records this node keeps in the
+	// store (its own records; each node prunes only its own). The oldest
+	// batches are deleted from the store, in the same write as a new one,
+	// once there are more; a raft snapshot then no longer holds them.
+	// Default 100000; 0 keeps every record.
+	AuditMaxRecords int
+	// AuditMaxAge is how long this node's audit records are kept; older
+	// batches are deleted with the next audit write. Default 30 days;
+	// 0 keeps records of any age.
+	AuditMaxAge time.Duration
 
 	// Logger receives CA events. nil discards.
 	Logger *slog.Logger
@@ -99,16 +139,26 @@ type Config struct {
 // be set.
 func DefaultConfig() Config {
 	return Config{
-		TrustDomain:   "cluster.local",
-		KeyAlgorithm:  ECDSAP256,
-		RootTTL:       10 * 365 * 24 * time.Hour,
-		Bootstrap:     true,
-		DefaultTTL:    24 * time.Hour,
-		MaxTTL:        90 * 24 * time.Hour,
-		Backdate:      2 * time.Minute,
-		MaxCSRBytes:   16 << 10,
-		RateLimit:     2000,
-		RateBurst:     4000,
+		TrustDomain:  "cluster.local",
+		KeyAlgorithm: ECDSAP256,
+		RootTTL:      10 * 365 * 24 * time.Hour,
+		Bootstrap:    true,
+		DefaultTTL:   24 * time.Hour,
+		MaxTTL:       90 * 24 * time.Hour,
+		Backdate:     2 * time.Minute,
+		MaxCSRBytes:  16 << 10,
+		RateLimit:    2000,
+		RateBurst:    4000,
+
+		CallerRateLimit:     50,
+		CallerRateBurst:     100,
+		FailureRateLimit:    20,
+		FailureRateBurst:    100,
+		LimiterMaxKeys:      65536,
+		RefusalLogPerMinute: 10,
+		AuditMaxRecords:     100000,
+		AuditMaxAge:         30 * 24 * time.Hour,
+
 		NodeID:        "local",
 		AuditMaxBatch: 512,
 		AuditQueue:    4096,
@@ -154,6 +204,30 @@ func (c Config) Validate() error {
 	}
 	if c.RateLimit > 0 && c.RateBurst < 1 {
 		return bad("RateBurst", "%d must be at least 1 when RateLimit is set", c.RateBurst)
+	}
+	if c.CallerRateLimit < 0 {
+		return bad("CallerRateLimit", "%v is negative", c.CallerRateLimit)
+	}
+	if c.CallerRateLimit > 0 && c.CallerRateBurst < 1 {
+		return bad("CallerRateBurst", "%d must be at least 1 when CallerRateLimit is set", c.CallerRateBurst)
+	}
+	if c.FailureRateLimit < 0 {
+		return bad("FailureRateLimit", "%v is negative", c.FailureRateLimit)
+	}
+	if c.FailureRateLimit > 0 && c.FailureRateBurst < 1 {
+		return bad("FailureRateBurst", "%d must be at least 1 when FailureRateLimit is set", c.FailureRateBurst)
+	}
+	if (c.CallerRateLimit > 0 || c.FailureRateLimit > 0) && c.LimiterMaxKeys < limiterShards {
+		return bad("LimiterMaxKeys", "%d is less than %d", c.LimiterMaxKeys, limiterShards)
+	}
+	if c.RefusalLogPerMinute < 0 {
+		return bad("RefusalLogPerMinute", "%d is negative", c.RefusalLogPerMinute)
+	}
+	if c.AuditMaxRecords < 0 {
+		return bad("AuditMaxRecords", "%d is negative", c.AuditMaxRecords)
+	}
+	if c.AuditMaxAge < 0 {
+		return bad("AuditMaxAge", "%v is negative", c.AuditMaxAge)
 	}
 	if !isDNSName(c.NodeID, 253, true) {
 		return bad("NodeID", "%q is not a DNS-1123 name", c.NodeID)

@@ -166,9 +166,11 @@ func (ca *CA) Issue(ctx context.Context, req Request) (*Certificate, error) {
 	return cert, nil
 }
 
-// Refuse audits a request that the API layer refused before it reached
-// Issue (an undecodable body, an unsupported option) and returns it as a
-// *RefusalError wrapping sentinel.
+// Refuse accounts for a request that the API layer refused before it
+// reached Issue (an undecodable body, an unsupported option) and returns
+// it as a *RefusalError wrapping sentinel. Such a caller has not
+// authenticated: the refusal is counted, spends the remote address's
+// failure budget and is sampled in the log, but is not audited.
 func (ca *CA) Refuse(ctx context.Context, req Request, reason Reason, sentinel error, detail string) error {
 	rec := AuditRecord{Time: ca.now().UTC(), Node: ca.cfg.NodeID, Remote: req.Remote}
 	return ca.refused(ctx, req, &rec, &RefusalError{Reason: reason, Err: sentinel, Detail: detail}, false)
@@ -199,6 +201,23 @@ func (ca *CA) refused(ctx context.Context, req Request, rec *AuditRecord, err er
 	if rec.Caller == "" {
 		rec.Caller = callerOf(req)
 	}
+	now := ca.now()
+	if re.Reason != ReasonRateLimited {
+		ca.failures.take(remoteHost(req.Remote), now)
+	}
+	if !rec.authenticated || re.Reason == ReasonRateLimited {
+		// Refusals of callers that did not authenticate, and rate-limit
+		// refusals, cost a flood nothing to make: they are counted and
+		// sampled in the log, never replicated.
+		if begun {
+			ca.audit.cancel()
+		}
+		if ca.cfg.RefusalLogPerMinute > 0 && ca.refusalLog.allow(now) {
+			ca.log.Warn("certificate request refused (sampled)", "reason", re.Reason,
+				"remote", truncateField(req.Remote), "caller", truncateField(rec.Caller), "err", truncateField(re.Detail))
+		}
+		return re
+	}
 	rec.Outcome = OutcomeRefused
 	rec.Reason = re.Reason
 	rec.Detail = re.Detail
@@ -219,8 +238,9 @@ func (ca *CA) issue(ctx context.Context, req Request, now time.Time, rec *AuditR
 	if ca.closed.Load() {
 		return nil, nil, refuse(ReasonClosed, ErrClosed, "")
 	}
-	if !ca.limiter.allow(now) {
-		return nil, nil, refuse(ReasonRateLimited, ErrRateLimited, "more than %g certificates per second; retry later", ca.cfg.RateLimit)
+	if remote := remoteHost(req.Remote); !ca.failures.has(remote, now) {
+		// Checked before any work; refusals spend the bucket (refused).
+		return nil, nil, refuse(ReasonRateLimited, ErrRateLimited, "more than %g refused requests per second from %s; retry later", ca.cfg.FailureRateLimit, remote)
 	}
 	ttl, err := ca.ttl(req.TTL)
 	if err != nil {
@@ -239,6 +259,9 @@ func (ca *CA) issue(ctx context.Context, req Request, now time.Time, rec *AuditR
 		}
 		st = ca.state.Load()
 	}
+	if _, op := req.Credential.(Operator); op {
+		rec.authenticated = true // by the API layer
+	}
 	id, grant, caller, err := ca.authenticate(ctx, req.Credential, req.Identity, csr, st, now)
 	rec.Caller = caller
 	if !id.IsZero() {
@@ -249,6 +272,12 @@ func (ca *CA) issue(ctx context.Context, req Request, now time.Time, rec *AuditR
 	if err != nil {
 		return nil, nil, err
 	}
+	rec.authenticated = true
+	if _, op := req.Credential.(Operator); !op && !ca.callers.take(caller, now) {
+		// Operators (the cfssl auth key, the node) may obtain any
+		// identity anyway; only the global budget bounds them.
+		return nil, nil, refuse(ReasonRateLimited, ErrRateLimited, "more than %g requests per second from %s; retry later", ca.cfg.CallerRateLimit, caller)
+	}
 	if !csr.Identity.IsZero() && csr.Identity != id {
 		return nil, nil, refuse(ReasonIdentityMismatch, ErrPermissionDenied,
 			"CSR names %s but the caller may only obtain %s", csr.Identity, id)
@@ -256,6 +285,9 @@ func (ca *CA) issue(ctx context.Context, req Request, now time.Time, rec *AuditR
 	if !req.Identity.IsZero() && req.Identity != id {
 		return nil, nil, refuse(ReasonIdentityMismatch, ErrPermissionDenied,
 			"request asks for %s but the caller may only obtain %s", req.Identity, id)
+	}
+	if !ca.limiter.allow(now) {
+		return nil, nil, refuse(ReasonRateLimited, ErrRateLimited, "more than %g certificates per second; retry later", ca.cfg.RateLimit)
 	}
 	if grant != nil && grant.limited {
 		// Every check has passed: consume the use before signing, so

@@ -14,6 +14,7 @@ type metrics struct {
 	auditBatch  prometheus.Histogram
 	auditCommit prometheus.Histogram
 	auditErrors prometheus.Counter
+	auditPruned prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,6 +41,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meshgate_pki_audit_errors_total",
 			Help: "Audit store writes that failed (their certificates were not handed out).",
 		}),
+		auditPruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshgate_pki_audit_pruned_batches_total",
+			Help: "Audit batches deleted from the store by retention (AuditMaxRecords, AuditMaxAge).",
+		}),
 	}
 	if reg == nil {
 		return m
@@ -49,6 +54,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.auditBatch = register(reg, m.auditBatch)
 	m.auditCommit = register(reg, m.auditCommit)
 	m.auditErrors = register(reg, m.auditErrors)
+	m.auditPruned = register(reg, m.auditPruned)
 	return m
 }
 

@@ -41,14 +41,17 @@ on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.`,
 			cfg.Node = sni.NodeInfo{Name: node.Name, Network: node.Network, Labels: node.Labels}
 			cfg.ResourcesPath = resources
 			cfg.AdminAddr = node.AdminAddr
+			bindHost := "" // bind_addr resolved; "" when unset
 			if node.BindAddr != "" {
 				// bind_addr may be a go-sockaddr template ({{ GetPrivateIP }}).
 				bind, err := config.ResolveBindIP("bind_addr", node.BindAddr)
 				if err != nil {
 					return fmt.Errorf("%s: %w", nodeFile, err)
 				}
-				cfg.DefaultBind = bind
+				cfg.DefaultBind, bindHost = bind, bind
 			}
+			// A host-less ca.addr (the default) follows bind_addr.
+			caAddr := node.CAListenAddr(bindHost)
 			cfg.DrainTimeout = node.DrainTimeout.Duration
 			if node.HelloTimeout.Duration > 0 {
 				cfg.Limits.Timeout = node.HelloTimeout.Duration
@@ -57,7 +60,7 @@ on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.`,
 			cfg.Reload = hupChannel(ctx)
 			cfg.Registry = agent.NewRegistry()
 			caCfg := agent.CAConfig{
-				DataDir: node.DataDir, Addr: node.CA.Addr, TrustDomain: node.TrustDomain,
+				DataDir: node.DataDir, Addr: caAddr, TrustDomain: node.TrustDomain,
 				NodeName: node.Name, Logger: log, Registerer: cfg.Registry,
 			}
 			if clusterEnabled(node) {

@@ -99,6 +99,7 @@ func (s *Server) writeCFSSLError(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", "1")
 	}
 	s.m.requests.WithLabelValues("cfssl", strconv.Itoa(st)).Inc()
+	s.m.refusal(err)
 	writeJSON(w, st, cfapi.NewErrorResponse(publicMessage(err), envelopeCode(err)))
 }
 

@@ -43,7 +43,9 @@ type Config struct {
 
 	// MaxBodyBytes bounds a request body or gRPC message. Default 64 KiB.
 	MaxBodyBytes int
-	// HandshakeTimeout bounds the TLS handshake. Default 10s.
+	// HandshakeTimeout bounds the TLS handshake, from accept: a connection
+	// that has not finished it by then (a silent socket) is closed, which
+	// frees its slots. Default 5s.
 	HandshakeTimeout time.Duration
 	// ReadHeaderTimeout bounds reading HTTP request headers. Default 10s.
 	ReadHeaderTimeout time.Duration
@@ -57,8 +59,23 @@ type Config struct {
 	// much as the rest of the gRPC layer. Default 32; 0 spawns a goroutine
 	// per call.
 	StreamWorkers uint32
-	// MaxHandshakes bounds TLS handshakes in progress. Default 1024.
+	// MaxHandshakes bounds TLS handshakes in progress; a connection
+	// accepted beyond it is closed at once (handshake_limit), never queued
+	// behind the others. Default 1024.
 	MaxHandshakes int
+	// MaxHandshakesPerRemote bounds the handshakes in progress from one
+	// remote IP address, so that silent sockets from some addresses cannot
+	// take the slots others need (remote_handshake_limit). Default 32;
+	// 0 disables the per-address bound.
+	MaxHandshakesPerRemote int
+	// MaxConns bounds the open connections of the listener (handshaking
+	// or served); one beyond it is closed at once (conn_limit). Keep it
+	// below the process's open-file limit. Default 8192; 0 disables.
+	MaxConns int
+	// MaxConnsPerRemote bounds the open connections from one remote IP
+	// address (remote_conn_limit), so that one address cannot take every
+	// connection slot. Default 1024; 0 disables.
+	MaxConnsPerRemote int
 	// ShutdownTimeout bounds the graceful stop when Serve's context ends.
 	// Default 5s.
 	ShutdownTimeout time.Duration
@@ -72,16 +89,19 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		DNSNames:             []string{"istiod.istio-system.svc", "localhost"},
-		IPAddresses:          []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		MaxBodyBytes:         64 << 10,
-		HandshakeTimeout:     10 * time.Second,
-		ReadHeaderTimeout:    10 * time.Second,
-		IdleTimeout:          2 * time.Minute,
-		MaxConcurrentStreams: 256,
-		StreamWorkers:        32,
-		MaxHandshakes:        1024,
-		ShutdownTimeout:      5 * time.Second,
+		DNSNames:               []string{"istiod.istio-system.svc", "localhost"},
+		IPAddresses:            []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		MaxBodyBytes:           64 << 10,
+		HandshakeTimeout:       5 * time.Second,
+		ReadHeaderTimeout:      10 * time.Second,
+		IdleTimeout:            2 * time.Minute,
+		MaxConcurrentStreams:   256,
+		StreamWorkers:          32,
+		MaxHandshakes:          1024,
+		MaxHandshakesPerRemote: 32,
+		MaxConns:               8192,
+		MaxConnsPerRemote:      1024,
+		ShutdownTimeout:        5 * time.Second,
 	}
 }
 
@@ -118,6 +138,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHandshakes < 1 {
 		return bad("MaxHandshakes", "must be at least 1")
+	}
+	if c.MaxHandshakesPerRemote < 0 {
+		return bad("MaxHandshakesPerRemote", "%d is negative", c.MaxHandshakesPerRemote)
+	}
+	if c.MaxConns < 0 {
+		return bad("MaxConns", "%d is negative", c.MaxConns)
+	}
+	if c.MaxConnsPerRemote < 0 {
+		return bad("MaxConnsPerRemote", "%d is negative", c.MaxConnsPerRemote)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return bad("ShutdownTimeout", "%v is not positive", c.ShutdownTimeout)

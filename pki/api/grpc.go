@@ -47,11 +47,13 @@ func (g *grpcService) CreateCertificate(ctx context.Context, req *pb.IstioCertif
 	if err != nil {
 		err = g.s.ca.Refuse(ctx, r, reasonFor(err), err, "")
 		g.s.m.requests.WithLabelValues("grpc", codeOf(err).String()).Inc()
+		g.s.m.refusal(err)
 		return nil, grpcError(err)
 	}
 	cert, err := g.s.ca.Issue(ctx, r)
 	if err != nil {
 		g.s.m.requests.WithLabelValues("grpc", codeOf(err).String()).Inc()
+		g.s.m.refusal(err)
 		return nil, grpcError(err)
 	}
 	g.s.m.grpcOK.Inc()

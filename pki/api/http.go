@@ -133,6 +133,7 @@ func (s *Server) writeError(w http.ResponseWriter, api string, err error) {
 		msg = err.Error()
 	}
 	s.m.requests.WithLabelValues(api, strconv.Itoa(st)).Inc()
+	s.m.refusal(err)
 	writeJSON(w, st, ErrorResponse{Error: ErrorDetail{Code: reasonCode(err), Message: msg}})
 }
 

@@ -6,8 +6,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Connection refusal reasons of meshgate_pki_api_refused_total, besides
+// the request refusal reasons (pki.Reason values and reasonCode).
+const (
+	refusedConnLimit        = "conn_limit"
+	refusedRemoteConnLimit  = "remote_conn_limit"
+	refusedHandshakeLimit   = "handshake_limit"
+	refusedRemoteHandshakes = "remote_handshake_limit"
+	refusedHandshakeTimeout = "handshake_timeout"
+	refusedHandshakeFailed  = "handshake_failed"
+)
+
 type metrics struct {
 	requests *prometheus.CounterVec
+	// refused counts refused connections and requests by reason.
+	refused *prometheus.CounterVec
 	// grpcOK is requests{api="grpc",code="OK"}, looked up once: it is
 	// counted on every issued certificate.
 	grpcOK prometheus.Counter
@@ -19,13 +32,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meshgate_pki_api_requests_total",
 			Help: "Certificate API requests by API (grpc, http, cfssl) and result code.",
 		}, []string{"api", "code"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshgate_pki_api_refused_total",
+			Help: "Certificate API connections and requests refused, by reason (conn_limit, remote_handshake_limit, handshake_timeout, bad_token, rate_limited, ...).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
-		if err := reg.Register(m.requests); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-					m.requests = existing
+		for _, c := range []**prometheus.CounterVec{&m.requests, &m.refused} {
+			if err := reg.Register(*c); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if errors.As(err, &are) {
+					if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+						*c = existing
+					}
 				}
 			}
 		}
@@ -33,3 +52,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.grpcOK = m.requests.WithLabelValues("grpc", "OK")
 	return m
 }
+
+// refusal counts a refused request by its reason.
+func (m *metrics) refusal(err error) { m.refused.WithLabelValues(reasonCode(err)).Inc() }

@@ -41,9 +41,22 @@ type Server struct {
 	certMu sync.Mutex // guards own
 	own    *tls.Certificate
 
-	mu      sync.Mutex // guards serving and closed
+	mu      sync.Mutex // guards serving, adm and closed
 	serving *serveState
+	adm     *admission
 	closed  bool
+}
+
+// Conns returns the open connections of the listener Serve runs and the
+// TLS handshakes in progress (0, 0 before Serve).
+func (s *Server) Conns() (open, handshaking int) {
+	s.mu.Lock()
+	adm := s.adm
+	s.mu.Unlock()
+	if adm == nil {
+		return 0, 0
+	}
+	return adm.counts()
 }
 
 // NewServer builds the API for ca. It does not listen; call Serve.
@@ -204,7 +217,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.shutdown(st)
 	})
 
-	sem := make(chan struct{}, s.cfg.MaxHandshakes)
+	adm := newAdmission(s.cfg)
+	s.mu.Lock()
+	s.adm = adm
+	s.mu.Unlock()
 	var hs sync.WaitGroup
 	var err error
 	backoff := 5 * time.Millisecond
@@ -224,15 +240,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			break
 		}
 		backoff = 5 * time.Millisecond
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
+		host := hostOf(c.RemoteAddr())
+		if reason := adm.admit(host); reason != "" {
+			// Refused at once, never queued: a client beyond a bound
+			// must not delay the others.
+			s.m.refused.WithLabelValues(reason).Inc()
 			c.Close()
 			continue
 		}
+		ac := &admittedConn{Conn: c, release: func() { adm.release(host) }}
 		hs.Go(func() {
-			defer func() { <-sem }()
-			s.handshake(ctx, c, base, st)
+			defer adm.handshakeDone(host)
+			s.handshake(ctx, ac, base, st)
 		})
 	}
 	hs.Wait()
@@ -268,6 +287,11 @@ func (s *Server) handshake(ctx context.Context, c net.Conn, base *tls.Config, st
 	err := tc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
+		reason := refusedHandshakeFailed
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+			reason = refusedHandshakeTimeout
+		}
+		s.m.refused.WithLabelValues(reason).Inc()
 		s.log.Debug("TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
 		c.Close()
 		return

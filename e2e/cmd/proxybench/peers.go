@@ -252,6 +252,7 @@ labels: {istio: eastwestgateway}
 admin_addr: {{.Admin}}
 data_dir: {{.Data}}
 bind_addr: 127.0.0.1
+ca: {addr: ""}
 drain_timeout: 1s
 hello_timeout: 5s
 log: {format: json, level: warn}
