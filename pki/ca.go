@@ -33,6 +33,8 @@ type CA struct {
 
 	rotMu sync.Mutex // serializes Rotate and Reload
 
+	life lifecycle // certificate records, revocations, CRL
+
 	closeOnce sync.Once
 	closed    atomic.Bool
 }
@@ -78,7 +80,12 @@ func NewCA(ctx context.Context, cfg Config, store Store, opts ...Option) (*CA, e
 		ca.limiter = newBucket(cfg.RateLimit, cfg.RateBurst, ca.now())
 	}
 	ca.audit = newAuditor(cfg, store, ca.now, ca.log, ca.m)
-	ca.audit.extraOps = ca.tokenUseOps
+	ca.life.init(cfg.Registerer)
+	ca.audit.extraOps = ca.batchOps
+	if _, err := ca.ReloadRevocations(ctx); err != nil {
+		ca.audit.close()
+		return nil, err
+	}
 	ca.log.Info("CA ready", "source", st.source, "trust_domain", cfg.TrustDomain,
 		"signing_subject", st.cert.Subject.String(), "not_after", st.cert.NotAfter, "roots", len(st.roots))
 	return ca, nil

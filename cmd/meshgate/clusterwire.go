@@ -178,8 +178,12 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		return nil, err
 	}
 	addCluster(cfg, cl)
+	var feed *agent.RevocationFeed
 	if ident != nil {
 		cfg.Components = append(cfg.Components, ident)
+		// Revoked node certificates are refused at every handshake.
+		feed = agent.NewRevocationFeed(cl.Node(), log, ident.Source())
+		cfg.Components = append(cfg.Components, feed)
 	}
 	if caCfg.Addr == "" {
 		return nil, nil
@@ -205,6 +209,9 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		return nil, err
 	}
 	cfg.Components = append(cfg.Components, ca)
+	if feed != nil {
+		feed.AttachCA(ca.Authority())
+	}
 	if ident != nil {
 		if err := ident.AttachCA(ctx, ca.Authority()); err != nil {
 			return nil, err
