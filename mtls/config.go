@@ -11,14 +11,15 @@ import (
 // MutualConfig returns a TLS 1.3 configuration for connections between
 // gateway nodes, usable as the server and as the client end. Both ends
 // present src's current certificate; the peer's chain must verify against
-// src's current roots, its leaf must carry exactly one SPIFFE URI SAN, and
-// auth must accept that identity. Host names are not checked: a node is
+// src's current roots, its leaf must carry exactly one SPIFFE URI SAN and
+// must not be in src's revocation set (SetRevocations), and auth must
+// accept that identity. Host names are not checked: a node is
 // known by its SPIFFE identity, not by the address it was dialled at.
 // Changes to src apply to new handshakes only; connections already up are
 // not disturbed.
 func MutualConfig(src *Source, auth Authorizer) *tls.Config {
 	verify := func(cs tls.ConnectionState) error {
-		_, err := VerifyPeer(src.Roots(), cs.PeerCertificates, auth)
+		_, err := src.Verify(cs.PeerCertificates, auth)
 		return err
 	}
 	return &tls.Config{
@@ -40,8 +41,14 @@ func MutualConfig(src *Source, auth Authorizer) *tls.Config {
 // VerifyPeer checks a peer's chain (leaf first, as presented) against
 // roots and returns its SPIFFE identity once auth accepts it. The leaf
 // must be valid now, usable for client or server auth, and carry exactly
-// one URI SAN, a spiffe:// identity in the Istio form.
-func VerifyPeer(roots *x509.CertPool, chain []*x509.Certificate, auth Authorizer) (pki.Identity, error) {
+// one URI SAN, a spiffe:// identity in the Istio form. With
+// WithRevocations, a revoked leaf is refused with a PeerError that
+// unwraps to ErrRevoked.
+func VerifyPeer(roots *x509.CertPool, chain []*x509.Certificate, auth Authorizer, opts ...VerifyOption) (pki.Identity, error) {
+	var o verifyOptions
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
 	if roots == nil {
 		return pki.Identity{}, &PeerError{Problem: "no trust bundle loaded"}
 	}
@@ -63,6 +70,9 @@ func VerifyPeer(roots *x509.CertPool, chain []*x509.Certificate, auth Authorizer
 	id, err := LeafIdentity(leaf)
 	if err != nil {
 		return pki.Identity{}, err
+	}
+	if o.revoked != nil && o.revoked.Revoked(leaf.SerialNumber) {
+		return pki.Identity{}, &PeerError{Identity: id.String(), Problem: "certificate serial " + leaf.SerialNumber.Text(16) + " is revoked", Err: ErrRevoked}
 	}
 	if auth == nil {
 		return pki.Identity{}, &PeerError{Identity: id.String(), Problem: "no authorizer configured"}

@@ -17,7 +17,9 @@ var ErrNoCertificate = errors.New("mtls: no certificate loaded")
 type Source struct {
 	cert  atomic.Pointer[tls.Certificate]
 	roots atomic.Pointer[x509.CertPool]
-	gen   atomic.Uint64
+	// revoked holds the revocation set (SetRevocations), nil for none.
+	revoked atomic.Pointer[revocationsHolder]
+	gen     atomic.Uint64
 }
 
 // NewSource returns a Source holding cert and roots (either may be nil and
@@ -53,7 +55,7 @@ func (s *Source) Certificate() *tls.Certificate { return s.cert.Load() }
 func (s *Source) Roots() *x509.CertPool { return s.roots.Load() }
 
 // Generation counts the changes made so far; it lets callers notice that
-// the certificate or bundle was replaced.
+// the certificate, bundle or revocation set was replaced.
 func (s *Source) Generation() uint64 { return s.gen.Load() }
 
 func (s *Source) certificate() (*tls.Certificate, error) {

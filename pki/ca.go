@@ -39,6 +39,8 @@ type CA struct {
 
 	rotMu sync.Mutex // serializes Rotate and Reload
 
+	life lifecycle // certificate records, revocations, CRL
+
 	closeOnce sync.Once
 	closed    atomic.Bool
 }
@@ -87,7 +89,12 @@ func NewCA(ctx context.Context, cfg Config, store Store, opts ...Option) (*CA, e
 	ca.failures = newKeyedLimiter(cfg.FailureRateLimit, cfg.FailureRateBurst, cfg.LimiterMaxKeys)
 	ca.refusalLog = newBucket(float64(cfg.RefusalLogPerMinute)/60, cfg.RefusalLogPerMinute, ca.now())
 	ca.audit = newAuditor(cfg, store, ca.now, ca.log, ca.m)
-	ca.audit.extraOps = ca.tokenUseOps
+	ca.life.init(cfg.Registerer)
+	ca.audit.extraOps = ca.batchOps
+	if _, err := ca.ReloadRevocations(ctx); err != nil {
+		ca.audit.close()
+		return nil, err
+	}
 	ca.log.Info("CA ready", "source", st.source, "trust_domain", cfg.TrustDomain,
 		"signing_subject", st.cert.Subject.String(), "not_after", st.cert.NotAfter, "roots", len(st.roots))
 	return ca, nil

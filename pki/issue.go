@@ -101,6 +101,13 @@ type Certificate struct {
 	Serial    *big.Int
 	NotBefore time.Time
 	NotAfter  time.Time
+	// Grant is the longest lifetime a renewal of this certificate may
+	// get: the lifetime its token's issuance allowed, inherited by every
+	// renewal (see CertificateRecord).
+	Grant time.Duration
+	// TokenID is the token the certificate descends from ("" for operator
+	// issuances and renewals of unrecorded certificates).
+	TokenID string
 	// LeafPEM is the issued certificate.
 	LeafPEM string
 	// IntermediatesPEM are the certificates between the leaf and the root,
@@ -108,6 +115,9 @@ type Certificate struct {
 	IntermediatesPEM []string
 	// RootsPEM is the trust bundle, current root first.
 	RootsPEM []string
+
+	renews    string // serial of the renewed certificate
+	defaulted bool   // grant defaulted (renewed certificate had no record)
 }
 
 // ChainPEM returns leaf, intermediates, then the current root: one PEM
@@ -148,6 +158,13 @@ func (ca *CA) Issue(ctx context.Context, req Request) (*Certificate, error) {
 	rec.Outcome = OutcomeIssued
 	rec.Serial = cert.Serial.Text(16)
 	rec.NotAfter = cert.NotAfter
+	// The certificate's record (its grant) is written with the audit
+	// record, in the same store write.
+	ca.life.expect(CertificateRecord{
+		Serial: cert.Serial, Identity: cert.Identity.String(), TokenID: cert.TokenID, Grant: cert.Grant,
+		NotAfter: cert.NotAfter, Renews: cert.renews, Defaulted: cert.defaulted,
+	})
+	defer ca.life.forget(cert.Serial)
 	counted := "" // an unlimited token's use is counted with the audit batch
 	if grant != nil {
 		if grant.limited {
@@ -289,6 +306,10 @@ func (ca *CA) issue(ctx context.Context, req Request, now time.Time, rec *AuditR
 	if !ca.limiter.allow(now) {
 		return nil, nil, refuse(ReasonRateLimited, ErrRateLimited, "more than %g certificates per second; retry later", ca.cfg.RateLimit)
 	}
+	is, err := ca.grantFor(ctx, req.Credential, grant, id, ttl)
+	if err != nil {
+		return nil, nil, err
+	}
 	if grant != nil && grant.limited {
 		// Every check has passed: consume the use before signing, so
 		// that no instance can sign more than the token allows.
@@ -296,12 +317,14 @@ func (ca *CA) issue(ctx context.Context, req Request, now time.Time, rec *AuditR
 			return nil, nil, err
 		}
 	}
-	cert, err := ca.sign(st, string(req.CSR), ProfileWorkload, []string{id.String()}, ttl, now)
+	cert, err := ca.sign(st, string(req.CSR), ProfileWorkload, []string{id.String()}, is.ttl, now)
 	if err != nil {
 		ca.unclaimUse(ctx, grant)
 		return nil, nil, err
 	}
 	cert.Identity = id
+	cert.Grant, cert.TokenID = is.record.Grant, is.record.TokenID
+	cert.renews, cert.defaulted = is.record.Renews, is.record.Defaulted
 	return cert, grant, nil
 }
 
@@ -333,11 +356,11 @@ func (ca *CA) authenticate(ctx context.Context, cred Credential, want Identity, 
 		}
 		return id, g, caller, nil
 	case PeerCertificates:
-		id, err := ca.verifyPeer(c, st, now)
+		id, err := ca.verifyPeerLive(ctx, c, st, now)
 		return id, nil, c.caller(), err
 	case Credentials:
 		if len(c.Peer) > 0 {
-			id, err := ca.verifyPeer(c.Peer, st, now)
+			id, err := ca.verifyPeerLive(ctx, c.Peer, st, now)
 			if err == nil || c.Token == "" {
 				return id, nil, c.Peer.caller(), err
 			}
@@ -368,9 +391,22 @@ func (ca *CA) authenticate(ctx context.Context, cred Credential, want Identity, 
 
 // VerifyPeer checks a TLS client's certificate chain (leaf first) against
 // the trust bundle for client auth, now, and returns the SPIFFE identity
-// of its leaf. The API uses it to authenticate administrators.
+// of its leaf. A revoked leaf is refused (ErrCertRevoked). The API uses
+// it to authenticate administrators.
 func (ca *CA) VerifyPeer(chain []*x509.Certificate) (Identity, error) {
-	return ca.verifyPeer(chain, ca.state.Load(), ca.now())
+	return ca.verifyPeerLive(context.Background(), chain, ca.state.Load(), ca.now())
+}
+
+// verifyPeerLive is verifyPeer, then the revocation check.
+func (ca *CA) verifyPeerLive(ctx context.Context, chain PeerCertificates, st *signingState, now time.Time) (Identity, error) {
+	id, err := ca.verifyPeer(chain, st, now)
+	if err != nil {
+		return id, err
+	}
+	if err := ca.checkRevoked(ctx, chain[0].SerialNumber); err != nil {
+		return Identity{}, err
+	}
+	return id, nil
 }
 
 // verifyPeer checks a client certificate chain for renewal.

@@ -70,6 +70,9 @@ type TokenInfo struct {
 	Uses      int // 0 = unlimited
 	Used      int // uses consumed, over every node
 	Revoked   bool
+	// CertsRevoked says the token was revoked with every certificate it
+	// produced (RevokeTokenCertificates): renewals of them are refused.
+	CertsRevoked bool
 }
 
 // tokenRecord is what the store holds under keyTokens+hash.
@@ -82,6 +85,8 @@ type tokenRecord struct {
 	Uses           int       `json:"uses,omitempty"`
 	Revoked        bool      `json:"revoked,omitempty"`
 	RevokedAt      time.Time `json:"revokedAt,omitzero"`
+	// CertsRevoked: revoked with its certificates (see TokenInfo).
+	CertsRevoked bool `json:"certsRevoked,omitempty"`
 }
 
 // tokenState is this node's view of one token: the parsed record (cached
@@ -154,6 +159,8 @@ func (r tokenRecord) info(hash string, used int) TokenInfo {
 		Uses:      r.Uses,
 		Used:      used,
 		Revoked:   r.Revoked,
+
+		CertsRevoked: r.CertsRevoked,
 	}
 }
 
@@ -195,8 +202,16 @@ func (ca *CA) Tokens(ctx context.Context) ([]TokenInfo, error) {
 }
 
 // RevokeToken revokes the token whose ID starts with id (at least 8 hex
-// digits, unique). Revoking twice is not an error.
+// digits, unique). Revoking twice is not an error. Certificates already
+// issued with the token stay valid until they expire (and may be renewed,
+// each renewal bounded by the token's grant); RevokeTokenCertificates
+// revokes them too.
 func (ca *CA) RevokeToken(ctx context.Context, id string) (TokenInfo, error) {
+	return ca.revokeToken(ctx, id, false)
+}
+
+// revokeToken revokes a token; certs also marks it CertsRevoked.
+func (ca *CA) revokeToken(ctx context.Context, id string, certs bool) (TokenInfo, error) {
 	id = strings.ToLower(id)
 	if len(id) < 8 || len(id) > 64 {
 		return TokenInfo{}, fmt.Errorf("%w: token ID %q must be 8-64 hex digits", ErrInvalidToken, id)
@@ -220,9 +235,12 @@ func (ca *CA) RevokeToken(ctx context.Context, id string) (TokenInfo, error) {
 		return TokenInfo{}, fmt.Errorf("pki: token %s: %w", kvs[0].Key, err)
 	}
 	h := strings.TrimPrefix(kvs[0].Key, keyTokens)
-	if !rec.Revoked {
-		rec.Revoked = true
-		rec.RevokedAt = ca.now().UTC()
+	if !rec.Revoked || (certs && !rec.CertsRevoked) {
+		if !rec.Revoked {
+			rec.Revoked = true
+			rec.RevokedAt = ca.now().UTC()
+		}
+		rec.CertsRevoked = rec.CertsRevoked || certs
 		val, err := json.Marshal(rec)
 		if err != nil {
 			return TokenInfo{}, fmt.Errorf("pki: token: %w", err)

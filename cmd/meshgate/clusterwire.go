@@ -222,8 +222,12 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 	ls.Set("raft", ccfg.RaftBind, cl.Node().RaftAddr())
 	ls.Set("gossip", ccfg.Gossip.BindAddr, cl.Node().Catalog().Addr())
 	addCluster(cfg, cl)
+	var feed *agent.RevocationFeed
 	if ident != nil {
 		cfg.Components = append(cfg.Components, ident)
+		// Revoked node certificates are refused at every handshake.
+		feed = agent.NewRevocationFeed(cl.Node(), log, ident.Source())
+		cfg.Components = append(cfg.Components, feed)
 	}
 	if caCfg.Addr == "" {
 		return nil, nil
@@ -249,6 +253,9 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		return nil, err
 	}
 	cfg.Components = append(cfg.Components, ca)
+	if feed != nil {
+		feed.AttachCA(ca.Authority())
+	}
 	if ident != nil {
 		if err := ident.AttachCA(ctx, ca.Authority()); err != nil {
 			return nil, err

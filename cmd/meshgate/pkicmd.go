@@ -119,8 +119,20 @@ func newTokenCmd() *cobra.Command {
 	lf.register(list)
 
 	var rf caFlags
+	var withCerts bool
+	var tokReason string
 	revoke := &cobra.Command{
-		Use: "revoke ID", Short: "Revoke a token by its id (or a unique prefix)", Args: cobra.ExactArgs(1),
+		Use:   "revoke ID [--certs [--reason R]]",
+		Short: "Revoke a token by its id (or a unique prefix); --certs also revokes every certificate it produced",
+		Long: `Revoke a token by its id (or a unique prefix of at least 8 digits).
+
+Without --certs, the token can obtain no more certificates, but those it
+already produced stay valid until they expire and may be renewed (each
+renewal bounded by the token's original grant). With --certs, every
+unexpired certificate the token produced, renewals included, is revoked
+too: refused at renewal and at every meshgate mTLS handshake, and listed
+in the CRL (GET /v1/crl).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a, err := rf.admin()
 			if err != nil {
@@ -128,14 +140,30 @@ func newTokenCmd() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), rf.timeout)
 			defer cancel()
-			tok, err := a.RevokeToken(ctx, args[0])
+			if !withCerts {
+				if tokReason != "" {
+					return fmt.Errorf("--reason needs --certs")
+				}
+				tok, err := a.RevokeToken(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s)\n", tok.ID, tok.Identity)
+				return nil
+			}
+			res, err := a.RevokeTokenCertificates(ctx, args[0], tokReason)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s)\n", tok.ID, tok.Identity)
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s) and %d certificate(s)\n", res.ID, res.Identity, len(res.RevokedCertificates))
+			for _, r := range res.RevokedCertificates {
+				fmt.Fprintf(cmd.OutOrStdout(), "  %s %s until %s\n", r.Serial, r.Identity, r.NotAfter.Format(time.RFC3339))
+			}
 			return nil
 		},
 	}
+	revoke.Flags().BoolVar(&withCerts, "certs", false, "also revoke every certificate the token produced (renewals included)")
+	revoke.Flags().StringVar(&tokReason, "reason", "", "RFC 5280 reason for the certificates (keyCompromise, superseded, cessationOfOperation, ...)")
 	rf.register(revoke)
 	cmd.AddCommand(create, list, revoke)
 	return cmd
@@ -171,7 +199,7 @@ func newCertCmd() *cobra.Command {
 			if err := client.WriteBundle(out, b); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s until %s\n", out, b.Identity, b.Chain[0].NotAfter.Format(time.RFC3339))
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s serial %s until %s\n", out, b.Identity, pki.SerialOf(b.Chain[0]), b.Chain[0].NotAfter.Format(time.RFC3339))
 			return nil
 		},
 	}
@@ -211,15 +239,48 @@ func newCertCmd() *cobra.Command {
 			if err := client.WriteBundle(rout, b); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s renewed until %s\n", rout, b.Identity, b.Chain[0].NotAfter.Format(time.RFC3339))
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s renewed, serial %s until %s\n", rout, b.Identity, pki.SerialOf(b.Chain[0]), b.Chain[0].NotAfter.Format(time.RFC3339))
 			return nil
 		},
 	}
 	renew.Flags().StringVar(&rout, "out", "", "folder holding the current key.pem and cert-chain.pem")
-	renew.Flags().DurationVar(&rttl, "ttl", 0, "certificate lifetime (0 = the CA's default)")
+	renew.Flags().DurationVar(&rttl, "ttl", 0, "certificate lifetime (0 = the CA's default); never more than the original issuance allowed")
 	_ = renew.MarkFlagRequired("out")
 	rf.register(renew)
-	cmd.AddCommand(issue, renew)
+
+	var vf caFlags
+	var reason string
+	revoke := &cobra.Command{
+		Use:   "revoke SERIAL [--reason R]",
+		Short: "Revoke a certificate by serial (hex, as printed by cert issue/renew or openssl)",
+		Long: `Revoke a certificate by its serial number (hex; openssl's colon form is accepted).
+
+The revocation is replicated to every node: renewals with the certificate
+are refused, every meshgate mTLS handshake refuses it, and the CRL at
+GET /v1/crl lists it until the certificate expires.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := vf.admin()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), vf.timeout)
+			defer cancel()
+			r, err := a.RevokeCertificate(ctx, args[0], reason)
+			if err != nil {
+				return err
+			}
+			who := r.Identity
+			if !r.Recorded {
+				who = "a certificate the CA has no record of; kept for the maximum TTL"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s, %s) until %s\n", r.Serial, who, r.Reason, r.NotAfter.Format(time.RFC3339))
+			return nil
+		},
+	}
+	revoke.Flags().StringVar(&reason, "reason", "", "RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn")
+	vf.register(revoke)
+	cmd.AddCommand(issue, renew, revoke)
 	return cmd
 }
 
@@ -296,6 +357,31 @@ func newCACmd() *cobra.Command {
 		},
 	}
 	ra.register(rotate)
-	cmd.AddCommand(show, initCmd, rotate)
+
+	var cf caFlags
+	var crlOut string
+	crl := &cobra.Command{
+		Use: "crl [--out FILE]", Short: "Fetch the CRL (DER) from the certificate API; openssl crl -inform DER reads it", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := cf.config()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+			defer cancel()
+			der, err := client.FetchCRL(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			if crlOut == "" || crlOut == "-" {
+				_, err = cmd.OutOrStdout().Write(der)
+				return err
+			}
+			return os.WriteFile(crlOut, der, 0o644)
+		},
+	}
+	crl.Flags().StringVar(&crlOut, "out", "", "file to write (default stdout)")
+	cf.register(crl)
+	cmd.AddCommand(show, initCmd, rotate, crl)
 	return cmd
 }

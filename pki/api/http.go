@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/meshgate/meshgate/pki"
@@ -92,6 +91,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /api/v1/cfssl/info", s.handleCFSSLInfo)
 	s.mux.HandleFunc("POST /api/v1/cfssl/authsign", s.handleCFSSLAuthSign)
 	s.mux.HandleFunc("POST /api/v1/cfssl/sign", s.handleCFSSLSign)
+	s.revokeRoutes()
 }
 
 // readBody reads at most MaxBodyBytes.
@@ -299,14 +299,4 @@ func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 	}
 	s.m.requests.WithLabelValues("admin", "200").Inc()
 	writeJSON(w, http.StatusOK, out)
-}
-
-func (s *Server) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
-	info, err := s.ca.RevokeToken(r.Context(), strings.TrimSpace(r.PathValue("id")))
-	if err != nil {
-		s.writeError(w, "admin", err)
-		return
-	}
-	s.m.requests.WithLabelValues("admin", "200").Inc()
-	writeJSON(w, http.StatusOK, tokenJSON(info))
 }

@@ -55,7 +55,8 @@ func (a Admin) do(ctx context.Context, method, path string, body, out any) error
 		}
 		rd = bytes.NewReader(b)
 	}
-	u := url.URL{Scheme: "https", Host: cfg.Addr, Path: path}
+	p, query, _ := strings.Cut(path, "?")
+	u := url.URL{Scheme: "https", Host: cfg.Addr, Path: p, RawQuery: query}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)

@@ -86,12 +86,15 @@ var (
 // the cfssl CLI, which cannot be told to trust the mesh root for https,
 // can use `cfssl ... -remote ADMIN_ADDR`.
 //
+// GET /v1/crl serves the CRL, as on the certificate API.
+//
 // POST /v1/ca/rotate starts a root rotation (meshgate ca rotate): a new
 // root, cross-signed by the current one; the trust bundle serves both until
 // every leaf of the old root has expired.
 func (c *CA) AdminRoutes() map[string]http.Handler {
 	return map[string]http.Handler{
 		"/api/v1/cfssl/": c.srv.Handler(),
+		"GET /v1/crl":    c.srv.CRLHandler(),
 		"POST /v1/ca/rotate": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := c.ca.Rotate(r.Context()); err != nil {
 				writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
