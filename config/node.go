@@ -88,6 +88,32 @@ type Node struct {
 	// tunnel, raft and admin). Default none: the node gets its identity
 	// from the CA.
 	TLS NodeTLS `json:"tls" yaml:"tls"`
+	// Admin controls who may use the admin API (see README "Admin API
+	// access").
+	Admin NodeAdmin `json:"admin" yaml:"admin"`
+	// Catalog holds the endpoint registration rules.
+	Catalog NodeCatalog `json:"catalog" yaml:"catalog"`
+}
+
+// NodeAdmin is node.yaml's admin section.
+type NodeAdmin struct {
+	// AllowedHosts are extra Host header values (name or name:port) the
+	// admin listener answers besides its own addresses; every other Host
+	// is refused (DNS rebinding). Default none.
+	AllowedHosts []string `json:"allowed_hosts,omitempty" yaml:"allowed_hosts,omitempty"`
+	// OpenReads lets loopback clients read routes, endpoints, config,
+	// members and metrics without a token. Default true; false makes every
+	// read need a read-scope token.
+	OpenReads bool `json:"open_reads" yaml:"open_reads"`
+	// Pprof serves /debug/pprof/ (operator scope). Default false.
+	Pprof bool `json:"pprof" yaml:"pprof"`
+}
+
+// NodeCatalog is node.yaml's catalog section.
+type NodeCatalog struct {
+	// AllowUndeclaredServices lets PUT /v1/endpoints register services no
+	// ServiceEntry declares. Default false.
+	AllowUndeclaredServices bool `json:"allow_undeclared_services" yaml:"allow_undeclared_services"`
 }
 
 // NodeLog sets logging.
@@ -220,6 +246,7 @@ func DefaultNode() *Node {
 		Gossip:       NodeGossip{Port: 7946},
 		Raft:         NodeRaft{Port: 8300},
 		CA:           NodeCA{Addr: ":15012"},
+		Admin:        NodeAdmin{OpenReads: true},
 	}
 }
 
@@ -500,6 +527,11 @@ func (n *Node) Validate() error {
 			c.invalid("tls.ca_addr", "tls.ca_addr %q is not host:port", n.TLS.CAAddr)
 		}
 	}
+	for i, h := range n.Admin.AllowedHosts {
+		if msg := checkAllowedHost(h); msg != "" {
+			c.invalid(fieldIndex("admin.allowed_hosts", i), "admin.allowed_hosts entry %q %s", h, msg)
+		}
+	}
 	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
 		if n.TLS.CertFile == "" {
 			c.invalid("tls.cert_file", "tls.key_file needs tls.cert_file")
@@ -594,6 +626,28 @@ func checkJoinAddr(s string) string {
 	}
 	if err := checkHost(strings.ToLower(host), false, false); err != nil {
 		return fmt.Sprintf("%q is neither host, host:port nor IP:port", s)
+	}
+	return ""
+}
+
+// checkAllowedHost says what is wrong with an admin.allowed_hosts entry
+// (a host name or IP, optionally with :port), or "".
+func checkAllowedHost(h string) string {
+	if h == "" {
+		return "is empty"
+	}
+	if len(h) > 261 || strings.ContainsAny(h, "/ \t\r\n@?#*") {
+		return "must be a host name or IP, optionally with :port (no scheme, path or wildcard)"
+	}
+	host := h
+	if hh, port, err := net.SplitHostPort(h); err == nil {
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return "has a port that is not 1 to 65535"
+		}
+		host = hh
+	}
+	if host == "" {
+		return "has no host"
 	}
 	return ""
 }

@@ -23,7 +23,7 @@ func TestDefaultNode(t *testing.T) {
 	want := Node{
 		Name: n.Name, Network: "default", AdminAddr: "127.0.0.1:15000", DataDir: "/var/lib/meshgate",
 		Log: NodeLog{Format: "text", Level: "info"}, DrainTimeout: Duration{30 * time.Second}, HelloTimeout: Duration{5 * time.Second},
-		TrustDomain: "cluster.local", Gossip: NodeGossip{Port: 7946}, Raft: NodeRaft{Port: 8300}, CA: NodeCA{Addr: ":15012"},
+		TrustDomain: "cluster.local", Gossip: NodeGossip{Port: 7946}, Raft: NodeRaft{Port: 8300}, CA: NodeCA{Addr: ":15012"}, Admin: NodeAdmin{OpenReads: true},
 	}
 	if !reflect.DeepEqual(*n, want) {
 		t.Errorf("DefaultNode() = %+v\nwant %+v", *n, want)
@@ -47,6 +47,7 @@ func TestLoadNodeFull(t *testing.T) {
 		Gossip: NodeGossip{Bind: "{{ GetPrivateIP }}", Advertise: "10.0.0.5", Port: 7947, KeyringFile: "/etc/meshgate/keyring.json"},
 		Raft:   NodeRaft{Bind: "0.0.0.0", Advertise: "10.0.0.5", Port: 8301},
 		CA:     NodeCA{Addr: ":15013"},
+		Admin:  NodeAdmin{OpenReads: true},
 		TLS:    NodeTLS{CertFile: "/etc/meshgate/node.pem", KeyFile: "/etc/meshgate/node-key.pem", CAFile: "/etc/meshgate/root.pem"},
 	}
 	if !reflect.DeepEqual(*n, want) {
@@ -130,6 +131,11 @@ func hostileNodeCases() []hostileCase {
 		{"token without root file", "tls: {token_file: /t, ca_addr: \"10.0.0.1:15012\"}\n", "tls.ca_file", ErrInvalid},
 		{"token and cert files", "tls: {token_file: /t, ca_addr: \"10.0.0.1:15012\", ca_file: /r.pem, cert_file: /c.pem, key_file: /k.pem}\n", "tls.token_file", ErrInvalid},
 		{"CA address without port", "tls: {ca_addr: 10.0.0.1}\n", "tls.ca_addr", ErrInvalid},
+		{"allowed host with a scheme", "admin: {allowed_hosts: [\"http://evil\"]}\n", "admin.allowed_hosts[0]", ErrInvalid},
+		{"allowed host with a wildcard", "admin: {allowed_hosts: [ok.example, \"*.example\"]}\n", "admin.allowed_hosts[1]", ErrInvalid},
+		{"allowed host bad port", "admin: {allowed_hosts: [\"a.example:99999\"]}\n", "admin.allowed_hosts[0]", ErrInvalid},
+		{"open_reads not a bool", "admin: {open_reads: maybe}\n", "admin.open_reads", ErrInvalid},
+		{"unknown admin key", "admin: {token: x}\n", "admin.token", ErrInvalid},
 		{"top level list", "- a\n", "", ErrInvalid},
 		{"two documents", "name: a\n---\nname: b\n", "", ErrSyntax},
 		{"tabs", "log:\n\tlevel: debug\n", "", ErrSyntax},

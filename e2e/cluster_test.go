@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -83,6 +82,11 @@ func newFleet(t *testing.T, n int) []*fleetNode {
 		if err := os.MkdirAll(fn.resources, 0o755); err != nil {
 			t.Fatal(err)
 		}
+		// The registration API accepts only services the configuration
+		// declares: the fleet's tests register reviews on 9080.
+		if err := os.WriteFile(filepath.Join(fn.resources, "reviews-serviceentry.yaml"), []byte(reviewsServiceEntry), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.MkdirAll(filepath.Join(fn.dir, "data"), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -120,6 +124,17 @@ tls: {cert_file: %s, key_file: %s, ca_file: %s}
 	return nodes
 }
 
+// reviewsServiceEntry declares the service the fleet tests register.
+const reviewsServiceEntry = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 9080, name: tls, protocol: TLS}]
+  resolution: STATIC
+`
+
 func (fn *fleetNode) start(t *testing.T) {
 	t.Helper()
 	fn.p = start(t, fn.dir, "agent", "--config", fn.nodeFile, "--resources", fn.resources)
@@ -149,18 +164,20 @@ func (fn *fleetNode) role(t *testing.T) string {
 }
 
 func (fn *fleetNode) apply(t *testing.T, yaml string) error {
-	req, _ := http.NewRequest(http.MethodPut, "http://"+fn.admin+"/v1/config?file=test.yaml", strings.NewReader(yaml))
-	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	code, body, err := adminRequest(http.MethodPut, "http://"+fn.admin+"/v1/config?file=test.yaml", fn.adminToken(t), "application/yaml", yaml)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		var b bytes.Buffer
-		b.ReadFrom(resp.Body)
-		return fmt.Errorf("apply at %s: %s: %s", fn.name, resp.Status, b.String())
+	if code != 200 {
+		return fmt.Errorf("apply at %s: %d: %s", fn.name, code, body)
 	}
 	return nil
+}
+
+// adminToken is the fleet's bootstrap operator token, which the node that
+// won the bootstrap wrote to its data dir (tokens are fleet-wide).
+func (fn *fleetNode) adminToken(t testing.TB) string {
+	return operatorToken(t, filepath.Join(filepath.Dir(fn.dir), "*", "data", "operator.token"))
 }
 
 func (fn *fleetNode) has(t *testing.T, kind, name string) bool {
@@ -250,12 +267,9 @@ func TestFleetReplicatesConfigAndGossipsEndpoints(t *testing.T) {
 	be := startBackend(t, ca, "v1", serviceHost)
 	owner, other := alive[0], alive[1]
 	reg := fmt.Sprintf(`{"service":%q,"port":9080,"addr":"127.0.0.1:%d","labels":{"version":"v1"},"ttl":"60s"}`, serviceHost, be.port())
-	req, _ := http.NewRequest(http.MethodPut, "http://"+owner.admin+"/v1/endpoints/reviews-1", strings.NewReader(reg))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode/100 != 2 {
-		t.Fatalf("register endpoint at %s: %v %v", owner.name, resp, err)
+	if code, body, err := adminRequest(http.MethodPut, "http://"+owner.admin+"/v1/endpoints/reviews-1", owner.adminToken(t), "", reg); err != nil || code/100 != 2 {
+		t.Fatalf("register endpoint at %s: %d %s %v", owner.name, code, body, err)
 	}
-	resp.Body.Close()
 	sni := "outbound_.9080_._." + serviceHost
 	for _, fn := range alive {
 		addr := fmt.Sprintf("%s:%d", fn.ip, port)

@@ -354,3 +354,53 @@ func ask(ctx context.Context, addr, sni string, alpn []string, pool *x509.CertPo
 	id, _, _ := strings.Cut(ans, " ")
 	return id, nil
 }
+
+// adminRequest is the one way e2e tests send admin API requests: it adds
+// "Authorization: Bearer <token>" when token is set and, for writes, the
+// JSON content type the admin API requires (contentType overrides it; pass
+// "-" to send none).
+func adminRequest(method, url, token, contentType, body string) (int, string, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return 0, "", err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	switch {
+	case contentType == "-":
+	case contentType != "":
+		req.Header.Set("Content-Type", contentType)
+	case method != http.MethodGet && method != http.MethodHead:
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// operatorToken waits for the bootstrap operator token that one of the
+// glob's matches (data dirs' operator.token files) holds and returns it.
+func operatorToken(t testing.TB, glob string) string {
+	t.Helper()
+	var tok string
+	waitFor(t, 60*time.Second, "an operator.token matching "+glob, func() bool {
+		m, _ := filepath.Glob(glob)
+		for _, f := range m {
+			if b, err := os.ReadFile(f); err == nil && len(bytes.TrimSpace(b)) > 0 {
+				tok = string(bytes.TrimSpace(b))
+				return true
+			}
+		}
+		return false
+	})
+	return tok
+}

@@ -63,7 +63,7 @@ func (n *enrolledNode) start(t *testing.T) {
 }
 
 func (n *enrolledNode) fleet() *fleetNode {
-	return &fleetNode{name: n.name, admin: n.admin}
+	return &fleetNode{name: n.name, admin: n.admin, dir: n.dir}
 }
 
 // nodeLeafURI reads the URI SAN of the node certificate kept in data_dir.

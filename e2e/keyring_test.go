@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,8 +17,8 @@ import (
 )
 
 // localKeys is the gossip keyring a node is running with.
-func localKeys(fn *fleetNode) []string {
-	_, body, err := httpGet("http://" + fn.admin + "/v1/keyring")
+func localKeys(t testing.TB, fn *fleetNode) []string {
+	_, body, err := adminRequest(http.MethodGet, "http://"+fn.admin+"/v1/keyring", fn.adminToken(t), "", "")
 	if err != nil {
 		return nil
 	}
@@ -78,7 +79,7 @@ func TestFleetKeyringRotation(t *testing.T) {
 	}
 	keyring := func(at *fleetNode, args ...string) {
 		t.Helper()
-		out, err := exec.Command(meshgateBin(t), append([]string{"keyring"}, append(args, "--admin", at.admin)...)...).CombinedOutput()
+		out, err := exec.Command(meshgateBin(t), append([]string{"keyring"}, append(args, "--admin", at.admin, "--admin-token", at.adminToken(t))...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("meshgate keyring %v at %s: %v\n%s", args, at.name, err, out)
 		}
@@ -87,7 +88,7 @@ func TestFleetKeyringRotation(t *testing.T) {
 		t.Helper()
 		waitFor(t, 30*time.Second, what, func() bool {
 			for _, fn := range nodes {
-				if !slices.Equal(localKeys(fn), want) {
+				if !slices.Equal(localKeys(t, fn), want) {
 					return false
 				}
 			}
@@ -108,7 +109,7 @@ func TestFleetKeyringRotation(t *testing.T) {
 	}
 	keyring(nodes[1], "remove", oldKey)
 	everywhere("the old key removed on the running nodes", nodes[1:], []string{newKey})
-	out, err := exec.Command(meshgateBin(t), "keyring", "remove", newKey, "--admin", nodes[1].admin).CombinedOutput()
+	out, err := exec.Command(meshgateBin(t), "keyring", "remove", newKey, "--admin", nodes[1].admin, "--admin-token", nodes[1].adminToken(t)).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "primary") {
 		t.Fatalf("keyring remove of the primary: %v\n%s; want a refusal naming the primary key", err, out)
 	}

@@ -115,6 +115,9 @@ spec:
 		if err := os.WriteFile(filepath.Join(dir, "resources", "gw.yaml"), []byte(gateway), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.WriteFile(filepath.Join(dir, "resources", "reviews-serviceentry.yaml"), []byte(reviewsServiceEntry), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		cert, key := nodeCert(t, ca, dir, x.name, x.ns.ip)
 		node := fmt.Sprintf(`name: %s
 network: %s
@@ -151,8 +154,11 @@ tls: {cert_file: %s, key_file: %s, ca_file: %s}
 	ws := nb.cmd("openssl", "s_server", "-quiet", "-accept", nb.ip+":9443", "-cert", filepath.Join(wdir, "c.pem"), "-key", filepath.Join(wdir, "k.pem"), "-alpn", "istio", "-www")
 	startCmd(t, wdir, ws)
 
+	// The admin listeners bind the namespaces' addresses, not loopback, so
+	// reads need a token too; the bootstrap node wrote it to its data dir.
 	admin := func(n netns, args ...string) (string, error) {
-		return n.run(t, "curl", append([]string{"-s", "--max-time", "5"}, args...)...)
+		tok := operatorToken(t, filepath.Join(root, "*", "data", "operator.token"))
+		return n.run(t, "curl", append([]string{"-s", "--max-time", "5", "-H", "Authorization: Bearer " + tok, "-H", "Content-Type: application/json"}, args...)...)
 	}
 	waitFor(t, 60*time.Second, "two alive members and a raft leader", func() bool {
 		out, err := admin(na, "http://"+na.ip+":15000/v1/members")

@@ -13,20 +13,12 @@ import (
 // tests goes through it.
 func fleetWrite(t *testing.T, fn *fleetNode, method, path, body string) error {
 	t.Helper()
-	req, err := http.NewRequest(method, "http://"+fn.admin+path, strings.NewReader(body))
+	code, resp, err := adminRequest(method, "http://"+fn.admin+path, fn.adminToken(t), "application/json", body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		var sb strings.Builder
-		_, _ = fmt.Fprintf(&sb, "%s %s at %s: %s", method, path, fn.name, resp.Status)
-		return fmt.Errorf("%s", sb.String())
+	if code/100 != 2 {
+		return fmt.Errorf("%s %s at %s: %d %s", method, path, fn.name, code, resp)
 	}
 	return nil
 }

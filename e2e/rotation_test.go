@@ -44,7 +44,7 @@ func TestRootRotationVerifiesWithOpenSSL(t *testing.T) {
 	issue(before)
 	oldRoot := readPEM(t, filepath.Join(before, "root-cert.pem"))
 
-	if o, err := run(bin, "ca", "rotate", "--admin", m.admin); err != nil {
+	if o, err := run(bin, "ca", "rotate", "--admin", m.admin, "--data-dir", m.dataDir); err != nil {
 		t.Fatalf("ca rotate: %v\n%s", err, o)
 	}
 	after := filepath.Join(m.dir, "after")

@@ -23,20 +23,9 @@ import (
 
 // adminWrite sends every admin write of this file (one place to add the
 // operator credential once the admin API asks for it).
-func adminWrite(t *testing.T, admin, method, path, contentType, body string) (int, string, error) {
+func adminWrite(t *testing.T, admin, token, method, path, contentType, body string) (int, string, error) {
 	t.Helper()
-	req, err := http.NewRequest(method, "http://"+admin+path, strings.NewReader(body))
-	if err != nil {
-		return 0, "", err
-	}
-	req.Header.Set("Content-Type", contentType)
-	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
+	return adminRequest(method, "http://"+admin+path, token, contentType, body)
 }
 
 // trustRow is one row of GET /v1/members with its trust verdict.
@@ -152,9 +141,10 @@ func TestRogueGossipMemberGetsNoTraffic(t *testing.T) {
 		}
 		return true
 	})
+	fleetTok := func() string { return operatorToken(t, filepath.Join(gw1.data, "operator.token")) }
 	port := freePort(t)
 	waitFor(t, 30*time.Second, "the Gateway applied", func() bool {
-		code, _, err := adminWrite(t, gw1.admin, http.MethodPut, "/v1/config?file=trust.yaml", "application/yaml", gatewayYAML(port))
+		code, _, err := adminWrite(t, gw1.admin, fleetTok(), http.MethodPut, "/v1/config?file=trust.yaml", "application/yaml", gatewayYAML(port)+trustServices)
 		return err == nil && code == 200
 	})
 
@@ -172,7 +162,9 @@ bind_addr: 127.0.0.4
 data_dir: %s
 drain_timeout: 2s
 log: {format: json, level: info}
+bootstrap: true
 join: [%s]
+catalog: {allow_undeclared_services: true}
 gossip: {bind: 127.0.0.4, port: %d}
 raft: {bind: 127.0.0.4, port: %d}
 ca: {addr: ""}
@@ -195,13 +187,21 @@ tls: {cert_file: %s, key_file: %s, ca_file: %s}
 		return err == nil && code == 200
 	})
 
+	// The rogue runs a one-node fleet of its own (it holds the operator
+	// token of that fleet, not of ours) and joins our gossip port.
+	tokFor := func(admin string) string {
+		if admin == rogueAdmin {
+			return operatorToken(t, filepath.Join(rogueDir, "data", "operator.token"))
+		}
+		return fleetTok()
+	}
 	ca := newTestCA(t)
 	good := startBackend(t, ca, "good", serviceHost)
 	evil := startBackend(t, ca, "rogue", serviceHost)
 	register := func(admin, id string, be *backend, weight int) (int, string) {
 		t.Helper()
 		body := fmt.Sprintf(`{"service":%q,"port":9080,"addr":"127.0.0.1:%d","weight":%d,"ttl":"300s"}`, serviceHost, be.port(), weight)
-		code, resp, err := adminWrite(t, admin, http.MethodPut, "/v1/endpoints/"+id, "application/json", body)
+		code, resp, err := adminWrite(t, admin, tokFor(admin), http.MethodPut, "/v1/endpoints/"+id, "application/json", body)
 		if err != nil {
 			t.Fatalf("register %s at %s: %v", id, admin, err)
 		}
@@ -254,7 +254,7 @@ tls: {cert_file: %s, key_file: %s, ca_file: %s}
 	// owner (it is not gw-2's own), dropped at gw-1 and counted.
 	adminPort, _ := portOf(gw1.admin)
 	body := fmt.Sprintf(`{"service":"admin.default.svc.cluster.local","port":80,"addr":"127.0.0.1:%d","ttl":"300s"}`, adminPort)
-	if code, resp, err := adminWrite(t, gw2.admin, http.MethodPut, "/v1/endpoints/at-gw1-admin", "application/json", body); err != nil || code/100 != 2 {
+	if code, resp, err := adminWrite(t, gw2.admin, fleetTok(), http.MethodPut, "/v1/endpoints/at-gw1-admin", "application/json", body); err != nil || code/100 != 2 {
 		t.Fatalf("register gw-1's admin address at gw-2: %d %s %v", code, resp, err)
 	}
 	waitFor(t, 30*time.Second, "gw-3 holding the endpoint at gw-1's admin address", func() bool {
@@ -268,7 +268,7 @@ tls: {cert_file: %s, key_file: %s, ca_file: %s}
 		t.Fatalf("gw-1 holds an endpoint at its own admin listener: %s", b)
 	}
 	// At the node itself, the registration is refused naming the listener.
-	if code, resp, _ := adminWrite(t, gw1.admin, http.MethodPut, "/v1/endpoints/self-admin", "application/json", body); code != http.StatusBadRequest || !strings.Contains(resp, "admin listener") {
+	if code, resp, _ := adminWrite(t, gw1.admin, fleetTok(), http.MethodPut, "/v1/endpoints/self-admin", "application/json", body); code != http.StatusBadRequest || !strings.Contains(resp, "admin listener") {
 		t.Fatalf("register gw-1's own admin address at gw-1: %d %s; want 400 naming the admin listener", code, resp)
 	}
 }
@@ -283,3 +283,24 @@ func portOf(hostport string) (int, error) {
 	_, err = fmt.Sscanf(p, "%d", &n)
 	return n, err
 }
+
+// trustServices declares the services the test registers endpoints for.
+const trustServices = `---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [` + serviceHost + `]
+  location: MESH_INTERNAL
+  ports: [{number: 9080, name: tls, protocol: TLS}]
+  resolution: STATIC
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: admin, namespace: default}
+spec:
+  hosts: [admin.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 80, name: tcp, protocol: TCP}]
+  resolution: STATIC
+`

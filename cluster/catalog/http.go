@@ -87,7 +87,18 @@ func ParseRegistration(id string, body []byte) (Registration, error) {
 //
 // The handler does no authentication: serve it only where the admin API
 // is protected.
-func (c *Catalog) Handler() http.Handler {
+func (c *Catalog) Handler() http.Handler { return c.HandlerWith(nil) }
+
+// RegistrationPolicy decides whether the caller of a PUT /v1/endpoints/{id}
+// may make that registration (declared services, allowed subsets). A
+// refusal is answered 403 with the error's text. It must not block.
+type RegistrationPolicy interface {
+	AllowRegistration(r *http.Request, reg Registration) error
+}
+
+// HandlerWith is Handler with registrations checked by p first (nil: no
+// check).
+func (c *Catalog) HandlerWith(p RegistrationPolicy) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /v1/endpoints/{id}", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
@@ -99,6 +110,12 @@ func (c *Catalog) Handler() http.Handler {
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return
+		}
+		if p != nil {
+			if err := p.AllowRegistration(r, reg); err != nil {
+				writeError(w, http.StatusForbidden, err)
+				return
+			}
 		}
 		if err := c.Register(reg); err != nil {
 			writeError(w, statusOf(err), err)

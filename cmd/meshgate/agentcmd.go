@@ -75,10 +75,14 @@ on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.`,
 				}
 				cfg.Components = append(cfg.Components, ca)
 			}
+			if err := wireAdmin(ctx, &cfg, node, node.DataDir, log); err != nil {
+				return err
+			}
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err
 			}
+			wireRegistrationScope(&cfg, a, node)
 			if err := a.Start(ctx); err != nil {
 				return err
 			}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,14 +20,24 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshgate/meshgate/cluster/acl"
 	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
 )
 
-// adminClient calls a node's admin API (loopback by default).
-type adminClient struct{ addr string }
+// adminClient calls a node's admin API (loopback by default) with the
+// admin token from --admin-token, MESHGATE_ADMIN_TOKEN, --admin-token-file,
+// MESHGATE_ADMIN_TOKEN_FILE or DATA_DIR/operator.token.
+type adminClient struct {
+	addr, token, tokenFile, dataDir string
+}
 
 func (a *adminClient) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&a.addr, "admin", "127.0.0.1:15000", "admin address of any node")
+	cmd.Flags().StringVar(&a.token, "admin-token", "", "admin API token (default $"+acl.EnvToken+", then --admin-token-file, then DATA_DIR/operator.token)")
+	cmd.Flags().StringVar(&a.tokenFile, "admin-token-file", "", "file holding the admin API token (default $"+acl.EnvTokenFile+")")
+	if cmd.Flags().Lookup("data-dir") == nil {
+		cmd.Flags().StringVar(&a.dataDir, "data-dir", defaultDataDir(), "the node's data dir (holds operator.token)")
+	}
 }
 
 // do sends a request and decodes a JSON answer into out (nil: raw body
@@ -35,6 +46,22 @@ func (a *adminClient) do(method, path string, body io.Reader, out any) ([]byte, 
 	req, err := http.NewRequest(method, "http://"+a.addr+path, body)
 	if err != nil {
 		return nil, err
+	}
+	token, from, err := acl.ClientToken(acl.TokenSources{
+		Flag: a.token, Env: os.Getenv(acl.EnvToken), File: a.tokenFile, EnvFile: os.Getenv(acl.EnvTokenFile), DataDir: a.dataDir,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if method != http.MethodGet && method != http.MethodHead {
+		ct := "application/json"
+		if strings.HasPrefix(path, "/v1/config") {
+			ct = "application/yaml"
+		}
+		req.Header.Set("Content-Type", ct)
 	}
 	c := &http.Client{Timeout: 60 * time.Second}
 	resp, err := c.Do(req)
@@ -47,8 +74,9 @@ func (a *adminClient) do(method, path string, body io.Reader, out any) ([]byte, 
 		return nil, err
 	}
 	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
+		var e acl.ErrorBody
+		if (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) && json.Unmarshal(b, &e) == nil && e.Reason != "" {
+			return nil, errors.New(acl.Explain(resp.StatusCode, e, from))
 		}
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
 			return nil, fmt.Errorf("%s", e.Error)

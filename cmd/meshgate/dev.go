@@ -82,15 +82,20 @@ endpoint. It prints commands to try. Data lives under --data-dir.`,
 			if err != nil {
 				return err
 			}
+			if err := wireAdmin(ctx, &cfg, node, dataDir, log); err != nil {
+				return err
+			}
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err
 			}
+			wireRegistrationScope(&cfg, a, node)
 			if err := a.Start(ctx); err != nil {
 				return err
 			}
 			log.Info("meshgate dev ready", "node", cfg.Node.Name, "network", cfg.Node.Network, "admin", a.AdminAddr())
 			fmt.Fprint(cmd.OutOrStdout(), d.Instructions(a.AdminAddr().String()))
+			fmt.Fprint(cmd.OutOrStdout(), adminInstructions(dataDir, a.AdminAddr().String()))
 			if ca != nil {
 				fmt.Fprint(cmd.OutOrStdout(), caInstructions(dataDir, ca.Addr().String()))
 			}
@@ -122,6 +127,15 @@ func caInstructions(dataDir, addr string) string {
   openssl x509 -in %[1]s/reviews-certs/cert-chain.pem -noout -subject -ext subjectAltName,keyUsage,extendedKeyUsage
   openssl verify -CAfile %[1]s/reviews-certs/root-cert.pem %[1]s/reviews-certs/cert-chain.pem
   bin/meshgate cert renew --ca-addr %[2]s --data-dir %[1]s --out %[1]s/reviews-certs
+`, dataDir, addr)
+}
+
+// adminInstructions is what dev prints about admin API access.
+func adminInstructions(dataDir, addr string) string {
+	return fmt.Sprintf(`
+  # admin writes need a token: the node wrote an operator token to %[1]s/operator.token, which the CLI reads by default
+  bin/meshgate acl token list --admin %[2]s --data-dir %[1]s
+  curl -s -H "Authorization: Bearer $(cat %[1]s/operator.token)" http://%[2]s/v1/acl/tokens
 `, dataDir, addr)
 }
 

@@ -38,7 +38,7 @@ func newRoot() *cobra.Command {
 		},
 	})
 	root.AddCommand(newDevCmd(), newAgentCmd(), newValidateCmd(), newTokenCmd(), newCertCmd(), newCACmd(),
-		newApplyCmd(), newGetCmd(), newDeleteCmd(), newMembersCmd(), newJoinCmd(), newLeaveCmd(), newKeyringCmd())
+		newApplyCmd(), newGetCmd(), newDeleteCmd(), newMembersCmd(), newJoinCmd(), newLeaveCmd(), newKeyringCmd(), newACLCmd())
 	return root
 }
 

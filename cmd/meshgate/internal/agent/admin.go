@@ -1,12 +1,15 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meshgate/meshgate/cluster/acl"
 )
 
 // adminHandler serves the node's operational endpoints:
@@ -20,7 +23,11 @@ import (
 //	                       network's endpoints through its gateways)
 //	/debug/explain?sni=N   which listener/server/route/endpoints N takes, or
 //	                       exactly why it is refused (&alpn=a,b to test ALPN)
-//	/debug/pprof/          Go runtime profiles
+//	/debug/pprof/          Go runtime profiles (only with Config.Pprof; operator scope)
+//	/v1/acl/tokens         admin token API (operator scope)
+//
+// Every request passes the acl.Guard: Host check, CSRF checks on writes,
+// bearer token and the scope adminPolicy assigns.
 func (a *Agent) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -39,13 +46,20 @@ func (a *Agent) adminHandler() http.Handler {
 		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
-	// Go runtime profiles, for diagnosing the node itself. The admin
-	// listener is loopback-only by default.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	// Go runtime profiles, for diagnosing the node itself: off unless
+	// node.yaml admin.pprof is true, and then for operator tokens only.
+	if a.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	if a.cfg.AdminTokens != nil {
+		for pattern, h := range a.cfg.AdminTokens.Routes() {
+			mux.Handle(pattern, h)
+		}
+	}
 	for _, c := range a.cfg.Components {
 		if r, ok := c.(AdminRouter); ok {
 			for pattern, h := range r.AdminRoutes() {
@@ -71,7 +85,39 @@ func (a *Agent) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, a.router.Load().Explain(name, alpn))
 	})
-	return mux
+	return a.guard.Wrap(mux)
+}
+
+// adminPolicy assigns the scope each admin request needs: probes none;
+// endpoint writes endpoints:write; token admin, profiles and the gossip
+// keys (secrets) operator; cfssl's info is a read and its authsign carries
+// its own HMAC credential (cfssl-auth.key); other reads read; every other
+// write operator.
+func adminPolicy(r *http.Request) acl.Scope {
+	p := r.URL.Path
+	safe := r.Method == http.MethodGet || r.Method == http.MethodHead
+	switch {
+	case safe && (p == "/healthz" || p == "/readyz"):
+		return acl.ScopeNone
+	case strings.HasPrefix(p, "/debug/pprof/"), strings.HasPrefix(p, "/v1/acl/"), p == "/v1/keyring":
+		return acl.ScopeOperator
+	case strings.HasPrefix(p, "/v1/endpoints/") && (r.Method == http.MethodPut || r.Method == http.MethodDelete):
+		return acl.ScopeEndpointsWrite
+	case p == "/api/v1/cfssl/info":
+		return acl.ScopeRead
+	case p == "/api/v1/cfssl/authsign":
+		return acl.ScopeNone
+	case safe:
+		return acl.ScopeRead
+	}
+	return acl.ScopeOperator
+}
+
+// noTokens resolves nothing: without a token store every write is refused.
+type noTokens struct{}
+
+func (noTokens) Resolve(context.Context, acl.Credential) (acl.Token, error) {
+	return acl.Token{}, acl.ErrUnknownToken
 }
 
 // notReady returns what the first waiting component waits for, or "".

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/meshgate/meshgate/cluster/acl"
 	"github.com/meshgate/meshgate/cluster/catalog"
 	"github.com/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/sni"
@@ -66,6 +67,17 @@ type Config struct {
 	// ("admin") and every data-plane listener ("proxy"), so the catalog
 	// refuses endpoints that point at them.
 	Reserved *catalog.Listeners
+	// AdminTokens resolves admin API tokens and serves /v1/acl/tokens. Nil
+	// means no token is valid: every write is refused.
+	AdminTokens *acl.Manager
+	// AdminAllowedHosts are extra Host names the admin listener answers
+	// (node.yaml admin.allowed_hosts).
+	AdminAllowedHosts []string
+	// AdminOpenReads lets loopback clients read without a token. Default
+	// true (node.yaml admin.open_reads).
+	AdminOpenReads bool
+	// Pprof serves /debug/pprof/ to operator tokens. Default false.
+	Pprof bool
 }
 
 // DefaultConfig returns the documented defaults.
@@ -77,6 +89,8 @@ func DefaultConfig() Config {
 		Limits:       sni.DefaultLimits(),
 		DrainTimeout: 30 * time.Second,
 		WatchFiles:   true,
+
+		AdminOpenReads: true,
 	}
 }
 
@@ -108,6 +122,7 @@ type Agent struct {
 	ready    atomic.Bool
 	draining atomic.Bool
 	admin    net.Listener
+	guard    *acl.Guard
 
 	// mu guards current (the last config that loaded cleanly).
 	mu      sync.Mutex
@@ -161,6 +176,18 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a.server = srv
+	var tokens acl.Resolver = noTokens{}
+	if cfg.AdminTokens != nil {
+		tokens = cfg.AdminTokens
+	}
+	g, err := acl.NewGuard(acl.GuardConfig{
+		Tokens: tokens, Policy: adminPolicy, AllowedHosts: cfg.AdminAllowedHosts,
+		OpenReads: cfg.AdminOpenReads, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.guard = g
 	return a, nil
 }
 
@@ -207,6 +234,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		if a.cfg.Reserved != nil {
 			a.cfg.Reserved.Set("admin", ln.Addr())
 		}
+		a.guard.SetListener(ln.Addr())
 	}
 	for i, c := range a.cfg.Components {
 		if err := c.Start(ctx); err != nil {
@@ -307,6 +335,20 @@ func (a *Agent) Reload(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Config returns the running configuration (files and sources merged),
+// or an empty set before the first load.
+func (a *Agent) Config() *config.Set {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.current == nil {
+		return &config.Set{}
+	}
+	return a.current
+}
+
+// Guard is the admin listener's access control (for registration checks).
+func (a *Agent) Guard() *acl.Guard { return a.guard }
 
 func (a *Agent) load() (*config.Set, error) {
 	set := &config.Set{}

@@ -25,6 +25,8 @@ type Cluster struct {
 	node    *cluster.Node
 	network string
 
+	regPolicy catalog.RegistrationPolicy
+
 	changed chan struct{}
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -81,6 +83,10 @@ func NewCluster(ctx context.Context, cfg cluster.Config) (*Cluster, error) {
 	})
 	return c, nil
 }
+
+// SetRegistrationPolicy makes PUT /v1/endpoints/{id} check p first
+// (declared services, allowed subsets). Call before the agent runs.
+func (c *Cluster) SetRegistrationPolicy(p catalog.RegistrationPolicy) { c.regPolicy = p }
 
 // Node is the cluster node.
 func (c *Cluster) Node() *cluster.Node { return c.node }
@@ -166,7 +172,7 @@ func (c *Cluster) Endpoints() []sni.CatalogEndpoint {
 //	POST   /v1/keyring/{install|use|remove}  {"key": "<base64>"}
 //	PUT/DELETE /v1/endpoints/{id}, GET /v1/endpoints, GET /v1/registrations  the catalog's registration API
 func (c *Cluster) AdminRoutes() map[string]http.Handler {
-	cat := c.node.Catalog().Handler()
+	cat := c.node.Catalog().HandlerWith(c.regPolicy)
 	return map[string]http.Handler{
 		"/v1/endpoints":                        cat,
 		"/v1/endpoints/":                       cat,
