@@ -58,17 +58,8 @@ func TestFleetNodesRejoinAfterKill9(t *testing.T) {
 		waitReady(t, fn.p, fn.admin)
 	}
 	port := freePort(t)
-	svc := `---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [` + serviceHost + `]
-  location: MESH_INTERNAL
-  ports: [{number: 9080, name: tls, protocol: TLS}]
-  resolution: STATIC
-`
-	waitFor(t, 20*time.Second, "the Gateway and ServiceEntry applied", func() bool { return nodes[0].apply(t, gatewayYAML(port)+svc) == nil })
+	// newFleet's resources declare the reviews ServiceEntry on every node.
+	waitFor(t, 20*time.Second, "the Gateway applied", func() bool { return nodes[0].apply(t, gatewayYAML(port)) == nil })
 
 	ca := newTestCA(t)
 	backends := make([]*backend, len(nodes))
