@@ -3,22 +3,22 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshgate/meshgate/cluster"
+	"github.com/meshgate/meshgate/cluster/kek"
 	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
 	"github.com/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/pki"
+	"github.com/meshgate/meshgate/pki/nodeid"
 )
 
 // clusterEnabled reports whether node.yaml asks for a fleet: a one-node
@@ -50,7 +50,7 @@ func clusterConfig(n *config.Node, log *slog.Logger, reg prometheus.Registerer, 
 		cfg.Gossip.AdvertiseAddr = net.JoinHostPort(n.Gossip.Advertise, strconv.Itoa(n.Gossip.Port))
 	}
 	if n.Gossip.KeyringFile != "" {
-		keys, err := readKeyring(n.Gossip.KeyringFile)
+		keys, err := cluster.ReadKeyringFile(n.Gossip.KeyringFile)
 		if err != nil {
 			return cfg, err
 		}
@@ -66,7 +66,7 @@ func clusterConfig(n *config.Node, log *slog.Logger, reg prometheus.Registerer, 
 // data_dir/node, enrolled with a join token, or self-issued by a fleet's
 // first node); or, for a lone node without a CA, a throwaway self-signed
 // certificate nobody else needs to trust.
-func raftTLS(ctx context.Context, n *config.Node, log *slog.Logger) (*tls.Config, *agent.NodeIdentity, error) {
+func raftTLS(ctx context.Context, n *config.Node, log *slog.Logger) (*tls.Config, *nodeid.Identity, error) {
 	if n.TLS.CertFile != "" {
 		c, err := agent.FileTLS(n.TLS.CertFile, n.TLS.KeyFile, n.TLS.CAFile)
 		return c, nil, err
@@ -80,7 +80,7 @@ func raftTLS(ctx context.Context, n *config.Node, log *slog.Logger) (*tls.Config
 	if err != nil {
 		return nil, nil, err
 	}
-	ni, err := agent.NewNodeIdentity(ctx, agent.IdentityConfig{
+	ni, err := nodeid.New(ctx, nodeid.Config{
 		DataDir: n.DataDir, Identity: id, Peers: peers,
 		CAAddr: n.TLS.CAAddr, TokenFile: n.TLS.TokenFile, RootFile: n.TLS.CAFile,
 		SelfIssue: n.Bootstrap && n.CA.Addr != "",
@@ -112,29 +112,6 @@ func nodeIdentities(n *config.Node) (pki.Identity, []pki.Identity, error) {
 		peers = append(peers, p)
 	}
 	return id, peers, nil
-}
-
-// readKeyring reads gossip keys, one standard-base64 key per line (16, 24
-// or 32 bytes, as `meshgate keyring generate` prints); the first is the
-// primary. Lines starting with # are comments.
-func readKeyring(path string) ([][]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("gossip keyring: %w", err)
-	}
-	var keys [][]byte
-	for i, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, err := base64.StdEncoding.DecodeString(line)
-		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
-			return nil, fmt.Errorf("gossip keyring %s line %d: want a base64 key of 16, 24 or 32 bytes", path, i+1)
-		}
-		keys = append(keys, k)
-	}
-	return keys, nil
 }
 
 // startCluster joins the fleet and waits (bounded) until the replicated
@@ -190,7 +167,7 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		// sealed to its node certificate; without an answer it runs no CA
 		// and renews at tls.ca_addr.
 		rctx, cancel := context.WithTimeout(ctx, kekWait)
-		err := agent.RequestKEK(rctx, cl.Node(), ident, caCfg.DataDir)
+		err := kek.Request(rctx, cl.Node(), ident, filepath.Join(caCfg.DataDir, agent.KEKFile))
 		cancel()
 		if err != nil {
 			log.Warn("no key-encryption key: this node runs no CA (copy data_dir/kek from the first node to enable it)", "data_dir", caCfg.DataDir, "err", err)
@@ -209,7 +186,7 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		if err := ident.AttachCA(ctx, ca.Authority()); err != nil {
 			return nil, err
 		}
-		cfg.Components = append(cfg.Components, agent.NewKEKGranter(cl.Node(), ident, caCfg.DataDir, log))
+		cfg.Components = append(cfg.Components, kek.NewGranter(cl.Node(), ident, filepath.Join(caCfg.DataDir, agent.KEKFile), log))
 	}
 	return ca, nil
 }
