@@ -14,6 +14,7 @@ type metrics struct {
 	leader      prometheus.Gauge
 	applied     prometheus.Gauge
 	autopilot   *prometheus.CounterVec
+	encrypted   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -47,6 +48,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meshgate_cluster_autopilot_actions_total",
 			Help: "Raft membership changes made by the leader, by action (add, promote, remove, readdress).",
 		}, []string{"action"}),
+		encrypted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshgate_cluster_gossip_encrypted",
+			Help: "1 while this node's gossip is encrypted; 0 means any host that reaches the gossip port can join the membership.",
+		}),
 	}
 	if reg != nil {
 		m.applies = register(reg, m.applies)
@@ -56,6 +61,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.leader = register(reg, m.leader)
 		m.applied = register(reg, m.applied)
 		m.autopilot = register(reg, m.autopilot)
+		m.encrypted = register(reg, m.encrypted)
 	}
 	return m
 }

@@ -115,6 +115,11 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if n.cat, err = catalog.New(gc); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	if n.cat.Keyring() != nil {
+		n.m.encrypted.Set(1)
+	} else {
+		n.m.encrypted.Set(0)
+	}
 	keyCh, unwatchKeys := n.Watch(KeyringKey)
 	if err := n.SyncKeyring(); err != nil {
 		unwatchKeys()

@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -150,6 +154,9 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		return nil, err
 	}
 	ccfg.TLS = tlsCfg
+	if err := gossipKeys(ctx, n, ident, &ccfg, log); err != nil {
+		return nil, err
+	}
 	cl, err := startCluster(ctx, ccfg, log)
 	if err != nil {
 		return nil, err
@@ -176,6 +183,16 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		log.Info("key-encryption key received from the fleet")
 	}
 	caCfg.Store = agent.NewRaftCAStore(cl.Node())
+	if ident != nil {
+		h, err := cluster.NewKeyringHandler(cluster.KeyringHandlerConfig{
+			Keys: cl.Node().LocalKeys, Roots: ident.Source().Roots, Authorizer: ident.Authorizer(),
+			Logger: log, Registerer: cfg.Registry,
+		})
+		if err != nil {
+			return nil, err
+		}
+		caCfg.Routes = map[string]http.Handler{cluster.KeyringPath: h}
+	}
 	caCfg.IPs = append(caCfg.IPs, nodeIPs(n)...)
 	ca, err := agent.NewCA(ctx, caCfg)
 	if err != nil {
@@ -189,6 +206,91 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		cfg.Components = append(cfg.Components, kek.NewGranter(cl.Node(), ident, filepath.Join(caCfg.DataDir, agent.KEKFile), log))
 	}
 	return ca, nil
+}
+
+// GossipKeyringFile is where, under the data dir, a node keeps the gossip
+// keys it runs with (0600), so it rejoins gossip after a restart without
+// asking anyone for them.
+const GossipKeyringFile = "gossip.keyring"
+
+// keyringFetchFor bounds how long a joining node retries an unreachable CA
+// for the gossip keyring.
+const keyringFetchFor = 30 * time.Second
+
+// gossipKeys decides the gossip keys a fleet node starts with, before it
+// gossips with anyone: gossip.keyring_file if set; else the keys kept in
+// the data dir by an earlier run; else, for a node that enrolled with a
+// token, the fleet's keyring fetched over mutual TLS from tls.ca_addr with
+// the new node certificate; else, for the fleet's first node, a new
+// 32-byte key published as the fleet keyring. Nodes with certificate files
+// and no keyring_file have no authenticated source of a key (a
+// bootstrap_expect fleet gossips before raft exists): they run in the
+// clear, loudly. gossip.encrypt: false turns all of this off.
+func gossipKeys(ctx context.Context, n *config.Node, ident *nodeid.Identity, ccfg *cluster.Config, log *slog.Logger) error {
+	if !n.Gossip.EncryptGossip() {
+		if n.Gossip.KeyringFile != "" {
+			return fmt.Errorf("node.yaml: gossip.encrypt is false but gossip.keyring_file is set; remove one")
+		}
+		ccfg.Gossip.Keys = nil
+		log.Warn("gossip encryption is off (gossip.encrypt: false): any host that reaches the gossip port can join the membership")
+		return nil
+	}
+	if n.DataDir != "" {
+		ccfg.KeyringFile = filepath.Join(n.DataDir, GossipKeyringFile)
+	}
+	if len(ccfg.Gossip.Keys) > 0 {
+		return nil // gossip.keyring_file
+	}
+	if ccfg.KeyringFile != "" {
+		if _, err := os.Stat(ccfg.KeyringFile); err == nil {
+			log.Info("gossip keys loaded from the data dir", "file", ccfg.KeyringFile)
+			return nil // cluster.New reads it
+		}
+	}
+	switch {
+	case ident != nil && n.TLS.TokenFile != "" && n.TLS.CAAddr != "":
+		keys, err := fetchGossipKeys(ctx, n.TLS.CAAddr, ident, log)
+		if err != nil {
+			return fmt.Errorf("gossip keyring from tls.ca_addr %s: %w", n.TLS.CAAddr, err)
+		}
+		if len(keys) == 0 {
+			log.Warn("the fleet does not encrypt gossip; this node gossips in the clear too", "ca", n.TLS.CAAddr)
+			return nil
+		}
+		ccfg.Gossip.Keys = keys
+		log.Info("gossip keyring received over mutual TLS", "ca", n.TLS.CAAddr, "keys", len(keys))
+	case n.Bootstrap:
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return fmt.Errorf("gossip key: %w", err)
+		}
+		ccfg.Gossip.Keys = [][]byte{key}
+		ccfg.SeedKeyring = true
+		log.Info("gossip key made for the new fleet")
+	default:
+		log.Warn("GOSSIP IS NOT ENCRYPTED: this node has certificate files and no gossip.keyring_file, so nobody can hand it a key; any host that reaches the gossip port can join the membership. Set gossip.keyring_file (meshgate keyring generate) on every node, or gossip.encrypt: false to silence this")
+	}
+	return nil
+}
+
+// fetchGossipKeys asks the CA at addr for the fleet keyring with the
+// node's certificate, retrying (bounded) while the CA cannot be reached.
+func fetchGossipKeys(ctx context.Context, addr string, ident *nodeid.Identity, log *slog.Logger) ([][]byte, error) {
+	deadline := time.Now().Add(keyringFetchFor)
+	for {
+		keys, err := cluster.FetchKeyring(ctx, cluster.FetchKeyringConfig{
+			Addr: addr, RootCAs: ident.Source().Roots(), Certificate: ident.Source().Certificate(),
+		})
+		if err == nil || errors.Is(err, cluster.ErrKeyringRefused) || errors.Is(err, cluster.ErrKeyringResponse) || time.Now().After(deadline) {
+			return keys, err
+		}
+		log.Info("CA not reachable for the gossip keyring; retrying", "ca", addr, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 // kekWait bounds how long a joining node waits for the fleet's KEK.
