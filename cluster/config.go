@@ -84,6 +84,17 @@ type Config struct {
 	// ClusterID, Network, GatewayAddr, Labels, RaftAddr, Logger and
 	// Registerer are filled from this Config.
 	Gossip catalog.Config
+	// KeyringFile keeps the gossip keys this node runs with (one base64
+	// key a line, the primary first, mode 0600). It is read at start when
+	// Gossip.Keys is empty and rewritten whenever the node follows a fleet
+	// keyring change, so a restarted node gossips with the fleet's current
+	// keys without asking anyone. Empty keeps nothing.
+	KeyringFile string
+	// SeedKeyring writes this node's gossip keys as the fleet keyring
+	// (KeyringKey) once raft has a leader, if the store holds none yet: a
+	// fleet's first node, which made the key, publishes it so every node
+	// follows it from then on. Default false.
+	SeedKeyring bool
 
 	// Logger receives logs (raft and memberlist included); nil discards.
 	Logger *slog.Logger

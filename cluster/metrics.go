@@ -15,6 +15,7 @@ type metrics struct {
 	applied     prometheus.Gauge
 	autopilot   *prometheus.CounterVec
 	rejoins     prometheus.Counter
+	encrypted   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -52,6 +53,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meshgate_cluster_rejoins_total",
 			Help: "Times this node, alone in gossip, rejoined through the gossip addresses of its raft peers.",
 		}),
+		encrypted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshgate_cluster_gossip_encrypted",
+			Help: "1 while this node's gossip is encrypted; 0 means any host that reaches the gossip port can join the membership.",
+		}),
 	}
 	if reg != nil {
 		m.applies = register(reg, m.applies)
@@ -62,6 +67,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.applied = register(reg, m.applied)
 		m.autopilot = register(reg, m.autopilot)
 		m.rejoins = register(reg, m.rejoins)
+		m.encrypted = register(reg, m.encrypted)
 	}
 	return m
 }

@@ -112,9 +112,32 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if gc.Logger == nil {
 		gc.Logger = log
 	}
+	if len(gc.Keys) == 0 && cfg.KeyringFile != "" {
+		if _, serr := os.Stat(cfg.KeyringFile); serr == nil {
+			if gc.Keys, err = ReadKeyringFile(cfg.KeyringFile); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if n.cat, err = catalog.New(gc); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	if n.cat.Keyring() != nil {
+		n.m.encrypted.Set(1)
+	} else {
+		n.m.encrypted.Set(0)
+	}
+	keyCh, unwatchKeys := n.Watch(KeyringKey)
+	if err := n.SyncKeyring(); err != nil {
+		unwatchKeys()
+		return nil, err
+	}
+	if err := n.keepKeys(); err != nil {
+		unwatchKeys()
+		return nil, err
+	}
+	n.wg.Add(1)
+	go n.keyringLoop(keyCh, unwatchKeys)
 
 	if cfg.Bootstrap && !hasState {
 		c := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(cfg.NodeName), Address: raft.ServerAddress(n.raftAddr)}}}

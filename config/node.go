@@ -134,10 +134,25 @@ type NodeGossip struct {
 	Advertise string `json:"advertise,omitempty" yaml:"advertise,omitempty"`
 	// Port is the gossip port. Default 7946; 0 picks a free port.
 	Port int `json:"port" yaml:"port"`
-	// KeyringFile is a file of gossip encryption keys. Default "" (no
-	// encryption; do not run a fleet like that).
+	// KeyringFile is a file of gossip encryption keys, one base64 key a
+	// line, the primary first. Default "": the fleet's first node
+	// (bootstrap: true) makes a key and nodes joining with a token fetch
+	// it over mutual TLS (see Encrypt).
 	KeyringFile string `json:"keyring_file,omitempty" yaml:"keyring_file,omitempty"`
+	// Encrypt turns gossip encryption on (default true in a fleet). Without
+	// KeyringFile the key is made by the bootstrap node, delivered to
+	// token-joined nodes from the certificate API at tls.ca_addr, and kept
+	// in data_dir/gossip.keyring (0600) across restarts. Nodes with
+	// tls.cert_file and no KeyringFile have nobody to get a key from: they
+	// gossip in the clear with a warning (meshgate_cluster_gossip_encrypted
+	// 0); give them a KeyringFile. false turns encryption off; it must be
+	// the same on every node of a fleet.
+	Encrypt *bool `json:"encrypt,omitempty" yaml:"encrypt,omitempty"`
 }
+
+// EncryptGossip reports whether gossip encryption is wanted (Encrypt
+// unset means yes).
+func (g NodeGossip) EncryptGossip() bool { return g.Encrypt == nil || *g.Encrypt }
 
 // NodeRaft configures raft.
 type NodeRaft struct {

@@ -2,25 +2,29 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshgate/meshgate/cluster"
 	"github.com/meshgate/meshgate/cluster/catalog"
+	"github.com/meshgate/meshgate/cluster/kek"
 	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
 	"github.com/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/mtls"
 	"github.com/meshgate/meshgate/pki"
+	"github.com/meshgate/meshgate/pki/nodeid"
 )
 
 // clusterEnabled reports whether node.yaml asks for a fleet: a one-node
@@ -52,7 +56,7 @@ func clusterConfig(n *config.Node, log *slog.Logger, reg prometheus.Registerer, 
 		cfg.Gossip.AdvertiseAddr = net.JoinHostPort(n.Gossip.Advertise, strconv.Itoa(n.Gossip.Port))
 	}
 	if n.Gossip.KeyringFile != "" {
-		keys, err := readKeyring(n.Gossip.KeyringFile)
+		keys, err := cluster.ReadKeyringFile(n.Gossip.KeyringFile)
 		if err != nil {
 			return cfg, err
 		}
@@ -68,7 +72,7 @@ func clusterConfig(n *config.Node, log *slog.Logger, reg prometheus.Registerer, 
 // data_dir/node, enrolled with a join token, or self-issued by a fleet's
 // first node); or, for a lone node without a CA, a throwaway self-signed
 // certificate nobody else needs to trust.
-func raftTLS(ctx context.Context, n *config.Node, log *slog.Logger) (*tls.Config, *agent.NodeIdentity, error) {
+func raftTLS(ctx context.Context, n *config.Node, log *slog.Logger) (*tls.Config, *nodeid.Identity, error) {
 	if n.TLS.CertFile != "" {
 		c, err := agent.FileTLS(n.TLS.CertFile, n.TLS.KeyFile, n.TLS.CAFile)
 		return c, nil, err
@@ -82,7 +86,7 @@ func raftTLS(ctx context.Context, n *config.Node, log *slog.Logger) (*tls.Config
 	if err != nil {
 		return nil, nil, err
 	}
-	ni, err := agent.NewNodeIdentity(ctx, agent.IdentityConfig{
+	ni, err := nodeid.New(ctx, nodeid.Config{
 		DataDir: n.DataDir, Identity: id, Peers: peers,
 		CAAddr: n.TLS.CAAddr, TokenFile: n.TLS.TokenFile, RootFile: n.TLS.CAFile,
 		SelfIssue: n.Bootstrap && n.CA.Addr != "",
@@ -100,7 +104,7 @@ func raftTLS(ctx context.Context, n *config.Node, log *slog.Logger) (*tls.Config
 // of tls.peer_identities (default: the node's own identity); with
 // certificate files, any chain to tls.ca_file is a node, as raft admits
 // it, unless tls.peer_identities narrows it.
-func recordTrust(n *config.Node, tlsCfg *tls.Config, ident *agent.NodeIdentity) (*mtls.Records, error) {
+func recordTrust(n *config.Node, tlsCfg *tls.Config, ident *nodeid.Identity) (*mtls.Records, error) {
 	id, peers, err := nodeIdentities(n)
 	if err != nil {
 		return nil, err
@@ -147,29 +151,6 @@ func nodeIdentities(n *config.Node) (pki.Identity, []pki.Identity, error) {
 	return id, peers, nil
 }
 
-// readKeyring reads gossip keys, one standard-base64 key per line (16, 24
-// or 32 bytes, as `meshgate keyring generate` prints); the first is the
-// primary. Lines starting with # are comments.
-func readKeyring(path string) ([][]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("gossip keyring: %w", err)
-	}
-	var keys [][]byte
-	for i, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, err := base64.StdEncoding.DecodeString(line)
-		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
-			return nil, fmt.Errorf("gossip keyring %s line %d: want a base64 key of 16, 24 or 32 bytes", path, i+1)
-		}
-		keys = append(keys, k)
-	}
-	return keys, nil
-}
-
 // startCluster joins the fleet and waits (bounded) until the replicated
 // store is readable, so the first route table includes its resources.
 func startCluster(ctx context.Context, cfg cluster.Config, log *slog.Logger) (*agent.Cluster, error) {
@@ -206,6 +187,9 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		return nil, err
 	}
 	ccfg.TLS = tlsCfg
+	if err := gossipKeys(ctx, n, ident, &ccfg, log); err != nil {
+		return nil, err
+	}
 	rec, err := recordTrust(n, tlsCfg, ident)
 	if err != nil {
 		return nil, err
@@ -238,7 +222,7 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		// sealed to its node certificate; without an answer it runs no CA
 		// and renews at tls.ca_addr.
 		rctx, cancel := context.WithTimeout(ctx, kekWait)
-		err := agent.RequestKEK(rctx, cl.Node(), ident, caCfg.DataDir)
+		err := kek.Request(rctx, cl.Node(), ident, filepath.Join(caCfg.DataDir, agent.KEKFile))
 		cancel()
 		if err != nil {
 			log.Warn("no key-encryption key: this node runs no CA (copy data_dir/kek from the first node to enable it)", "data_dir", caCfg.DataDir, "err", err)
@@ -247,6 +231,16 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		log.Info("key-encryption key received from the fleet")
 	}
 	caCfg.Store = agent.NewRaftCAStore(cl.Node())
+	if ident != nil {
+		h, err := cluster.NewKeyringHandler(cluster.KeyringHandlerConfig{
+			Keys: cl.Node().LocalKeys, Roots: ident.Source().Roots, Authorizer: ident.Authorizer(),
+			Logger: log, Registerer: cfg.Registry,
+		})
+		if err != nil {
+			return nil, err
+		}
+		caCfg.Routes = map[string]http.Handler{cluster.KeyringPath: h}
+	}
 	caCfg.IPs = append(caCfg.IPs, nodeIPs(n)...)
 	ca, err := agent.NewCA(ctx, caCfg)
 	if err != nil {
@@ -260,9 +254,94 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		if err := ident.AttachCA(ctx, ca.Authority()); err != nil {
 			return nil, err
 		}
-		cfg.Components = append(cfg.Components, agent.NewKEKGranter(cl.Node(), ident, caCfg.DataDir, log))
+		cfg.Components = append(cfg.Components, kek.NewGranter(cl.Node(), ident, filepath.Join(caCfg.DataDir, agent.KEKFile), log))
 	}
 	return ca, nil
+}
+
+// GossipKeyringFile is where, under the data dir, a node keeps the gossip
+// keys it runs with (0600), so it rejoins gossip after a restart without
+// asking anyone for them.
+const GossipKeyringFile = "gossip.keyring"
+
+// keyringFetchFor bounds how long a joining node retries an unreachable CA
+// for the gossip keyring.
+const keyringFetchFor = 30 * time.Second
+
+// gossipKeys decides the gossip keys a fleet node starts with, before it
+// gossips with anyone: gossip.keyring_file if set; else the keys kept in
+// the data dir by an earlier run; else, for a node that enrolled with a
+// token, the fleet's keyring fetched over mutual TLS from tls.ca_addr with
+// the new node certificate; else, for the fleet's first node, a new
+// 32-byte key published as the fleet keyring. Nodes with certificate files
+// and no keyring_file have no authenticated source of a key (a
+// bootstrap_expect fleet gossips before raft exists): they run in the
+// clear, loudly. gossip.encrypt: false turns all of this off.
+func gossipKeys(ctx context.Context, n *config.Node, ident *nodeid.Identity, ccfg *cluster.Config, log *slog.Logger) error {
+	if !n.Gossip.EncryptGossip() {
+		if n.Gossip.KeyringFile != "" {
+			return fmt.Errorf("node.yaml: gossip.encrypt is false but gossip.keyring_file is set; remove one")
+		}
+		ccfg.Gossip.Keys = nil
+		log.Warn("gossip encryption is off (gossip.encrypt: false): any host that reaches the gossip port can join the membership")
+		return nil
+	}
+	if n.DataDir != "" {
+		ccfg.KeyringFile = filepath.Join(n.DataDir, GossipKeyringFile)
+	}
+	if len(ccfg.Gossip.Keys) > 0 {
+		return nil // gossip.keyring_file
+	}
+	if ccfg.KeyringFile != "" {
+		if _, err := os.Stat(ccfg.KeyringFile); err == nil {
+			log.Info("gossip keys loaded from the data dir", "file", ccfg.KeyringFile)
+			return nil // cluster.New reads it
+		}
+	}
+	switch {
+	case ident != nil && n.TLS.TokenFile != "" && n.TLS.CAAddr != "":
+		keys, err := fetchGossipKeys(ctx, n.TLS.CAAddr, ident, log)
+		if err != nil {
+			return fmt.Errorf("gossip keyring from tls.ca_addr %s: %w", n.TLS.CAAddr, err)
+		}
+		if len(keys) == 0 {
+			log.Warn("the fleet does not encrypt gossip; this node gossips in the clear too", "ca", n.TLS.CAAddr)
+			return nil
+		}
+		ccfg.Gossip.Keys = keys
+		log.Info("gossip keyring received over mutual TLS", "ca", n.TLS.CAAddr, "keys", len(keys))
+	case n.Bootstrap:
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return fmt.Errorf("gossip key: %w", err)
+		}
+		ccfg.Gossip.Keys = [][]byte{key}
+		ccfg.SeedKeyring = true
+		log.Info("gossip key made for the new fleet")
+	default:
+		log.Warn("GOSSIP IS NOT ENCRYPTED: this node has certificate files and no gossip.keyring_file, so nobody can hand it a key; any host that reaches the gossip port can join the membership. Set gossip.keyring_file (meshgate keyring generate) on every node, or gossip.encrypt: false to silence this")
+	}
+	return nil
+}
+
+// fetchGossipKeys asks the CA at addr for the fleet keyring with the
+// node's certificate, retrying (bounded) while the CA cannot be reached.
+func fetchGossipKeys(ctx context.Context, addr string, ident *nodeid.Identity, log *slog.Logger) ([][]byte, error) {
+	deadline := time.Now().Add(keyringFetchFor)
+	for {
+		keys, err := cluster.FetchKeyring(ctx, cluster.FetchKeyringConfig{
+			Addr: addr, RootCAs: ident.Source().Roots(), Certificate: ident.Source().Certificate(),
+		})
+		if err == nil || errors.Is(err, cluster.ErrKeyringRefused) || errors.Is(err, cluster.ErrKeyringResponse) || time.Now().After(deadline) {
+			return keys, err
+		}
+		log.Info("CA not reachable for the gossip keyring; retrying", "ca", addr, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 // kekWait bounds how long a joining node waits for the fleet's KEK.

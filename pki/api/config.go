@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,6 +80,12 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful stop when Serve's context ends.
 	// Default 5s.
 	ShutdownTimeout time.Duration
+
+	// Routes are extra HTTP handlers served on the API port, by ServeMux
+	// pattern, for callers that authenticate with their TLS client
+	// certificate: the server asks for one but does not verify it, so a
+	// handler must check r.TLS.PeerCertificates itself. Default none.
+	Routes map[string]http.Handler
 
 	// Logger receives server events. nil discards.
 	Logger *slog.Logger

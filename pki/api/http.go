@@ -92,6 +92,9 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /api/v1/cfssl/authsign", s.handleCFSSLAuthSign)
 	s.mux.HandleFunc("POST /api/v1/cfssl/sign", s.handleCFSSLSign)
 	s.revokeRoutes()
+	for pattern, h := range s.cfg.Routes {
+		s.mux.Handle(pattern, h)
+	}
 }
 
 // readBody reads at most MaxBodyBytes.

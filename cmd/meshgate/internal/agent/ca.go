@@ -58,6 +58,9 @@ type CAConfig struct {
 	IPs      []net.IP
 	// Store replaces the local journal (the replicated store). Optional.
 	Store pki.Store
+	// Routes are extra handlers on the certificate API port (the gossip
+	// keyring for fleet nodes); see api.Config.Routes.
+	Routes map[string]http.Handler
 	// Logger and Registerer as everywhere.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -180,6 +183,7 @@ func NewCA(ctx context.Context, cfg CAConfig) (*CA, error) {
 	acfg.IPAddresses = append(acfg.IPAddresses, cfg.IPs...)
 	acfg.AdminKey = adminKey
 	acfg.CFSSLAuthKey = cfsslKey
+	acfg.Routes = cfg.Routes
 	acfg.Logger = cfg.Logger
 	acfg.Registerer = cfg.Registerer
 	srv, err := api.NewServer(acfg, ca)

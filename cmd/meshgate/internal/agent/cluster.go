@@ -52,25 +52,12 @@ func NewCluster(ctx context.Context, cfg cluster.Config) (*Cluster, error) {
 	}
 	c := &Cluster{node: n, network: cfg.Network, changed: make(chan struct{}, 1), stop: make(chan struct{})}
 	cfgCh, cancel := n.Watch("config/")
-	keyCh, cancelKeys := n.Watch(keyringRecord)
-	if err := c.syncKeyring(); err != nil {
-		n.Close()
-		cancel()
-		cancelKeys()
-		return nil, err
-	}
 	c.wg.Go(func() {
 		defer cancel()
-		defer cancelKeys()
 		for {
 			select {
 			case <-c.stop:
 				return
-			case <-keyCh:
-				if err := c.syncKeyring(); err != nil && cfg.Logger != nil {
-					cfg.Logger.Error("gossip keyring from the replicated store not applied", "err", err)
-				}
-				continue
 			case <-cfgCh:
 			case <-n.Catalog().Changed():
 			case <-n.Catalog().MembersChanged():

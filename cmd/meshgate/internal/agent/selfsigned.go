@@ -17,7 +17,7 @@ import (
 // SelfSignedTLS returns a mutual-TLS config whose only trusted certificate
 // is a fresh self-signed one for name. It secures a one-node raft that
 // runs no CA (nobody else ever dials it); fleets use the node identity
-// from the built-in CA (NodeIdentity) or certificate files.
+// from the built-in CA (pki/nodeid) or certificate files.
 func SelfSignedTLS(name string) (*tls.Config, error) {
 	cert, err := selfSigned(&x509.Certificate{
 		Subject:     pkix.Name{CommonName: name},

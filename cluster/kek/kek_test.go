@@ -1,4 +1,4 @@
-package agent
+package kek
 
 import (
 	"bytes"
@@ -52,8 +52,8 @@ func TestSealOpenKEK(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got, err := openKEK(tc.key, tc.grant(g)); err == nil || !errors.Is(err, ErrKEKGrant) {
-				t.Fatalf("openKEK(%s) = %q, %v; want an ErrKEKGrant error", tc.name, got, err)
+			if got, err := openKEK(tc.key, tc.grant(g)); err == nil || !errors.Is(err, ErrGrant) {
+				t.Fatalf("openKEK(%s) = %q, %v; want an ErrGrant error", tc.name, got, err)
 			}
 		})
 	}
@@ -88,8 +88,8 @@ func TestParseChain(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			chain, err := parseChain(tc.in)
 			if tc.n == 0 {
-				if err == nil || !errors.Is(err, ErrKEKGrant) {
-					t.Fatalf("parseChain(%s) = %d certs, %v; want an ErrKEKGrant error", tc.name, len(chain), err)
+				if err == nil || !errors.Is(err, ErrGrant) {
+					t.Fatalf("parseChain(%s) = %d certs, %v; want an ErrGrant error", tc.name, len(chain), err)
 				}
 				return
 			}
@@ -101,7 +101,7 @@ func TestParseChain(t *testing.T) {
 }
 
 // FuzzKEKRecords feeds arbitrary store records to the request and grant
-// decoders: they must refuse with ErrKEKGrant, never panic.
+// decoders: they must refuse with ErrGrant, never panic.
 func FuzzKEKRecords(f *testing.F) {
 	node, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	g, _ := sealKEK(&node.PublicKey, []byte("kek"), "gw-1")
@@ -114,14 +114,14 @@ func FuzzKEKRecords(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var req kekRequest
 		if json.Unmarshal(raw, &req) == nil {
-			if _, err := parseChain(req.Chain); err != nil && !errors.Is(err, ErrKEKGrant) {
-				t.Fatalf("parseChain error %v does not wrap ErrKEKGrant", err)
+			if _, err := parseChain(req.Chain); err != nil && !errors.Is(err, ErrGrant) {
+				t.Fatalf("parseChain error %v does not wrap ErrGrant", err)
 			}
 		}
 		var gr kekGrant
 		if json.Unmarshal(raw, &gr) == nil {
-			if _, err := openKEK(node, gr); err != nil && !errors.Is(err, ErrKEKGrant) {
-				t.Fatalf("openKEK error %v does not wrap ErrKEKGrant", err)
+			if _, err := openKEK(node, gr); err != nil && !errors.Is(err, ErrGrant) {
+				t.Fatalf("openKEK error %v does not wrap ErrGrant", err)
 			}
 		}
 	})

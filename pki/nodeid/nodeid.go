@@ -1,13 +1,30 @@
-package agent
+// Package nodeid keeps a gateway node's own certificate: it loads the one
+// kept in the data dir, enrolls at a fleet's certificate API with a join
+// token, or starts with a temporary certificate until the node's own CA
+// issues the real one (a fleet's first node), then renews it at two thirds
+// of its lifetime and follows root rotation. Its TLS configuration (mutual
+// TLS limited to the allowed peer identities) serves the raft transport and
+// write forwarding.
+//
+//	id, err := nodeid.New(ctx, nodeid.Config{DataDir: dir, Identity: gw, CAAddr: "10.0.0.1:15012", TokenFile: tok, RootFile: roots})
+//	if err != nil { ... }
+//	defer id.Close()
+//	id.Start(ctx)
+//	raftTLS := id.TLSConfig()
+package nodeid
 
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -24,9 +41,9 @@ import (
 	"github.com/meshgate/meshgate/pki/client"
 )
 
-// NodeCertDir is where, under the data dir, a node keeps the certificate
+// CertDir is where, under the data dir, a node keeps the certificate
 // of its own identity (key.pem, cert-chain.pem, root-cert.pem).
-const NodeCertDir = "node"
+const CertDir = "node"
 
 // Enrollment timing: how long a joining node keeps asking the CA for its
 // first certificate, and the renewal back-off bounds.
@@ -38,9 +55,9 @@ const (
 	rootsCheckEvery = 30 * time.Second
 )
 
-// IdentityConfig says how a gateway node gets the certificate of its own
+// Config says how a gateway node gets the certificate of its own
 // SPIFFE identity, used for the raft transport and write forwarding.
-type IdentityConfig struct {
+type Config struct {
 	// DataDir keeps the certificate in DataDir/node across restarts.
 	DataDir string
 	// Identity is this node's SPIFFE identity. Required.
@@ -66,14 +83,14 @@ type IdentityConfig struct {
 	Logger *slog.Logger
 }
 
-// NodeIdentity keeps a node's own certificate fresh: loaded from the data
+// Identity keeps a node's own certificate fresh: loaded from the data
 // dir, obtained with a join token, or issued by the node's own CA, then
 // renewed at two thirds of its lifetime. Its TLS configuration follows
 // every renewal and root rotation without touching connections already
-// established. It is a Component (the renewal loop runs between Start and
-// Close); its methods are safe for concurrent use.
-type NodeIdentity struct {
-	cfg   IdentityConfig
+// established. The renewal loop runs between Start and Close; its methods
+// are safe for concurrent use.
+type Identity struct {
+	cfg   Config
 	log   *slog.Logger
 	src   *mtls.Source
 	auth  mtls.Authorizer
@@ -88,15 +105,13 @@ type NodeIdentity struct {
 	renew atomic.Int64
 }
 
-var _ Component = (*NodeIdentity)(nil)
-
-// NewNodeIdentity loads or obtains the node's certificate: the one kept in
+// New loads or obtains the node's certificate: the one kept in
 // DataDir if it is for cfg.Identity and still valid, else one enrolled
 // with cfg.TokenFile at cfg.CAAddr, else (SelfIssue) a temporary one that
 // AttachCA replaces. It blocks while enrolling (bounded).
-func NewNodeIdentity(ctx context.Context, cfg IdentityConfig) (*NodeIdentity, error) {
+func New(ctx context.Context, cfg Config) (*Identity, error) {
 	if cfg.Identity.IsZero() {
-		return nil, errors.New("agent: node identity: no identity configured")
+		return nil, fmt.Errorf("%w: no identity configured", ErrConfig)
 	}
 	peers := cfg.Peers
 	if len(peers) == 0 {
@@ -106,8 +121,8 @@ func NewNodeIdentity(ctx context.Context, cfg IdentityConfig) (*NodeIdentity, er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &NodeIdentity{cfg: cfg, log: log, src: mtls.NewSource(nil, nil), auth: mtls.AuthorizeOneOf(peers...), kick: make(chan struct{}, 1)}
-	dir := filepath.Join(cfg.DataDir, NodeCertDir)
+	n := &Identity{cfg: cfg, log: log, src: mtls.NewSource(nil, nil), auth: mtls.AuthorizeOneOf(peers...), kick: make(chan struct{}, 1)}
+	dir := filepath.Join(cfg.DataDir, CertDir)
 	b, err := client.LoadBundle(dir)
 	switch {
 	case err == nil && b.Identity != cfg.Identity:
@@ -145,21 +160,25 @@ func NewNodeIdentity(ctx context.Context, cfg IdentityConfig) (*NodeIdentity, er
 		n.temp.Store(true)
 		return n, nil
 	default:
-		return nil, fmt.Errorf("agent: node identity %s: no valid certificate in %s and no join token (node.yaml tls.token_file with tls.ca_addr and tls.ca_file)", cfg.Identity, dir)
+		return nil, fmt.Errorf("%w: %s: no valid certificate in %s and no join token (node.yaml tls.token_file with tls.ca_addr and tls.ca_file)", ErrConfig, cfg.Identity, dir)
 	}
 }
 
 // TLSConfig is the mutual-TLS configuration of the raft transport: the
 // node's current certificate, the current mesh roots, and only the peer
 // identities allowed.
-func (n *NodeIdentity) TLSConfig() *tls.Config { return mtls.MutualConfig(n.src, n.auth) }
+func (n *Identity) TLSConfig() *tls.Config { return mtls.MutualConfig(n.src, n.auth) }
 
 // Source is the certificate source behind TLSConfig.
-func (n *NodeIdentity) Source() *mtls.Source { return n.src }
+func (n *Identity) Source() *mtls.Source { return n.src }
+
+// Authorizer admits the peer identities of Config.Peers (or, without any,
+// only Config.Identity).
+func (n *Identity) Authorizer() mtls.Authorizer { return n.auth }
 
 // Current returns the node's certificate bundle (nil while the temporary
 // certificate of SelfIssue is in use).
-func (n *NodeIdentity) Current() *client.Bundle {
+func (n *Identity) Current() *client.Bundle {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.cur
@@ -168,7 +187,7 @@ func (n *NodeIdentity) Current() *client.Bundle {
 // AttachCA makes the node's own CA the issuer of its certificate and the
 // source of its trust bundle. If the node holds only the temporary
 // certificate, a real one is issued now.
-func (n *NodeIdentity) AttachCA(ctx context.Context, ca *pki.CA) error {
+func (n *Identity) AttachCA(ctx context.Context, ca *pki.CA) error {
 	n.ca.Store(ca)
 	n.refreshRoots()
 	if n.temp.Load() {
@@ -181,7 +200,7 @@ func (n *NodeIdentity) AttachCA(ctx context.Context, ca *pki.CA) error {
 }
 
 // Start runs the renewal loop until Close.
-func (n *NodeIdentity) Start(ctx context.Context) error {
+func (n *Identity) Start(ctx context.Context) error {
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.stop = cancel
 	n.wg.Go(func() { n.renewLoop(rctx) })
@@ -189,7 +208,7 @@ func (n *NodeIdentity) Start(ctx context.Context) error {
 }
 
 // Close stops the renewal loop and waits for it. Idempotent.
-func (n *NodeIdentity) Close() error {
+func (n *Identity) Close() error {
 	n.once.Do(func() {
 		if n.stop != nil {
 			n.stop()
@@ -201,7 +220,7 @@ func (n *NodeIdentity) Close() error {
 
 // renewLoop renews at two thirds of the certificate's lifetime and keeps
 // the trust bundle in step with the CA's roots.
-func (n *NodeIdentity) renewLoop(ctx context.Context) {
+func (n *Identity) renewLoop(ctx context.Context) {
 	retry := renewRetryMin
 	for {
 		wait := rootsCheckEvery
@@ -234,7 +253,7 @@ func (n *NodeIdentity) renewLoop(ctx context.Context) {
 
 // renewAt is when the current certificate is due for renewal (zero if
 // none is held).
-func (n *NodeIdentity) renewAt() time.Time {
+func (n *Identity) renewAt() time.Time {
 	if ns := n.renew.Load(); ns != 0 {
 		return time.Unix(0, ns)
 	}
@@ -243,7 +262,7 @@ func (n *NodeIdentity) renewAt() time.Time {
 
 // renewNow gets a new certificate from the local CA or, without one, from
 // the CA at CAAddr authenticated with the current certificate.
-func (n *NodeIdentity) renewNow(ctx context.Context) error {
+func (n *Identity) renewNow(ctx context.Context) error {
 	var (
 		b   *client.Bundle
 		err error
@@ -253,12 +272,12 @@ func (n *NodeIdentity) renewNow(ctx context.Context) error {
 	} else {
 		cur := n.Current()
 		if cur == nil || n.cfg.CAAddr == "" {
-			return errors.New("agent: node identity: no CA to renew with (no local CA and no tls.ca_addr)")
+			return errors.New("nodeid: no CA to renew with (no local CA and no tls.ca_addr)")
 		}
 		b, err = client.Renew(ctx, client.Config{Addr: n.cfg.CAAddr, RootCAs: n.src.Roots()}, cur, 0)
 	}
 	if err != nil {
-		return fmt.Errorf("agent: node identity: %w", err)
+		return fmt.Errorf("nodeid: %w", err)
 	}
 	if err := n.store(b); err != nil {
 		return err
@@ -268,7 +287,7 @@ func (n *NodeIdentity) renewNow(ctx context.Context) error {
 	return nil
 }
 
-func (n *NodeIdentity) selfIssue(ctx context.Context, ca *pki.CA) (*client.Bundle, error) {
+func (n *Identity) selfIssue(ctx context.Context, ca *pki.CA) (*client.Bundle, error) {
 	c, err := ca.NodeCertificate(ctx, pki.NodeRequest{Identity: n.cfg.Identity})
 	if err != nil {
 		return nil, err
@@ -290,18 +309,18 @@ func (n *NodeIdentity) selfIssue(ctx context.Context, ca *pki.CA) (*client.Bundl
 
 // enroll asks the CA at CAAddr for the first certificate with the join
 // token, retrying while the CA is not reachable yet (a fleet starting).
-func (n *NodeIdentity) enroll(ctx context.Context) (*client.Bundle, error) {
+func (n *Identity) enroll(ctx context.Context) (*client.Bundle, error) {
 	if n.cfg.CAAddr == "" || n.cfg.RootFile == "" {
-		return nil, errors.New("agent: node identity: tls.token_file needs tls.ca_addr and tls.ca_file (the mesh root-cert.pem)")
+		return nil, fmt.Errorf("%w: tls.token_file needs tls.ca_addr and tls.ca_file (the mesh root-cert.pem)", ErrConfig)
 	}
 	raw, err := os.ReadFile(n.cfg.TokenFile)
 	if err != nil {
-		return nil, fmt.Errorf("agent: node identity: join token: %w", err)
+		return nil, fmt.Errorf("nodeid: join token: %w", err)
 	}
 	token := strings.TrimSpace(string(raw))
 	roots, err := client.LoadRoots(n.cfg.RootFile)
 	if err != nil {
-		return nil, fmt.Errorf("agent: node identity: tls.ca_file: %w", err)
+		return nil, fmt.Errorf("nodeid: tls.ca_file: %w", err)
 	}
 	req := client.IssueRequest{TrustDomain: n.cfg.Identity.TrustDomain, Namespace: n.cfg.Identity.Namespace, ServiceAccount: n.cfg.Identity.ServiceAccount, Token: token}
 	deadline := time.Now().Add(enrollFor)
@@ -311,7 +330,7 @@ func (n *NodeIdentity) enroll(ctx context.Context) (*client.Bundle, error) {
 			return b, nil
 		}
 		if !retryableEnroll(err) || time.Now().After(deadline) {
-			return nil, fmt.Errorf("agent: node identity: enroll %s at %s: %w", n.cfg.Identity, n.cfg.CAAddr, err)
+			return nil, fmt.Errorf("nodeid: enroll %s at %s: %w", n.cfg.Identity, n.cfg.CAAddr, err)
 		}
 		n.log.Info("CA not reachable yet; retrying enrollment", "ca", n.cfg.CAAddr, "err", err)
 		select {
@@ -332,7 +351,7 @@ func retryableEnroll(err error) bool {
 	return false
 }
 
-func (n *NodeIdentity) use(b *client.Bundle) {
+func (n *Identity) use(b *client.Bundle) {
 	tc := b.TLSCertificate()
 	n.src.SetCertificate(&tc)
 	pool := x509.NewCertPool()
@@ -359,19 +378,19 @@ func (n *NodeIdentity) use(b *client.Bundle) {
 	}
 }
 
-func (n *NodeIdentity) store(b *client.Bundle) error {
-	dir := filepath.Join(n.cfg.DataDir, NodeCertDir)
+func (n *Identity) store(b *client.Bundle) error {
+	dir := filepath.Join(n.cfg.DataDir, CertDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("agent: node identity: %w", err)
+		return fmt.Errorf("nodeid: %w", err)
 	}
 	if err := client.WriteBundle(dir, b); err != nil {
-		return fmt.Errorf("agent: node identity: %w", err)
+		return fmt.Errorf("nodeid: %w", err)
 	}
 	return nil
 }
 
 // refreshRoots follows the local CA's trust bundle (root rotation).
-func (n *NodeIdentity) refreshRoots() {
+func (n *Identity) refreshRoots() {
 	ca := n.ca.Load()
 	if ca == nil {
 		return
@@ -389,5 +408,31 @@ func (n *NodeIdentity) refreshRoots() {
 // trusts; it covers the moments between raft starting and the node's own
 // CA issuing the real one.
 func temporaryCert(id pki.Identity) (*tls.Certificate, error) {
-	return selfSigned(&x509.Certificate{URIs: []*url.URL{id.URL()}}, 24*time.Hour)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("nodeid: temporary certificate: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("nodeid: temporary certificate: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		URIs:                  []*url.URL{id.URL()},
+		NotBefore:             time.Now().Add(-time.Minute),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("nodeid: temporary certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("nodeid: temporary certificate: %w", err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }

@@ -1,4 +1,4 @@
-package main
+package cluster
 
 import (
 	"encoding/base64"
@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-func TestReadKeyring(t *testing.T) {
+func TestReadKeyringFile(t *testing.T) {
 	k16 := base64.StdEncoding.EncodeToString(make([]byte, 16))
 	k32 := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32)))
 	for _, tc := range []struct {
@@ -30,23 +30,23 @@ func TestReadKeyring(t *testing.T) {
 			if err := os.WriteFile(p, []byte(tc.in), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			keys, err := readKeyring(p)
+			keys, err := ReadKeyringFile(p)
 			switch {
 			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
-				t.Fatalf("readKeyring(%q) error = %v, want one naming %q", tc.in, err, tc.wantErr)
+				t.Fatalf("ReadKeyringFile(%q) error = %v, want one naming %q", tc.in, err, tc.wantErr)
 			case tc.wantErr == "" && err != nil:
-				t.Fatalf("readKeyring(%q) error = %v, want %d keys", tc.in, err, tc.want)
+				t.Fatalf("ReadKeyringFile(%q) error = %v, want %d keys", tc.in, err, tc.want)
 			case tc.wantErr == "" && len(keys) != tc.want:
-				t.Fatalf("readKeyring(%q) = %d keys, want %d", tc.in, len(keys), tc.want)
+				t.Fatalf("ReadKeyringFile(%q) = %d keys, want %d", tc.in, len(keys), tc.want)
 			}
 		})
 	}
-	if _, err := readKeyring(filepath.Join(t.TempDir(), "missing")); err == nil {
-		t.Fatal("readKeyring(missing file) succeeded, want an error")
+	if _, err := ReadKeyringFile(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Fatal("ReadKeyringFile(missing file) succeeded, want an error")
 	}
 }
 
-func FuzzReadKeyring(f *testing.F) {
+func FuzzReadKeyringFile(f *testing.F) {
 	f.Add(base64.StdEncoding.EncodeToString(make([]byte, 32)) + "\n# c\n")
 	f.Add("x\n")
 	f.Add("")
@@ -55,7 +55,7 @@ func FuzzReadKeyring(f *testing.F) {
 		if err := os.WriteFile(p, []byte(in), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		keys, err := readKeyring(p)
+		keys, err := ReadKeyringFile(p)
 		if err != nil {
 			return
 		}

@@ -1,15 +1,17 @@
-package agent_test
+package nodeid_test
 
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
 	"github.com/meshgate/meshgate/pki"
 	"github.com/meshgate/meshgate/pki/client"
+	"github.com/meshgate/meshgate/pki/nodeid"
 	"github.com/meshgate/meshgate/pki/pkitest"
 )
 
@@ -25,9 +27,9 @@ func TestNodeIdentitySelfIssueRenewsWithoutDroppingConnections(t *testing.T) {
 	cfg.DefaultTTL = 6 * time.Second
 	ca, _ := pkitest.NewCA(t, cfg)
 	dir := t.TempDir()
-	ni, err := agent.NewNodeIdentity(t.Context(), agent.IdentityConfig{DataDir: dir, Identity: nodeID, SelfIssue: true, Logger: pkitest.Logger(t)})
+	ni, err := nodeid.New(t.Context(), nodeid.Config{DataDir: dir, Identity: nodeID, SelfIssue: true, Logger: pkitest.Logger(t)})
 	if err != nil {
-		t.Fatalf("NewNodeIdentity(SelfIssue) = %v", err)
+		t.Fatalf("New(SelfIssue) = %v", err)
 	}
 	if ni.Current() != nil {
 		t.Fatal("Current() before AttachCA is set; want nil while the temporary certificate is in use")
@@ -39,7 +41,7 @@ func TestNodeIdentitySelfIssueRenewsWithoutDroppingConnections(t *testing.T) {
 	if first == nil || first.Identity != nodeID {
 		t.Fatalf("Current() after AttachCA = %+v; want a bundle for %s", first, nodeID)
 	}
-	kept, err := client.LoadBundle(filepath.Join(dir, agent.NodeCertDir))
+	kept, err := client.LoadBundle(filepath.Join(dir, nodeid.CertDir))
 	if err != nil || kept.Chain[0].SerialNumber.Cmp(first.Chain[0].SerialNumber) != 0 {
 		t.Fatalf("LoadBundle(data dir) = %v; want the issued certificate kept on disk", err)
 	}
@@ -110,7 +112,7 @@ func TestNodeIdentitySelfIssueRenewsWithoutDroppingConnections(t *testing.T) {
 	if got := c.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(first.Chain[0].SerialNumber) == 0 {
 		t.Fatalf("new connection got the old certificate (serial %x); want the renewed one", got)
 	}
-	kept, err = client.LoadBundle(filepath.Join(dir, agent.NodeCertDir))
+	kept, err = client.LoadBundle(filepath.Join(dir, nodeid.CertDir))
 	if err != nil || kept.Chain[0].SerialNumber.Cmp(first.Chain[0].SerialNumber) == 0 {
 		t.Fatalf("LoadBundle after renewal = %v; want a renewed certificate on disk, not the first", err)
 	}
@@ -124,15 +126,15 @@ func TestNodeIdentitySelfIssueRenewsWithoutDroppingConnections(t *testing.T) {
 }
 
 func TestNodeIdentityNeedsAWayToGetACertificate(t *testing.T) {
-	_, err := agent.NewNodeIdentity(t.Context(), agent.IdentityConfig{DataDir: t.TempDir(), Identity: nodeID})
-	if err == nil {
-		t.Fatal("NewNodeIdentity with no kept certificate, no token and no SelfIssue = nil; want an error naming the join token")
+	_, err := nodeid.New(t.Context(), nodeid.Config{DataDir: t.TempDir(), Identity: nodeID})
+	if !errors.Is(err, nodeid.ErrConfig) || !strings.Contains(err.Error(), "token_file") {
+		t.Fatalf("New with no kept certificate, no token and no SelfIssue = %v; want ErrConfig naming the join token", err)
 	}
-	_, err = agent.NewNodeIdentity(t.Context(), agent.IdentityConfig{DataDir: t.TempDir(), Identity: nodeID, TokenFile: "/nonexistent"})
-	if err == nil {
-		t.Fatal("NewNodeIdentity with a token but no CA address = nil; want an error")
+	_, err = nodeid.New(t.Context(), nodeid.Config{DataDir: t.TempDir(), Identity: nodeID, TokenFile: "/nonexistent"})
+	if !errors.Is(err, nodeid.ErrConfig) {
+		t.Fatalf("New with a token but no CA address = %v; want ErrConfig", err)
 	}
-	if _, err := agent.NewNodeIdentity(t.Context(), agent.IdentityConfig{DataDir: t.TempDir()}); err == nil {
-		t.Fatal("NewNodeIdentity without an identity = nil; want an error")
+	if _, err := nodeid.New(t.Context(), nodeid.Config{DataDir: t.TempDir()}); !errors.Is(err, nodeid.ErrConfig) {
+		t.Fatalf("New without an identity = %v; want ErrConfig", err)
 	}
 }

@@ -1,4 +1,4 @@
-package agent
+package cluster
 
 import (
 	"bytes"
@@ -36,13 +36,13 @@ func TestChangeKeys(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := slices.Clone(tc.cur)
-			got, err := changeKeys(tc.cur, tc.op, tc.key)
+			got, err := ChangeKeys(tc.cur, tc.op, tc.key)
 			if tc.want == nil {
-				if err == nil || !errors.Is(err, ErrKeyringOp) {
-					t.Fatalf("changeKeys(%s) = %v, %v; want an ErrKeyringOp error", tc.op, got, err)
+				if err == nil || !errors.Is(err, ErrKeyring) {
+					t.Fatalf("ChangeKeys(%s) = %v, %v; want an ErrKeyring error", tc.op, got, err)
 				}
 			} else if err != nil || !slices.Equal(got, tc.want) {
-				t.Fatalf("changeKeys(%s) = %v, %v; want %v", tc.op, got, err, tc.want)
+				t.Fatalf("ChangeKeys(%s) = %v, %v; want %v", tc.op, got, err, tc.want)
 			}
 			if !slices.Equal(tc.cur, before) {
 				t.Fatalf("changeKeys modified its input: %v, was %v", tc.cur, before)
@@ -62,10 +62,10 @@ func FuzzChangeKeys(f *testing.F) {
 	f.Add("", bytes.Repeat([]byte{3}, 24))
 	cur := []string{base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32)), base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 16))}
 	f.Fuzz(func(t *testing.T, op string, key []byte) {
-		got, err := changeKeys(cur, op, key)
+		got, err := ChangeKeys(cur, op, key)
 		if err != nil {
-			if !errors.Is(err, ErrKeyringOp) {
-				t.Fatalf("changeKeys error %v does not wrap ErrKeyringOp", err)
+			if !errors.Is(err, ErrKeyring) {
+				t.Fatalf("changeKeys error %v does not wrap ErrKeyring", err)
 			}
 			return
 		}
@@ -73,12 +73,12 @@ func FuzzChangeKeys(f *testing.F) {
 		for _, s := range got {
 			b, err := base64.StdEncoding.DecodeString(s)
 			if err != nil || (len(b) != 16 && len(b) != 24 && len(b) != 32) || seen[s] {
-				t.Fatalf("changeKeys(%q, %x) = %v: bad or repeated key %q", op, key, got, s)
+				t.Fatalf("ChangeKeys(%q, %x) = %v: bad or repeated key %q", op, key, got, s)
 			}
 			seen[s] = true
 		}
 		if op != "use" && got[0] != cur[0] {
-			t.Fatalf("changeKeys(%q) changed the primary: %v", op, got)
+			t.Fatalf("ChangeKeys(%q) changed the primary: %v", op, got)
 		}
 	})
 }
