@@ -135,6 +135,8 @@ func (n *Node) ChangeKeyring(ctx context.Context, op string, key []byte) ([]stri
 // keeps the result in Config.KeyringFile. Nothing changes while no fleet
 // keyring is stored or gossip is not encrypted here.
 func (n *Node) SyncKeyring() error {
+	n.keysMu.Lock()
+	defer n.keysMu.Unlock()
 	fk, idx, err := n.FleetKeys()
 	if err != nil || idx == 0 || len(fk.Keys) == 0 {
 		return err
@@ -180,6 +182,7 @@ func (n *Node) SyncKeyring() error {
 }
 
 // keepKeys writes the local keys to Config.KeyringFile if they differ.
+// The caller holds keysMu.
 func (n *Node) keepKeys() error {
 	if n.cfg.KeyringFile == "" {
 		return nil
@@ -201,12 +204,20 @@ func WriteKeyringFile(path string, keys []string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("%w: %w", ErrKeyring, err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strings.Join(keys, "\n")+"\n"), 0o600); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrKeyring, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("%w: %w", ErrKeyring, err)
+	_, werr := f.WriteString(strings.Join(keys, "\n") + "\n")
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(f.Name(), path)
+	}
+	if werr != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("%w: %w", ErrKeyring, werr)
 	}
 	return nil
 }

@@ -43,6 +43,8 @@ type Node struct {
 
 	cfgCache configCache
 
+	keysMu sync.Mutex // serializes SyncKeyring (local keyring and KeyringFile)
+
 	apMu        sync.Mutex // guards expectSet, expectSince, refusedAt
 	expectSet   []string
 	refusedAt   map[string]time.Time
@@ -125,7 +127,10 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		unwatchKeys()
 		return nil, err
 	}
-	if err := n.keepKeys(); err != nil {
+	n.keysMu.Lock()
+	err = n.keepKeys()
+	n.keysMu.Unlock()
+	if err != nil {
 		unwatchKeys()
 		return nil, err
 	}
