@@ -300,3 +300,21 @@ func TestGossipKeyDeliveredOverMTLS(t *testing.T) {
 	}
 	waitFor(t, 60*time.Second, "restarted gw-2 alive at gw-1", func() bool { return alive(gw1.admin, "gw-1", "gw-2") })
 }
+
+// TestGossipCertFileFleetWarnsInTheClear: a node with certificate files
+// and no keyring_file has nobody to get a key from; it starts, gossips in
+// the clear, says so loudly and reports it in a metric.
+func TestGossipCertFileFleetWarnsInTheClear(t *testing.T) {
+	fn := newFleet(t, 1)[0]
+	fn.start(t)
+	waitReady(t, fn.p, fn.admin)
+	if got := metric(t, fn.admin, "meshgate_cluster_gossip_encrypted"); got != 0 {
+		t.Fatalf("meshgate_cluster_gossip_encrypted = %v; want 0 for a cert-file node without keyring_file", got)
+	}
+	if out := fn.p.out.String(); !strings.Contains(out, "GOSSIP IS NOT ENCRYPTED") || !strings.Contains(out, "gossip.keyring_file") {
+		t.Fatalf("cert-file node without keyring_file did not warn naming gossip.keyring_file:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(fn.dir, "data", "gossip.keyring")); err == nil {
+		t.Fatal("cert-file node without keyring_file kept a gossip keyring; want none")
+	}
+}
