@@ -135,6 +135,8 @@ func (n *Node) ChangeKeyring(ctx context.Context, op string, key []byte) ([]stri
 // keeps the result in Config.KeyringFile. Nothing changes while no fleet
 // keyring is stored or gossip is not encrypted here.
 func (n *Node) SyncKeyring() error {
+	n.keysMu.Lock()
+	defer n.keysMu.Unlock()
 	fk, idx, err := n.FleetKeys()
 	if err != nil || idx == 0 || len(fk.Keys) == 0 {
 		return err
@@ -180,6 +182,7 @@ func (n *Node) SyncKeyring() error {
 }
 
 // keepKeys writes the local keys to Config.KeyringFile if they differ.
+// The caller holds keysMu.
 func (n *Node) keepKeys() error {
 	if n.cfg.KeyringFile == "" {
 		return nil

@@ -47,6 +47,8 @@ type Node struct {
 	started time.Time   // when New ran
 	joined  atomic.Bool // a live gossip peer was seen since start
 
+	keysMu sync.Mutex // serializes SyncKeyring (local keyring and KeyringFile)
+
 	apMu        sync.Mutex // guards expectSet, expectSince, refusedAt
 	expectSet   []string
 	refusedAt   map[string]time.Time
@@ -132,7 +134,10 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		unwatchKeys()
 		return nil, err
 	}
-	if err := n.keepKeys(); err != nil {
+	n.keysMu.Lock()
+	err = n.keepKeys()
+	n.keysMu.Unlock()
+	if err != nil {
 		unwatchKeys()
 		return nil, err
 	}

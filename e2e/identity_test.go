@@ -193,8 +193,13 @@ func TestFleetNodesEnrollWithTokens(t *testing.T) {
 
 	// A node with a valid mesh certificate of a workload identity joins
 	// gossip but is refused by raft on both sides.
+	// It is handed the fleet's gossip key out of band (the certificate API
+	// refuses it the key, see TestGossipKeyDeliveredOverMTLS), so it does
+	// get into gossip and raft's own check is what stops it.
 	rogue.write(t, join, enroll(token("default", "web"))+"\n# identity of a workload, not a gateway")
-	if err := os.WriteFile(rogue.nodeFile, []byte(strings.Replace(readFile(t, rogue.nodeFile), "tls: {", "tls: {identity: spiffe://cluster.local/ns/default/sa/web, ", 1)), 0o644); err != nil {
+	rogueYAML := strings.Replace(readFile(t, rogue.nodeFile), "tls: {", "tls: {identity: spiffe://cluster.local/ns/default/sa/web, ", 1)
+	rogueYAML = strings.Replace(rogueYAML, "gossip: {", "gossip: {keyring_file: "+filepath.Join(gw1.data, "gossip.keyring")+", ", 1)
+	if err := os.WriteFile(rogue.nodeFile, []byte(rogueYAML), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	rogue.start(t)
