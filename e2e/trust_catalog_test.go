@@ -154,6 +154,11 @@ func TestRogueGossipMemberGetsNoTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert, key, rca := rogueCertFiles(t, rogueDir, gatewayID)
+	// The rogue holds the fleet's gossip key (stolen): encryption keeps
+	// strangers out of the membership, but a member that has the key must
+	// still contribute nothing without a node identity.
+	stolenKey := filepath.Join(gw1.data, "gossip.keyring")
+	waitFor(t, 30*time.Second, "gw-1's gossip keyring file", func() bool { _, err := os.Stat(stolenKey); return err == nil })
 	rogueAdmin := fmt.Sprintf("127.0.0.4:%d", freePort(t))
 	rogueYAML := fmt.Sprintf(`name: rogue
 network: network-a
@@ -165,11 +170,11 @@ log: {format: json, level: info}
 bootstrap: true
 join: [%s]
 catalog: {allow_undeclared_services: true}
-gossip: {bind: 127.0.0.4, port: %d}
+gossip: {bind: 127.0.0.4, port: %d, keyring_file: %s}
 raft: {bind: 127.0.0.4, port: %d}
 ca: {addr: ""}
 tls: {cert_file: %s, key_file: %s, ca_file: %s}
-`, rogueAdmin, filepath.Join(rogueDir, "data"), gw1.gossip, freePort(t), freePort(t), cert, key, rca)
+`, rogueAdmin, filepath.Join(rogueDir, "data"), gw1.gossip, freePort(t), stolenKey, freePort(t), cert, key, rca)
 	rogueFile := filepath.Join(rogueDir, "node.yaml")
 	if err := os.WriteFile(rogueFile, []byte(rogueYAML), 0o644); err != nil {
 		t.Fatal(err)
