@@ -26,10 +26,13 @@ import (
 
 // gossipkeyAdmin sends every admin API request of this file (one place to
 // add credentials).
-func gossipkeyAdmin(method, url string, body []byte) (int, []byte, error) {
+func gossipkeyAdmin(method, url, token string, body []byte) (int, []byte, error) {
 	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -46,7 +49,7 @@ func gossipkeyAdmin(method, url string, body []byte) (int, []byte, error) {
 // gossipkeyMembers lists the gossip members a node sees.
 func gossipkeyMembers(t *testing.T, admin string) []memberRow {
 	t.Helper()
-	code, b, err := gossipkeyAdmin(http.MethodGet, "http://"+admin+"/v1/members", nil)
+	code, b, err := gossipkeyAdmin(http.MethodGet, "http://"+admin+"/v1/members", "", nil)
 	if err != nil || code != http.StatusOK {
 		return nil
 	}
@@ -56,9 +59,9 @@ func gossipkeyMembers(t *testing.T, admin string) []memberRow {
 }
 
 // gossipkeyLocal is the keyring a node runs with, from GET /v1/keyring.
-func gossipkeyLocal(t *testing.T, admin string) []string {
+func gossipkeyLocal(t *testing.T, admin, token string) []string {
 	t.Helper()
-	code, b, err := gossipkeyAdmin(http.MethodGet, "http://"+admin+"/v1/keyring", nil)
+	code, b, err := gossipkeyAdmin(http.MethodGet, "http://"+admin+"/v1/keyring", token, nil)
 	if err != nil || code != http.StatusOK {
 		return nil
 	}
@@ -134,7 +137,7 @@ func TestGossipKeyDeliveredOverMTLS(t *testing.T) {
 	if k, err := base64.StdEncoding.DecodeString(fleetKeys[0]); err != nil || len(k) != 32 {
 		t.Fatalf("first node's gossip key: %v, %d bytes; want 32 (AES-256)", err, len(k))
 	}
-	waitFor(t, 30*time.Second, "gw-1 running the key it made", func() bool { return slices.Equal(gossipkeyLocal(t, gw1.admin), fleetKeys) })
+	waitFor(t, 30*time.Second, "gw-1 running the key it made", func() bool { return slices.Equal(gossipkeyLocal(t, gw1.admin, operatorToken(t, filepath.Join(gw1.data, "operator.token"))), fleetKeys) })
 	if got := metric(t, gw1.admin, "meshgate_cluster_gossip_encrypted"); got != 1 {
 		t.Fatalf("gw-1 meshgate_cluster_gossip_encrypted = %v; want 1", got)
 	}
