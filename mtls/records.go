@@ -60,7 +60,7 @@ func (r *Records) VerifyChain(chain [][]byte) (crypto.PublicKey, error) {
 		certs = append(certs, c)
 	}
 	if r.auth != nil {
-		if _, err := VerifyPeer(r.src.Roots(), certs, r.auth); err != nil {
+		if _, err := r.src.Verify(certs, r.auth); err != nil {
 			return nil, err
 		}
 		return certs[0].PublicKey, nil
@@ -78,6 +78,9 @@ func (r *Records) VerifyChain(chain [][]byte) (crypto.PublicKey, error) {
 	}
 	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, &PeerError{Problem: "certificate does not chain to the trust bundle", Err: err}
+	}
+	if rev := r.src.Revocations(); rev != nil && rev.Revoked(certs[0].SerialNumber) {
+		return nil, &PeerError{Problem: "certificate serial " + certs[0].SerialNumber.Text(16) + " is revoked", Err: ErrRevoked}
 	}
 	return certs[0].PublicKey, nil
 }

@@ -100,3 +100,33 @@ func BenchmarkVerifyPeer(b *testing.B) {
 		})
 	}
 }
+
+// Gossip record chains are checked against the revocation set too, with
+// and without an identity allow-list.
+func TestRecordsRefuseRevokedChain(t *testing.T) {
+	m := newMeshCA(t)
+	own := mtls.NewSource(m.cert(t, gatewayID), m.roots(t))
+	revoked := m.cert(t, gatewayID)
+	fresh := m.cert(t, gatewayID)
+	if _, err := m.ca.RevokeCertificate(t.Context(), revoked.Leaf.SerialNumber, pki.RevocationKeyCompromise); err != nil {
+		t.Fatalf("RevokeCertificate = %v", err)
+	}
+	own.SetRevocations(m.ca.Revocations())
+	for _, tc := range []struct {
+		name string
+		auth mtls.Authorizer
+	}{
+		{"with peer identities", mtls.AuthorizeOneOf(gatewayID)},
+		{"any chain to the roots", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := mtls.NewRecords(own, tc.auth)
+			if _, err := rec.VerifyChain(revoked.Certificate); !errors.Is(err, mtls.ErrRevoked) {
+				t.Fatalf("VerifyChain(revoked chain) = %v, want ErrRevoked", err)
+			}
+			if _, err := rec.VerifyChain(fresh.Certificate); err != nil {
+				t.Fatalf("VerifyChain(fresh chain) = %v, want nil", err)
+			}
+		})
+	}
+}

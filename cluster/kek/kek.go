@@ -320,7 +320,7 @@ func (g *Granter) grant(raw []byte) (kekGrant, pki.Identity, error) {
 	if err != nil {
 		return kekGrant{}, pki.Identity{}, err
 	}
-	id, err := mtls.VerifyPeer(g.ident.Source().Roots(), chain, g.ident.Authorizer())
+	id, err := g.ident.Source().Verify(chain, g.ident.Authorizer())
 	if err != nil {
 		return kekGrant{}, pki.Identity{}, err
 	}
