@@ -18,6 +18,8 @@ import (
 
 	"github.com/meshgate/meshgate/cluster/catalog"
 	"github.com/meshgate/meshgate/mtls"
+
+	"github.com/meshgate/meshgate/internal/promreg"
 )
 
 // KeyringPath is where a node serves the gossip keyring to fleet nodes,
@@ -134,7 +136,7 @@ func NewKeyringHandler(cfg KeyringHandlerConfig) (http.Handler, error) {
 		Help: "Gossip keyring requests on the certificate API, by result (granted, or the refusal reason).",
 	}, []string{"result"})
 	if cfg.Registerer != nil {
-		reqs = register(cfg.Registerer, reqs)
+		reqs = promreg.MustRegister(cfg.Registerer, reqs)
 	}
 	for _, r := range []string{keyringGranted, keyringNoCert, keyringNotAllowed} {
 		reqs.WithLabelValues(r)

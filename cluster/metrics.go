@@ -1,9 +1,9 @@
 package cluster
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshgate/meshgate/internal/promreg"
 )
 
 type metrics struct {
@@ -59,29 +59,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		m.applies = register(reg, m.applies)
-		m.applyTime = register(reg, m.applyTime)
-		m.forwardedIn = register(reg, m.forwardedIn)
-		m.forwarded = register(reg, m.forwarded)
-		m.leader = register(reg, m.leader)
-		m.applied = register(reg, m.applied)
-		m.autopilot = register(reg, m.autopilot)
-		m.rejoins = register(reg, m.rejoins)
-		m.encrypted = register(reg, m.encrypted)
+		m.applies = promreg.MustRegister(reg, m.applies)
+		m.applyTime = promreg.MustRegister(reg, m.applyTime)
+		m.forwardedIn = promreg.MustRegister(reg, m.forwardedIn)
+		m.forwarded = promreg.MustRegister(reg, m.forwarded)
+		m.leader = promreg.MustRegister(reg, m.leader)
+		m.applied = promreg.MustRegister(reg, m.applied)
+		m.autopilot = promreg.MustRegister(reg, m.autopilot)
+		m.rejoins = promreg.MustRegister(reg, m.rejoins)
+		m.encrypted = promreg.MustRegister(reg, m.encrypted)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under
-// the same description.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }

@@ -137,7 +137,9 @@ func TestGossipKeyDeliveredOverMTLS(t *testing.T) {
 	if k, err := base64.StdEncoding.DecodeString(fleetKeys[0]); err != nil || len(k) != 32 {
 		t.Fatalf("first node's gossip key: %v, %d bytes; want 32 (AES-256)", err, len(k))
 	}
-	waitFor(t, 30*time.Second, "gw-1 running the key it made", func() bool { return slices.Equal(gossipkeyLocal(t, gw1.admin, operatorToken(t, filepath.Join(gw1.data, "operator.token"))), fleetKeys) })
+	waitFor(t, 30*time.Second, "gw-1 running the key it made", func() bool {
+		return slices.Equal(gossipkeyLocal(t, gw1.admin, operatorToken(t, filepath.Join(gw1.data, "operator.token"))), fleetKeys)
+	})
 	if got := metric(t, gw1.admin, "meshgate_cluster_gossip_encrypted"); got != 1 {
 		t.Fatalf("gw-1 meshgate_cluster_gossip_encrypted = %v; want 1", got)
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshgate/meshgate/internal/promreg"
 )
 
 // Certificate lifecycle: every issued certificate has a record in the
@@ -167,9 +169,9 @@ func (l *lifecycle) init(reg prometheus.Registerer) {
 		Help: "Certificate and revocation records deleted after their certificate expired.",
 	})
 	if reg != nil {
-		l.mRevoked = register(reg, l.mRevoked)
-		l.mLive = register(reg, l.mLive)
-		l.mPruned = register(reg, l.mPruned)
+		l.mRevoked = promreg.MustRegister(reg, l.mRevoked)
+		l.mLive = promreg.MustRegister(reg, l.mLive)
+		l.mPruned = promreg.MustRegister(reg, l.mPruned)
 	}
 }
 

@@ -1,9 +1,9 @@
 package pki
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshgate/meshgate/internal/promreg"
 )
 
 // metrics of one CA. Registration is optional (nil Registerer) and safe to
@@ -49,25 +49,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	m.issued = register(reg, m.issued)
-	m.refused = register(reg, m.refused)
-	m.auditBatch = register(reg, m.auditBatch)
-	m.auditCommit = register(reg, m.auditCommit)
-	m.auditErrors = register(reg, m.auditErrors)
-	m.auditPruned = register(reg, m.auditPruned)
+	m.issued = promreg.MustRegister(reg, m.issued)
+	m.refused = promreg.MustRegister(reg, m.refused)
+	m.auditBatch = promreg.MustRegister(reg, m.auditBatch)
+	m.auditCommit = promreg.MustRegister(reg, m.auditCommit)
+	m.auditErrors = promreg.MustRegister(reg, m.auditErrors)
+	m.auditPruned = promreg.MustRegister(reg, m.auditPruned)
 	return m
-}
-
-// register registers c, or returns the collector already registered
-// under the same description.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }

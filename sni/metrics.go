@@ -1,10 +1,9 @@
 package sni
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshgate/meshgate/internal/promreg"
 )
 
 // serverMetrics are the proxy's Prometheus collectors. They always exist
@@ -58,47 +57,29 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 17), // 100µs .. ~6.5s
 		}),
 	}
-	if reg != nil {
-		var err error
-		if m.connections, err = serverRegister(reg, m.connections); err != nil {
-			return nil, err
-		}
-		if m.active, err = serverRegister(reg, m.active); err != nil {
-			return nil, err
-		}
-		if m.refused, err = serverRegister(reg, m.refused); err != nil {
-			return nil, err
-		}
-		if m.connectFailures, err = serverRegister(reg, m.connectFailures); err != nil {
-			return nil, err
-		}
-		if m.bytes, err = serverRegister(reg, m.bytes); err != nil {
-			return nil, err
-		}
-		if m.duration, err = serverRegister(reg, m.duration); err != nil {
-			return nil, err
-		}
-		if m.peek, err = serverRegister(reg, m.peek); err != nil {
-			return nil, err
-		}
+	var err error
+	if m.connections, err = promreg.Register(reg, m.connections); err != nil {
+		return nil, err
+	}
+	if m.active, err = promreg.Register(reg, m.active); err != nil {
+		return nil, err
+	}
+	if m.refused, err = promreg.Register(reg, m.refused); err != nil {
+		return nil, err
+	}
+	if m.connectFailures, err = promreg.Register(reg, m.connectFailures); err != nil {
+		return nil, err
+	}
+	if m.bytes, err = promreg.Register(reg, m.bytes); err != nil {
+		return nil, err
+	}
+	if m.duration, err = promreg.Register(reg, m.duration); err != nil {
+		return nil, err
+	}
+	if m.peek, err = promreg.Register(reg, m.peek); err != nil {
+		return nil, err
 	}
 	m.rx = m.bytes.WithLabelValues("rx")
 	m.tx = m.bytes.WithLabelValues("tx")
 	return m, nil
-}
-
-// serverRegister registers c, or returns the collector already registered
-// under the same descriptor when it has the same type.
-func serverRegister[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("sni: register metrics: %w", err)
 }

@@ -1,7 +1,6 @@
 package sni
 
 import (
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -9,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/meshgate/meshgate/internal/promreg"
 )
 
 // Outlier detection defaults, as Istio and Envoy.
@@ -207,16 +208,8 @@ func (e *tableEnv) eject(c *Cluster, ep *tableEndpoint) {
 // tableRegisterCounter registers c, or returns the collector already
 // registered under the same description.
 func tableRegisterCounter(reg prometheus.Registerer, c prometheus.Counter, log *slog.Logger) prometheus.Counter {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if ex, ok := are.ExistingCollector.(prometheus.Counter); ok {
-				return ex
-			}
-		}
+	c, err := promreg.Register(reg, c)
+	if err != nil {
 		log.Warn("sni: metric not registered", "err", err)
 	}
 	return c

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshgate/meshgate/internal/promreg"
 )
 
 // Resolver turns a presented credential into its token (a *Manager).
@@ -78,16 +80,9 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 		Name: "meshgate_acl_refused_total",
 		Help: "Admin API requests refused, by reason (host, origin, content_type, no_token, bad_token, expired, scope, registration).",
 	}, []string{"reason"})
-	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(g.refused); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return nil, fmt.Errorf("acl: register metrics: %w", err)
-			}
-			if c, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				g.refused = c
-			}
-		}
+	var err error
+	if g.refused, err = promreg.Register(cfg.Registerer, g.refused); err != nil {
+		return nil, fmt.Errorf("acl: %w", err)
 	}
 	empty := map[string]bool{}
 	g.hosts.Store(&empty)

@@ -1,10 +1,11 @@
 package catalog
 
 import (
-	"errors"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshgate/meshgate/internal/promreg"
 )
 
 // Drop reasons, the label values of meshgate_catalog_dropped_total.
@@ -96,33 +97,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		m.dropped = register(reg, m.dropped)
-		m.deltas = register(reg, m.deltas)
-		m.syncs = register(reg, m.syncs)
-		m.failures = register(reg, m.failures)
-		m.reconnects = register(reg, m.reconnects)
-		m.endpoints = register(reg, m.endpoints)
-		m.members = register(reg, m.members)
-		m.signFailures = register(reg, m.signFailures)
+		m.dropped = promreg.MustRegister(reg, m.dropped)
+		m.deltas = promreg.MustRegister(reg, m.deltas)
+		m.syncs = promreg.MustRegister(reg, m.syncs)
+		m.failures = promreg.MustRegister(reg, m.failures)
+		m.reconnects = promreg.MustRegister(reg, m.reconnects)
+		m.endpoints = promreg.MustRegister(reg, m.endpoints)
+		m.members = promreg.MustRegister(reg, m.members)
+		m.signFailures = promreg.MustRegister(reg, m.signFailures)
 	}
 	for _, r := range []string{DropDecrypt, DropPlaintext, DropDecode, DropQueueFull, DropBadSignature, DropUntrusted, DropReserved} {
 		m.dropped.WithLabelValues(r)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under
-// the same description so several catalogs can share one registry.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }
 
 func (m *metrics) drop(reason string) {

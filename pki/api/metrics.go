@@ -1,9 +1,9 @@
 package api
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshgate/meshgate/internal/promreg"
 )
 
 // Connection refusal reasons of meshgate_pki_api_refused_total, besides
@@ -37,18 +37,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Certificate API connections and requests refused, by reason (conn_limit, remote_handshake_limit, handshake_timeout, bad_token, rate_limited, ...).",
 		}, []string{"reason"}),
 	}
-	if reg != nil {
-		for _, c := range []**prometheus.CounterVec{&m.requests, &m.refused} {
-			if err := reg.Register(*c); err != nil {
-				var are prometheus.AlreadyRegisteredError
-				if errors.As(err, &are) {
-					if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-						*c = existing
-					}
-				}
-			}
-		}
-	}
+	m.requests = promreg.MustRegister(reg, m.requests)
+	m.refused = promreg.MustRegister(reg, m.refused)
 	m.grpcOK = m.requests.WithLabelValues("grpc", "OK")
 	return m
 }
