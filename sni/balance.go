@@ -54,9 +54,13 @@ type Cluster struct {
 	// pools by priority: local endpoints first, then (unless localOnly)
 	// endpoints in other networks.
 	pools []tablePool
-	size  int
-	live  *tableClusterLive
-	env   *tableEnv
+	// bridge is the remote pool as the bridge sees it: only endpoints
+	// with a bridge address, each network's weight split across its
+	// gateways that have one. nil when that is the remote pool itself.
+	bridge *tablePool
+	size   int
+	live   *tableClusterLive
+	env    *tableEnv
 }
 
 // tableClusterPolicy is the resolved DestinationRule traffic policy of a
@@ -202,15 +206,19 @@ func (c *Cluster) pick(tried []string, via tableVia, preferNet string) (*Lease, 
 	ignoreEjection := c.pol.outlier.minHealthPercent > 0 && c.panicking(&clk)
 	f := tableFilter{tried: tried, via: via, clk: &clk, ignoreEjection: ignoreEjection}
 	for tier := range c.pools {
+		p, rr := &c.pools[tier], tier
+		if via == viaBridge && c.bridge != nil && !p.eps[0].local {
+			p, rr = c.bridge, 2
+		}
 		if preferNet != "" {
 			f.network = preferNet
-			if ep := c.pickPool(tier, &c.pools[tier], &f); ep != nil {
+			if ep := c.pickPool(rr, p, &f); ep != nil {
 				ep.live.active.Add(1)
 				return &Lease{c: c, ep: ep}, nil
 			}
 			f.network = ""
 		}
-		if ep := c.pickPool(tier, &c.pools[tier], &f); ep != nil {
+		if ep := c.pickPool(rr, p, &f); ep != nil {
 			ep.live.active.Add(1)
 			return &Lease{c: c, ep: ep}, nil
 		}

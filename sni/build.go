@@ -576,6 +576,17 @@ func tableGatewayKey(ep Endpoint) string {
 	return b.String()
 }
 
+// tableFilterEPs returns the endpoints of eps for which keep is true.
+func tableFilterEPs(eps []*tableEndpoint, keep func(*tableEndpoint) bool) []*tableEndpoint {
+	var out []*tableEndpoint
+	for _, e := range eps {
+		if keep(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // tableAddWeight adds two weights, saturating.
 func tableAddWeight(a, b uint32) uint32 {
 	return uint32(min(uint64(a)+uint64(b), math.MaxUint32))
@@ -1354,7 +1365,15 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 			remote = append(remote, e)
 		}
 	}
-	remote = tb.mergeGateways(gws, remote)
+	all := tb.mergeGateways(gws, remote)
+	if !localOnly && slices.ContainsFunc(all, func(e *tableEndpoint) bool { return e.Bridge == "" }) {
+		hasBridge := func(e *tableEndpoint) bool { return e.Bridge != "" }
+		if br := tb.mergeGateways(tableFilterEPs(gws, hasBridge), tableFilterEPs(remote, hasBridge)); len(br) > 0 {
+			p := tableNewPool(br)
+			c.bridge = &p
+		}
+	}
+	remote = all
 	switch {
 	case len(local) > 0 && len(remote) > 0:
 		c.pools = []tablePool{tableNewPool(local), tableNewPool(remote)}

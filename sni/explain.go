@@ -135,7 +135,7 @@ func (t *Table) Explain(sni string, alpn []string) []Explanation {
 		if m.server != nil {
 			ex.Gateway, ex.Server, ex.Mode = m.server.gateway, m.server.name, m.server.mode
 		}
-		via, viaWhy := t.explainVia(name, alpn)
+		via, viaWhy := t.explainVia(name, alpn, spec.NeedsHello)
 		if m.auto != nil {
 			ex.Route = m.auto.Route
 			ed := explainDestination(m.auto, 1, now)
@@ -202,10 +202,12 @@ func explainDestination(d *Decision, w uint64, now int64) ExplainedDestination {
 
 // explainVia is Server.via for explain: the bridge is assumed present
 // when NodeInfo.Bridge says so. why says what decided it.
-func (t *Table) explainVia(name string, alpn []string) (tableVia, string) {
+func (t *Table) explainVia(name string, alpn []string, hello bool) (tableVia, string) {
 	switch {
-	case tableLooksAuto(name) && IsMeshALPN(alpn):
+	case hello && tableLooksAuto(name) && IsMeshALPN(alpn):
 		return viaAny, "an AUTO_PASSTHROUGH name with an Istio mesh ALPN: the remote gateway's AUTO_PASSTHROUGH (15443) accepts the replayed ClientHello (split horizon, as Istio)"
+	case t.node.Bridge && !hello:
+		return viaBridge, "a plain TCP listener (no ClientHello to replay to a remote 15443): other networks are reached through the bridge tunnel"
 	case t.node.Bridge:
 		return viaBridge, "not an AUTO_PASSTHROUGH name with an Istio mesh ALPN, so the remote gateway's 15443 would refuse it: other networks are reached through the bridge tunnel"
 	}
