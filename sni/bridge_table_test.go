@@ -470,3 +470,63 @@ func TestExplainPaths(t *testing.T) {
 		})
 	}
 }
+
+// TestTableBridgePickAllocs: picking over the bridge pool allocates only
+// the Lease, as Pick does.
+func TestTableBridgePickAllocs(t *testing.T) {
+	b, _ := tableTestBuilder(t)
+	tbl := tableTestBuild(t, b, bridgeTestSet("v1", nil), bridgeTestRemoteEPs()...)
+	c := tbl.clusterFor(bridgeTestHost, 8443, "v1")
+	if n := testing.AllocsPerRun(100, func() {
+		l, err := c.pick(nil, viaBridge, "net-b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release()
+	}); n > 1 {
+		t.Fatalf("pick(viaBridge) allocs = %v, want at most 1 (the Lease)", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = tbl.ResolveBridge(bridgeTestHost, 8443, "v1") }); n != 0 {
+		t.Fatalf("ResolveBridge allocs = %v, want 0", n)
+	}
+}
+
+// FuzzResolveBridge feeds arbitrary names, ports and subsets to the
+// receiving side's resolver: it must never panic, and whatever it accepts
+// must be a service, port and subset the table exports to the bridge,
+// with endpoints of this network only.
+func FuzzResolveBridge(f *testing.F) {
+	for _, s := range []struct {
+		svc    string
+		port   uint32
+		subset string
+	}{
+		{bridgeTestHost, 8443, "v1"}, {bridgeTestHost, 8443, ""}, {strings.ToUpper(bridgeTestHost) + ".", 8443, "v2"},
+		{"10.0.0.5", 8443, ""}, {"[::1]", 8443, ""}, {"localhost", 0, ""}, {bridgeTestHost, 9999, "v3"},
+		{"private.apps.svc.cluster.local", 443, ""}, {"", 0, ""}, {strings.Repeat("a.", 200), 1, "x"},
+	} {
+		f.Add(s.svc, s.port, s.subset)
+	}
+	b, _ := tableTestBuilder(f)
+	local := CatalogEndpoint{Host: bridgeTestHost, Port: 8443, Endpoint: Endpoint{Addr: "10.0.0.5:8443", Network: "net-a", Labels: map[string]string{"version": "v1"}}}
+	tbl := tableTestBuild(f, b, bridgeTestSet("", nil), append(bridgeTestRemoteEPs(), local)...)
+	f.Fuzz(func(t *testing.T, svc string, port uint32, subset string) {
+		d, err := tbl.ResolveBridge(svc, port, subset)
+		if err != nil {
+			var re *RefusedError
+			if !errors.As(err, &re) || re.Reason == "" {
+				t.Fatalf("ResolveBridge(%q, %d, %q) error %v is not a *RefusedError with a reason", svc, port, subset, err)
+			}
+			return
+		}
+		n, perr := ParseName(svc)
+		if perr != nil || string(n) != bridgeTestHost || port != 8443 || (subset != "" && subset != "v1" && subset != "v2") {
+			t.Fatalf("ResolveBridge(%q, %d, %q) = %+v, want a refusal", svc, port, subset, d)
+		}
+		for _, e := range d.Cluster.Endpoints() {
+			if e.Network != "" || e.Gateway {
+				t.Fatalf("ResolveBridge(%q) cluster holds %+v, want only this network's endpoints", svc, e)
+			}
+		}
+	})
+}
