@@ -308,10 +308,12 @@ func (t *Table) Dump() any {
 	}
 	now := t.env.mono()
 	d := tableDump{
-		Node:      dumpNode{Name: t.node.Name, Network: t.node.Network, Labels: t.node.Labels},
-		Listeners: []dumpListener{},
-		Clusters:  []dumpCluster{},
-		Warnings:  slices.Clone(t.warnings),
+		Node: dumpNode{Name: t.node.Name, Network: t.node.Network, Labels: t.node.Labels,
+			Bridge: t.node.Bridge, BridgeNamespace: t.node.bridgeNamespace()},
+		BridgeNames: len(t.bridge),
+		Listeners:   []dumpListener{},
+		Clusters:    []dumpCluster{},
+		Warnings:    slices.Clone(t.warnings),
 	}
 	if d.Warnings == nil {
 		d.Warnings = []string{}
@@ -395,16 +397,24 @@ func dumpRouteOf(r *tableRoute) dumpRoute {
 }
 
 type tableDump struct {
-	Node      dumpNode       `json:"node"`
-	Listeners []dumpListener `json:"listeners"`
-	Clusters  []dumpCluster  `json:"clusters"`
-	Warnings  []string       `json:"warnings"`
+	Node dumpNode `json:"node"`
+	// BridgeNames counts the (service, port, subset) keys the bridge's
+	// receiving side serves.
+	BridgeNames int            `json:"bridge_names"`
+	Listeners   []dumpListener `json:"listeners"`
+	Clusters    []dumpCluster  `json:"clusters"`
+	Warnings    []string       `json:"warnings"`
 }
 
 type dumpNode struct {
 	Name    string            `json:"name,omitempty"`
 	Network string            `json:"network,omitempty"`
 	Labels  map[string]string `json:"labels,omitempty"`
+	// Bridge: this node carries other networks' traffic through the
+	// bridge; BridgeNamespace is whose exportTo view its receiving side
+	// serves.
+	Bridge          bool   `json:"bridge"`
+	BridgeNamespace string `json:"bridge_namespace"`
 }
 
 type dumpListener struct {
