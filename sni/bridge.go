@@ -46,7 +46,8 @@ type BridgeDialer interface {
 }
 
 // ResolveBridge finds the decision the bridge's receiving side uses for
-// service:port and subset ("" for none). The error is a *RefusedError:
+// service:port and subset ("" for none). Only tables built with
+// NodeInfo.Bridge serve the bridge. The error is a *RefusedError:
 // ReasonUnknownService (no such service here, or a name that is not a
 // service host name, such as an IP address), ReasonNotExported (the
 // service or its subset is not exported to the bridge namespace, or it is
@@ -55,6 +56,9 @@ type BridgeDialer interface {
 func (t *Table) ResolveBridge(service string, port uint32, subset string) (*Decision, error) {
 	if t == nil {
 		return nil, &RefusedError{Reason: ReasonNoRoute, Detail: "no route table published"}
+	}
+	if t.bridge == nil {
+		return nil, &RefusedError{Reason: ReasonNoRoute, Detail: "bridge: this node's table was built without NodeInfo.Bridge"}
 	}
 	if d, ok := t.bridge[tableAutoKey{host: service, port: port, subset: subset}]; ok {
 		return d, nil

@@ -267,7 +267,7 @@ func newBridgePair(t *testing.T, withBridge bool, extraGateways ...[2]string) *b
 	p.pay = snitest.NewTLSBackend(t, p.ca, "pay.example.com")
 	p.db = snitest.NewTCPBackend(t)
 	p.b = newServerHarness(t, nil)
-	tb, err := NewBuilder(DefaultBuilderConfig()).Build(BuildInput{Config: bridgeSetB(t, p.pay.Addr(), p.db.Addr()), Node: NodeInfo{Name: "gw-b", Network: "net-b"}})
+	tb, err := NewBuilder(DefaultBuilderConfig()).Build(BuildInput{Config: bridgeSetB(t, p.pay.Addr(), p.db.Addr()), Node: NodeInfo{Name: "gw-b", Network: "net-b", Bridge: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

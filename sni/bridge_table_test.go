@@ -42,6 +42,18 @@ func bridgeTestSet(subset string, tp *networking.TrafficPolicy) *config.Set {
 	return &config.Set{Gateways: []*config.Gateway{gw}, VirtualServices: []*config.VirtualService{vs, tcp, mesh}, DestinationRules: []*config.DestinationRule{dr}}
 }
 
+// bridgeTestBuild builds for tableTestNode with the bridge on.
+func bridgeTestBuild(t testing.TB, b *Builder, set *config.Set, eps ...CatalogEndpoint) *Table {
+	t.Helper()
+	node := tableTestNode
+	node.Bridge = true
+	tbl, err := b.Build(BuildInput{Config: set, Node: node, Endpoints: eps})
+	if err != nil {
+		t.Fatalf("Build() error = %v, want nil", err)
+	}
+	return tbl
+}
+
 // bridgeTestGW is one remote network's gateway.
 type bridgeTestGW struct{ network, addr, bridge string }
 
@@ -322,7 +334,9 @@ func TestTableResolveBridge(t *testing.T) {
 	hidden.Spec.ExportTo = []string{"."}
 	set.DestinationRules = append(set.DestinationRules, hidden)
 	b, _ := tableTestBuilder(t)
-	tbl := tableTestBuild(t, b, set)
+	_, err := tableTestBuild(t, b, set).ResolveBridge(bridgeTestHost, 8443, "v1")
+	tableTestRefusal(t, "ResolveBridge on a table built without NodeInfo.Bridge", err, ReasonNoRoute, "without NodeInfo.Bridge")
+	tbl := bridgeTestBuild(t, b, set)
 
 	d, err := tbl.ResolveBridge(bridgeTestHost, 8443, "v1")
 	if err != nil {
@@ -378,7 +392,7 @@ func TestTableResolveBridge(t *testing.T) {
 
 	// Another bridge namespace sees the service exported only to apps.
 	node := tableTestNode
-	node.BridgeNamespace = "apps"
+	node.Bridge, node.BridgeNamespace = true, "apps"
 	tbl2, err := b.Build(BuildInput{Config: set, Node: node})
 	if err != nil {
 		t.Fatal(err)
@@ -475,7 +489,7 @@ func TestExplainPaths(t *testing.T) {
 // the Lease, as Pick does.
 func TestTableBridgePickAllocs(t *testing.T) {
 	b, _ := tableTestBuilder(t)
-	tbl := tableTestBuild(t, b, bridgeTestSet("v1", nil), bridgeTestRemoteEPs()...)
+	tbl := bridgeTestBuild(t, b, bridgeTestSet("v1", nil), bridgeTestRemoteEPs()...)
 	c := tbl.clusterFor(bridgeTestHost, 8443, "v1")
 	if n := testing.AllocsPerRun(100, func() {
 		l, err := c.pick(nil, viaBridge, "net-b")
@@ -509,7 +523,7 @@ func FuzzResolveBridge(f *testing.F) {
 	}
 	b, _ := tableTestBuilder(f)
 	local := CatalogEndpoint{Host: bridgeTestHost, Port: 8443, Endpoint: Endpoint{Addr: "10.0.0.5:8443", Network: "net-a", Labels: map[string]string{"version": "v1"}}}
-	tbl := tableTestBuild(f, b, bridgeTestSet("", nil), append(bridgeTestRemoteEPs(), local)...)
+	tbl := bridgeTestBuild(f, b, bridgeTestSet("", nil), append(bridgeTestRemoteEPs(), local)...)
 	f.Fuzz(func(t *testing.T, svc string, port uint32, subset string) {
 		d, err := tbl.ResolveBridge(svc, port, subset)
 		if err != nil {
@@ -529,4 +543,26 @@ func FuzzResolveBridge(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkBuildBridge is BenchmarkBuild for a node that runs the bridge
+// (NodeInfo.Bridge: the receiving side's index is built too); compare the
+// two in one run.
+func BenchmarkBuildBridge(b *testing.B) {
+	for _, n := range []int{100, 100_000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			in, _ := tableBenchInput(n)
+			in.Node.Bridge = true
+			builder := NewBuilder(DefaultBuilderConfig())
+			if _, err := builder.Build(in); err != nil {
+				b.Fatalf("Build() error = %v", err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := builder.Build(in); err != nil {
+					b.Fatalf("Build() error = %v", err)
+				}
+			}
+		})
+	}
 }

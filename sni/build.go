@@ -1562,6 +1562,9 @@ func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, host string, p
 // DestinationRule visible there. Clusters hold only this network's
 // endpoints: the bridge never forwards to another gateway.
 func (tb *tableBuild) buildBridge() {
+	if !tb.in.Node.Bridge {
+		return
+	}
 	ns := tb.in.Node.bridgeNamespace()
 	tb.t.bridge = make(map[tableAutoKey]*Decision, 2*len(tb.t.services))
 	route := "bridge/" + ns

@@ -49,11 +49,15 @@ type NodeInfo struct {
 	// Labels are matched against Gateway selectors: a Gateway applies when
 	// every key/value of its selector is among these labels.
 	Labels map[string]string
-	// Bridge says this node carries connections to other networks
-	// through the bridge tunnel: set it exactly when the Server has a
-	// ServerConfig.Bridge. Only explain reads it (the server decides from
-	// its own config); without it, explain reports remote endpoints as
-	// not eligible for routes other than split horizon.
+	// Bridge says this node runs the bridge tunnel: it carries
+	// connections to other networks through it (set it exactly when the
+	// Server has a ServerConfig.Bridge; explain reads it, the server
+	// decides from its own config) and accepts tunnels from other
+	// networks' gateways (Server.ConnectBridge). Without it the table
+	// has no bridge index (Table.ResolveBridge refuses everything with
+	// ReasonNoRoute), which keeps the build of non-bridge nodes as cheap
+	// as before, and explain reports remote endpoints as not eligible
+	// for routes other than split horizon.
 	Bridge bool
 	// BridgeNamespace is the namespace on whose behalf the bridge's
 	// receiving side (Server.ConnectBridge) resolves services: only
