@@ -513,3 +513,65 @@ func TestServerBridgeIdleTimeout(t *testing.T) {
 		t.Logf("read after idle close: %v", err)
 	}
 }
+
+// TestServerBridgeCloseForces: Close ends a bridged connection in the
+// stream relay (access log close=closed) and waits for its goroutines.
+func TestServerBridgeCloseForces(t *testing.T) {
+	p := newBridgePair(t, true)
+	c, err := net.Dial("tcp", p.a.addr(t, "tcp/0.0.0.0:9000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	if err := p.a.s.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+	line := p.a.log.waitLine(t, "close=closed", func(m map[string]string) bool { return m["close"] == closeShutdown })
+	if line["upstream"] != "bridge:"+p.acc.Addr() {
+		t.Fatalf("closed connection upstream = %q, want the bridge", line["upstream"])
+	}
+	if n := p.a.s.Active(); n != 0 {
+		t.Fatalf("Active() after Close = %d, want 0", n)
+	}
+	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, io.EOF) {
+		t.Logf("client read after Close: %v", err)
+	}
+}
+
+// TestServerBridgeMaxDuration: maxConnectionDuration closes a bridged
+// connection however busy it is.
+func TestServerBridgeMaxDuration(t *testing.T) {
+	p := newBridgePair(t, true)
+	set := bridgeSetA()
+	set.DestinationRules = []*config.DestinationRule{serverDR("db", bridgeSrvDB, ConnPolicy{MaxConnectionDuration: 100 * time.Millisecond}, nil)}
+	tbl, err := NewBuilder(DefaultBuilderConfig()).Build(BuildInput{Config: set, Node: NodeInfo{Name: "gw-a", Network: "net-a", Bridge: true},
+		Endpoints: bridgeEntries([2]string{p.gw15443, p.acc.Addr()})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.a.apply(t, tbl)
+	c, err := net.Dial("tcp", p.a.addr(t, "tcp/0.0.0.0:9000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	buf := make([]byte, 1)
+	for i := 0; i < 100000; i++ { // bounded: the relay must close long before
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			break
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			break
+		}
+	}
+	p.a.log.waitLine(t, "close=max_duration", func(m map[string]string) bool { return m["close"] == closeMaxDuration })
+}
