@@ -602,8 +602,10 @@ const tableMaxGatewayScale = 64
 // network's weight is the summed weight of its matching endpoints (each
 // is seen once through every gateway), split evenly across its gateways.
 // other are the remote endpoints given by address (configuration); they
-// and local (when not nil, for one shared pool) are scaled by the same
-// factor so every ratio stays exact. It returns the remote pool.
+// are scaled by the same factor (the lcm of the gateway counts) so every
+// ratio within the remote pool stays exact. It returns the remote pool.
+// Local endpoints need no scaling: they are a pool of their own, picked
+// first.
 func (tb *tableBuild) mergeGateways(gws, other []*tableEndpoint) []*tableEndpoint {
 	if len(gws) == 0 {
 		return other
