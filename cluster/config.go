@@ -25,6 +25,10 @@ type Config struct {
 	// GatewayAddr is where other networks reach this node's gateway
 	// ("host:port", templates allowed); "" = not a cross-network gateway.
 	GatewayAddr string
+	// BridgeAddr is where other networks' gateways open bridge tunnels
+	// to this node ("host:port", templates allowed; gossiped as
+	// bridge_addr); "" = no bridge listener.
+	BridgeAddr string
 	// Labels are the node's labels (gossiped as a digest).
 	Labels map[string]string
 

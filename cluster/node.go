@@ -106,7 +106,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 
 	gc := cfg.Gossip
 	gc.Name, gc.ClusterID, gc.Network = cfg.NodeName, cfg.ClusterID, cfg.Network
-	gc.GatewayAddr, gc.Labels, gc.RaftAddr = cfg.GatewayAddr, cfg.Labels, n.raftAddr
+	gc.GatewayAddr, gc.BridgeAddr, gc.Labels, gc.RaftAddr = cfg.GatewayAddr, cfg.BridgeAddr, cfg.Labels, n.raftAddr
 	gc.Registerer = cfg.Registerer
 	if gc.StateDir == "" && cfg.DataDir != "" {
 		gc.StateDir = filepath.Join(cfg.DataDir, "catalog", "registrations")

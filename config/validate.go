@@ -584,7 +584,7 @@ func checkLoadBalancer(c *collector, p string, lb *networking.LoadBalancerSettin
 		c.unsupported(p+".consistentHash", "consistentHash is not supported yet (supported: simple ROUND_ROBIN, LEAST_REQUEST, RANDOM)")
 	}
 	if lb.GetLocalityLbSetting() != nil {
-		c.unsupported(p+".localityLbSetting", "localityLbSetting is not supported yet")
+		c.unsupported(p+".localityLbSetting", "localityLbSetting is not supported: meshgate fails over by network priority (own network first, other networks only when no local endpoint is healthy) and has no locality or by-weight spreading (distribute, failover, failoverPriority)")
 	}
 	if lb.GetZoneAwareLbSetting() != nil {
 		c.unsupported(p+".zoneAwareLbSetting", "zoneAwareLbSetting is not supported yet")

@@ -54,9 +54,13 @@ type Cluster struct {
 	// pools by priority: local endpoints first, then (unless localOnly)
 	// endpoints in other networks.
 	pools []tablePool
-	size  int
-	live  *tableClusterLive
-	env   *tableEnv
+	// bridge is the remote pool as the bridge sees it: only endpoints
+	// with a bridge address, each network's weight split across its
+	// gateways that have one. nil when that is the remote pool itself.
+	bridge *tablePool
+	size   int
+	live   *tableClusterLive
+	env    *tableEnv
 }
 
 // tableClusterPolicy is the resolved DestinationRule traffic policy of a
@@ -85,6 +89,9 @@ type tableEndpoint struct {
 	Endpoint
 	local bool
 	live  *tableEndpointLive
+	// behind is, for a merged gateway entry, the summed weight of the
+	// remote endpoints (matching the cluster's subset) it stands for.
+	behind uint64
 }
 
 // Lease is one picked endpoint, held for the life of one connection.
@@ -145,6 +152,41 @@ func (c *Cluster) Endpoints() []Endpoint {
 //
 // Pick takes no locks and allocates only the Lease.
 func (c *Cluster) Pick(tried []string) (*Lease, error) {
+	return c.pick(tried, viaAny, "")
+}
+
+// tableVia says how a connection may reach endpoints of other networks,
+// which decides which of them are eligible.
+type tableVia uint8
+
+const (
+	// viaAny: every endpoint; a remote one by its Addr (split horizon
+	// to the gateway's 15443, for a hello the remote AUTO_PASSTHROUGH
+	// server accepts).
+	viaAny tableVia = iota
+	// viaBridge: remote endpoints only through the bridge, so only
+	// those whose gateway publishes a bridge address.
+	viaBridge
+	// viaLocal: no remote endpoint (no bridge on this node).
+	viaLocal
+)
+
+// String names the path for explain.
+func (v tableVia) String() string {
+	switch v {
+	case viaBridge:
+		return "bridge"
+	case viaLocal:
+		return "local only"
+	}
+	return "split horizon"
+}
+
+// pick is Pick for a connection that reaches other networks via via.
+// After a connect failure on a remote gateway, preferNet names its
+// network: another gateway of that network is tried before any other
+// network, so a dead gateway costs no more than one retry.
+func (c *Cluster) pick(tried []string, via tableVia, preferNet string) (*Lease, error) {
 	if c == nil {
 		return nil, &RefusedError{Reason: ReasonNoEndpoint, Detail: "no cluster"}
 	}
@@ -162,24 +204,80 @@ func (c *Cluster) Pick(tried []string) (*Lease, error) {
 	}
 	var clk tableClock
 	ignoreEjection := c.pol.outlier.minHealthPercent > 0 && c.panicking(&clk)
+	f := tableFilter{tried: tried, via: via, clk: &clk, ignoreEjection: ignoreEjection}
 	for tier := range c.pools {
-		if ep := c.pickPool(tier, &c.pools[tier], tried, &clk, ignoreEjection); ep != nil {
+		p, rr := &c.pools[tier], tier
+		if via == viaBridge && c.bridge != nil && !p.eps[0].local {
+			p, rr = c.bridge, 2
+		}
+		if preferNet != "" {
+			f.network = preferNet
+			if ep := c.pickPool(rr, p, &f); ep != nil {
+				ep.live.active.Add(1)
+				return &Lease{c: c, ep: ep}, nil
+			}
+			f.network = ""
+		}
+		if ep := c.pickPool(rr, p, &f); ep != nil {
 			ep.live.active.Add(1)
 			return &Lease{c: c, ep: ep}, nil
 		}
 	}
 	c.live.active.Add(-1)
+	if n := c.ineligible(via); n > 0 {
+		why := "this node has no bridge"
+		if via == viaBridge {
+			why = "their gateways publish no bridge address"
+		}
+		return nil, &RefusedError{Reason: ReasonNoEndpoint, Detail: fmt.Sprintf("%s: every eligible endpoint is ejected or already tried; %d endpoints of other networks are not eligible for this connection: %s", c.Name(), n, why)}
+	}
 	return nil, &RefusedError{Reason: ReasonNoEndpoint, Detail: fmt.Sprintf("%s: all %d endpoints are ejected or already tried", c.Name(), c.size)}
+}
+
+// ineligible counts the remote endpoints via excludes.
+func (c *Cluster) ineligible(via tableVia) int {
+	n := 0
+	for i := range c.pools {
+		for _, e := range c.pools[i].eps {
+			if !tableViaAllows(via, e) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// tableViaAllows reports whether via may reach e.
+func tableViaAllows(via tableVia, e *tableEndpoint) bool {
+	if e.local {
+		return true
+	}
+	switch via {
+	case viaLocal:
+		return false
+	case viaBridge:
+		return e.Bridge != ""
+	}
+	return true
+}
+
+// tableFilter is what makes an endpoint eligible for one pick.
+type tableFilter struct {
+	tried          []string
+	via            tableVia
+	network        string // "" = any
+	clk            *tableClock
+	ignoreEjection bool
 }
 
 // pickPool runs the load balancer over one pool; nil when no endpoint of
 // the pool is eligible.
-func (c *Cluster) pickPool(tier int, p *tablePool, tried []string, clk *tableClock, ignoreEjection bool) *tableEndpoint {
+func (c *Cluster) pickPool(tier int, p *tablePool, f *tableFilter) *tableEndpoint {
 	n := len(p.eps)
 	if n == 0 {
 		return nil
 	}
-	ok := func(e *tableEndpoint) bool { return c.eligible(e, tried, clk, ignoreEjection) }
+	ok := func(e *tableEndpoint) bool { return c.eligible(e, f) }
 	switch c.pol.lb {
 	case lbRandom:
 		i := p.draw(c.env.rand())
@@ -248,13 +346,19 @@ func tableLess(a, b *tableEndpoint) bool {
 }
 
 // eligible reports whether e may be picked now.
-func (c *Cluster) eligible(e *tableEndpoint, tried []string, clk *tableClock, ignoreEjection bool) bool {
-	for _, a := range tried {
+func (c *Cluster) eligible(e *tableEndpoint, f *tableFilter) bool {
+	if f.network != "" && e.Network != f.network {
+		return false
+	}
+	if !tableViaAllows(f.via, e) {
+		return false
+	}
+	for _, a := range f.tried {
 		if a == e.Addr {
 			return false
 		}
 	}
-	return ignoreEjection || !c.env.ejected(e.live, clk)
+	return f.ignoreEjection || !c.env.ejected(e.live, f.clk)
 }
 
 // panicking reports whether fewer than minHealthPercent of the cluster's

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -184,6 +186,7 @@ func (b *Builder) Build(in BuildInput) (*Table, error) {
 	tb.buildListeners()
 	tb.buildRoutes()
 	tb.buildAuto()
+	tb.buildBridge()
 	tb.finish()
 	return tb.t, nil
 }
@@ -294,6 +297,9 @@ type tableServicePort struct {
 	udp        bool
 	eps        []*tableEndpoint
 	seen       map[string]struct{} // endpoint addresses, once eps is large
+	// gw indexes the split-horizon entries by gateway and label set
+	// (tableGatewayKey); build-time only.
+	gw map[string]*tableEndpoint
 }
 
 // tableDR is a DestinationRule, indexed.
@@ -469,6 +475,11 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 		tb.warn("%s: endpoint %q of %s port %d is not host:port; skipped", source, ep.Addr, svc.host, sp.number)
 		return
 	}
+	if ep.Gateway && ep.Network != "" && ep.Network != tb.in.Node.Network {
+		tb.addGatewayEntry(svc, sp, ep, addr)
+		return
+	}
+	ep.Gateway = false
 	// The same endpoint from two sources: the first wins. Small ports are
 	// searched; large ones get a set.
 	if sp.seen != nil {
@@ -509,6 +520,152 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 	e := tb.slabEndpoint()
 	*e = tableEndpoint{Endpoint: ep, local: local, live: live}
 	sp.eps = append(sp.eps, e)
+}
+
+// addGatewayEntry merges one split-horizon entry (a remote endpoint as
+// seen through one of its network's gateways) into the port: entries of
+// the same gateway with the same labels sum their weights, so a gateway
+// carries one entry per label set. cluster() then merges the label sets
+// that match its subset.
+func (tb *tableBuild) addGatewayEntry(svc *tableService, sp *tableServicePort, ep Endpoint, addr string) {
+	ep.Addr = addr
+	ep.Bridge = strings.TrimSpace(ep.Bridge)
+	ep.Weight = max(ep.Weight, 1)
+	key := tableGatewayKey(ep)
+	if sp.gw == nil {
+		sp.gw = map[string]*tableEndpoint{}
+	}
+	if e := sp.gw[key]; e != nil {
+		e.Weight = tableAddWeight(e.Weight, ep.Weight)
+		return
+	}
+	live := tb.live(svc.host, addr)
+	e := tb.slabEndpoint()
+	*e = tableEndpoint{Endpoint: ep, live: live}
+	sp.gw[key] = e
+	sp.eps = append(sp.eps, e)
+}
+
+// live returns the live state of endpoint addr of host, marking it used
+// by this build.
+func (tb *tableBuild) live(host, addr string) *tableEndpointLive {
+	key := tableEPKey{host: host, addr: addr}
+	live := tb.b.eps[key]
+	if live == nil {
+		live = &tableEndpointLive{}
+		tb.b.eps[key] = live
+	}
+	live.gen = tb.gen
+	return live
+}
+
+// tableGatewayKey identifies a gateway and one label set.
+func tableGatewayKey(ep Endpoint) string {
+	var b strings.Builder
+	b.WriteString(ep.Network)
+	b.WriteByte(0)
+	b.WriteString(ep.Addr)
+	b.WriteByte(0)
+	b.WriteString(ep.Bridge)
+	for _, k := range slices.Sorted(maps.Keys(ep.Labels)) {
+		b.WriteByte(0)
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(ep.Labels[k])
+	}
+	return b.String()
+}
+
+// tableFilterEPs returns the endpoints of eps for which keep is true.
+func tableFilterEPs(eps []*tableEndpoint, keep func(*tableEndpoint) bool) []*tableEndpoint {
+	var out []*tableEndpoint
+	for _, e := range eps {
+		if keep(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// tableAddWeight adds two weights, saturating.
+func tableAddWeight(a, b uint32) uint32 {
+	return uint32(min(uint64(a)+uint64(b), math.MaxUint32))
+}
+
+// tableMaxGatewayScale bounds the factor that keeps gateway shares exact
+// (the lcm of the networks' gateway counts); above it shares are rounded
+// up instead.
+const tableMaxGatewayScale = 64
+
+// mergeGateways turns the split-horizon entries that matched a
+// cluster's subset into one endpoint per gateway, and weighs them: a
+// network's weight is the summed weight of its matching endpoints (each
+// is seen once through every gateway), split evenly across its gateways.
+// other are the remote endpoints given by address (configuration); they
+// are scaled by the same factor (the lcm of the gateway counts) so every
+// ratio within the remote pool stays exact. It returns the remote pool.
+// Local endpoints need no scaling: they are a pool of their own, picked
+// first.
+func (tb *tableBuild) mergeGateways(gws, other []*tableEndpoint) []*tableEndpoint {
+	if len(gws) == 0 {
+		return other
+	}
+	type gw struct {
+		e *tableEndpoint
+		w uint64
+	}
+	byAddr := map[string]*gw{}
+	var order []*gw
+	count := map[string]uint64{} // network -> gateways
+	for _, e := range gws {
+		g := byAddr[e.Addr]
+		if g == nil {
+			g = &gw{e: e}
+			byAddr[e.Addr] = g
+			order = append(order, g)
+			count[e.Network]++
+		}
+		g.w += uint64(e.Weight)
+	}
+	scale := uint64(1)
+	for _, n := range count {
+		scale = scale / tableGCD(scale, n) * n
+		if scale > tableMaxGatewayScale {
+			break
+		}
+	}
+	exact := scale <= tableMaxGatewayScale
+	if !exact {
+		scale = 1
+	}
+	out := make([]*tableEndpoint, 0, len(order)+len(other))
+	for _, e := range other {
+		if scale == 1 {
+			out = append(out, e)
+			continue
+		}
+		c := tb.slabEndpoint()
+		*c = *e
+		c.Weight = uint32(min(uint64(e.Weight)*scale, math.MaxUint32))
+		out = append(out, c)
+	}
+	slices.SortFunc(order, func(a, b *gw) int {
+		return cmp.Or(strings.Compare(a.e.Network, b.e.Network), strings.Compare(a.e.Addr, b.e.Addr))
+	})
+	for _, g := range order {
+		n := count[g.e.Network]
+		// Every gateway of a network sees the same endpoints, so g.w is
+		// the network's whole weight.
+		share := g.w * scale / n
+		if !exact {
+			share = (g.w + n - 1) / n
+		}
+		c := tb.slabEndpoint()
+		*c = tableEndpoint{Endpoint: Endpoint{Addr: g.e.Addr, Bridge: g.e.Bridge, Network: g.e.Network, Gateway: true,
+			Weight: uint32(min(max(share, 1), math.MaxUint32))}, live: g.e.live, behind: g.w}
+		out = append(out, c)
+	}
+	return out
 }
 
 // ---- destination rules ----
@@ -1178,7 +1335,7 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 		return c
 	}
 	c.pol = tb.policy(dr, sub, port)
-	var local, remote []*tableEndpoint
+	var local, remote, gws []*tableEndpoint
 	matched := 0
 	allLocal := sub == nil
 	for _, e := range sp.eps {
@@ -1200,12 +1357,25 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 			continue
 		}
 		matched++
-		if e.local {
+		switch {
+		case e.local:
 			local = append(local, e)
-		} else if !localOnly {
+		case localOnly:
+		case e.Gateway:
+			gws = append(gws, e)
+		default:
 			remote = append(remote, e)
 		}
 	}
+	all := tb.mergeGateways(gws, remote)
+	if !localOnly && slices.ContainsFunc(all, func(e *tableEndpoint) bool { return e.Bridge == "" }) {
+		hasBridge := func(e *tableEndpoint) bool { return e.Bridge != "" }
+		if br := tb.mergeGateways(tableFilterEPs(gws, hasBridge), tableFilterEPs(remote, hasBridge)); len(br) > 0 {
+			p := tableNewPool(br)
+			c.bridge = &p
+		}
+	}
+	remote = all
 	switch {
 	case len(local) > 0 && len(remote) > 0:
 		c.pools = []tablePool{tableNewPool(local), tableNewPool(remote)}
@@ -1372,7 +1542,57 @@ func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, host string, p
 	d := tb.slabDecision()
 	*d = Decision{Route: srv.route, Service: host, Subset: subset, Port: port, Mode: ModeAutoPassthrough,
 		Gateway: srv.gateway, Server: srv.name, Policy: cl.pol.conn, Cluster: cl}
-	l.auto[tableAutoKey{host: host, port: port, subset: subset}] = tableAutoTarget{server: srv, dec: d}
+	tgt := tableAutoTarget{server: srv, dec: d}
+	if !srv.requireALPN {
+		// Clients without a mesh ALPN are not Istio sidecars doing
+		// split horizon: other networks' endpoints are theirs too,
+		// through the bridge, after the local ones.
+		ocl := tb.cluster(host, port, subset, false, dr)
+		o := tb.slabDecision()
+		*o = *d
+		o.Cluster, o.Policy = ocl, ocl.pol.conn
+		tgt.open = o
+	}
+	l.auto[tableAutoKey{host: host, port: port, subset: subset}] = tgt
+}
+
+// ---- bridge (receiving side) ----
+
+// buildBridge indexes what Server.ConnectBridge may serve: every non-UDP
+// port of every MESH_INTERNAL (or catalog) service exported to the
+// bridge namespace, with no subset and with each subset of the
+// DestinationRule visible there. Clusters hold only this network's
+// endpoints: the bridge never forwards to another gateway.
+func (tb *tableBuild) buildBridge() {
+	if !tb.in.Node.Bridge {
+		return
+	}
+	ns := tb.in.Node.bridgeNamespace()
+	tb.t.bridge = make(map[tableAutoKey]*Decision, 2*len(tb.t.services))
+	route := "bridge/" + ns
+	for host, svc := range tb.t.services {
+		if !svc.internal || !config.ExportedTo(svc.exportTo, svc.namespace, ns) {
+			continue
+		}
+		dr := tb.drFor(svc, ns)
+		for _, sp := range svc.ports {
+			if sp.udp {
+				continue
+			}
+			add := func(subset string) {
+				cl := tb.cluster(host, sp.number, subset, true, dr)
+				d := tb.slabDecision()
+				*d = Decision{Route: route, Service: host, Subset: subset, Port: sp.number, Mode: ModeBridge, Policy: cl.pol.conn, Cluster: cl}
+				tb.t.bridge[tableAutoKey{host: host, port: sp.number, subset: subset}] = d
+			}
+			add("")
+			if dr != nil {
+				for _, s := range dr.subsetNames {
+					add(s)
+				}
+			}
+		}
+	}
 }
 
 // ---- finish ----
@@ -1384,7 +1604,7 @@ func (tb *tableBuild) finish() {
 	b := tb.b
 	for _, svc := range tb.t.services {
 		for _, sp := range svc.ports {
-			sp.seen = nil // build-time only
+			sp.seen, sp.gw = nil, nil // build-time only
 		}
 	}
 	for _, l := range tb.order {

@@ -30,6 +30,14 @@ const (
 	ReasonOverloaded  Reason = "overloaded" // connectionPool.tcp.maxConnections reached
 	ReasonUpstream    Reason = "upstream"   // every endpoint tried failed to connect
 	ReasonDraining    Reason = "draining"   // node is shutting down
+	// ReasonUnknownService, ReasonUnknownSubset and ReasonUnknownPort
+	// refuse a bridge request (Server.ConnectBridge) naming a service
+	// this node does not know (or an IP address, or a malformed name), a
+	// subset its DestinationRule does not define, or a port the service
+	// does not have.
+	ReasonUnknownService Reason = "unknown_service"
+	ReasonUnknownSubset  Reason = "unknown_subset"
+	ReasonUnknownPort    Reason = "unknown_port"
 )
 
 // RefusedError is returned when a connection cannot be routed. Detail is
@@ -45,6 +53,11 @@ func (e *RefusedError) Error() string {
 	return fmt.Sprintf("sni: refused (%s): %s", e.Reason, e.Detail)
 }
 
+// RefusalReason returns the reason as a string, so that packages that
+// must not import sni (sni/hbone) can read it through a one-method
+// interface with errors.As.
+func (e *RefusedError) RefusalReason() string { return string(e.Reason) }
+
 // Endpoint is one dialable backend. Addr always comes from configuration
 // or the endpoint catalog, never from a client.
 type Endpoint struct {
@@ -58,6 +71,19 @@ type Endpoint struct {
 	// /debug/endpoints; meshgate passes TLS through, so the client, not
 	// the gateway, verifies it.
 	Identity string
+	// Bridge is, for an endpoint of another network reached through that
+	// network's gateway, the gateway's bridge (HBONE) address; Addr is
+	// then the gateway's AUTO_PASSTHROUGH (15443) address. "" when the
+	// gateway publishes no bridge address, and for local endpoints.
+	Bridge string
+	// Gateway marks a split-horizon entry: Addr (and Bridge) belong to a
+	// gateway of Network that stands for one endpoint there, whose
+	// Labels and Weight it carries. Such entries are emitted once per
+	// gateway of the network for every endpoint behind it; the table
+	// merges the entries of one gateway (summing the weights of those
+	// that match a subset) and splits a network's weight evenly across
+	// its gateways.
+	Gateway bool
 }
 
 // ConnPolicy is the per-route connection policy from DestinationRule

@@ -44,6 +44,13 @@ type ExplainedDestination struct {
 	Policy       ExplainedPolicy     `json:"policy"`
 	Active       int64               `json:"active"`
 	Endpoints    []ExplainedEndpoint `json:"endpoints"`
+	// Path is what a new connection would take now: "local endpoint",
+	// "split horizon via <gateway 15443 addresses>", "bridge via
+	// <gateway bridge addresses>" or "none"; PathWhy says why (own
+	// network first, which networks, why a remote endpoint is not
+	// eligible).
+	Path    string `json:"path,omitempty"`
+	PathWhy string `json:"path_why,omitempty"`
 	// Reason and Detail are set when Pick would refuse now.
 	Reason Reason `json:"reason,omitempty"`
 	Detail string `json:"detail,omitempty"`
@@ -73,6 +80,16 @@ type ExplainedEndpoint struct {
 	Ejected             bool              `json:"ejected,omitempty"`
 	EjectedFor          string            `json:"ejected_for,omitempty"`
 	Ejections           uint64            `json:"ejections,omitempty"`
+	// Gateway is set when Addr is a remote network's gateway standing
+	// for Behind (summed weight of) endpoints of that network; Bridge is
+	// its bridge address.
+	Gateway bool   `json:"gateway,omitempty"`
+	Bridge  string `json:"bridge,omitempty"`
+	Behind  uint64 `json:"behind,omitempty"`
+	// Path is how this connection would reach the endpoint: "local",
+	// "split horizon via <addr>", "bridge via <bridge addr>", or "not
+	// eligible: <why>".
+	Path string `json:"path,omitempty"`
 }
 
 // Explain reports, for every listener in key order, what a connection
@@ -118,13 +135,21 @@ func (t *Table) Explain(sni string, alpn []string) []Explanation {
 		if m.server != nil {
 			ex.Gateway, ex.Server, ex.Mode = m.server.gateway, m.server.name, m.server.mode
 		}
+		via, viaWhy := t.explainVia(name, alpn, spec.NeedsHello)
 		if m.auto != nil {
 			ex.Route = m.auto.Route
-			ex.Destinations = []ExplainedDestination{explainDestination(m.auto, 1, now)}
+			ed := explainDestination(m.auto, 1, now)
+			if m.auto.Cluster != nil && m.auto.Cluster.localOnly {
+				viaWhy = "AUTO_PASSTHROUGH with an Istio mesh ALPN: the client (an Istio sidecar) did split horizon itself, so this gateway serves only its own network and never forwards to another gateway"
+			}
+			explainPaths(&ed, m.auto.Cluster, via, viaWhy, now)
+			ex.Destinations = []ExplainedDestination{ed}
 		} else {
 			ex.Route = m.route.name
 			for i, d := range m.route.decs {
-				ex.Destinations = append(ex.Destinations, explainDestination(d, m.route.ws[i], now))
+				ed := explainDestination(d, m.route.ws[i], now)
+				explainPaths(&ed, d.Cluster, via, viaWhy, now)
+				ex.Destinations = append(ex.Destinations, ed)
 			}
 		}
 		refused := 0
@@ -175,9 +200,81 @@ func explainDestination(d *Decision, w uint64, now int64) ExplainedDestination {
 	return ed
 }
 
+// explainVia is Server.via for explain: the bridge is assumed present
+// when NodeInfo.Bridge says so. why says what decided it.
+func (t *Table) explainVia(name string, alpn []string, hello bool) (tableVia, string) {
+	switch {
+	case hello && tableLooksAuto(name) && IsMeshALPN(alpn):
+		return viaAny, "an AUTO_PASSTHROUGH name with an Istio mesh ALPN: the remote gateway's AUTO_PASSTHROUGH (15443) accepts the replayed ClientHello (split horizon, as Istio)"
+	case t.node.Bridge && !hello:
+		return viaBridge, "a plain TCP listener (no ClientHello to replay to a remote 15443): other networks are reached through the bridge tunnel"
+	case t.node.Bridge:
+		return viaBridge, "not an AUTO_PASSTHROUGH name with an Istio mesh ALPN, so the remote gateway's 15443 would refuse it: other networks are reached through the bridge tunnel"
+	}
+	return viaLocal, "not an AUTO_PASSTHROUGH name with an Istio mesh ALPN, and this node has no bridge: only endpoints of its own network are eligible"
+}
+
+// explainPaths fills the per-endpoint and destination paths of ed.
+func explainPaths(ed *ExplainedDestination, c *Cluster, via tableVia, why string, now int64) {
+	if c == nil {
+		return
+	}
+	k := 0
+	localHealthy, remoteEligible := 0, 0
+	var paths []string
+	for i := range c.pools {
+		for _, e := range c.pools[i].eps {
+			x := &ed.Endpoints[k]
+			k++
+			switch {
+			case e.local:
+				x.Path = "local"
+				if !x.Ejected {
+					localHealthy++
+				}
+				continue
+			case c.localOnly:
+				x.Path = "not eligible: AUTO_PASSTHROUGH with a mesh ALPN serves only this node's network"
+				continue
+			case !tableViaAllows(via, e) && via == viaLocal:
+				x.Path = "not eligible: this node has no bridge, and the connection is not split-horizon traffic (AUTO_PASSTHROUGH name with an Istio mesh ALPN)"
+				continue
+			case !tableViaAllows(via, e):
+				x.Path = "not eligible: the gateway publishes no bridge address (bridge_addr)"
+				continue
+			case via == viaBridge:
+				x.Path = "bridge via " + e.Bridge
+			default:
+				x.Path = "split horizon via " + e.Addr
+			}
+			if !x.Ejected {
+				remoteEligible++
+				if p := strings.TrimPrefix(strings.TrimPrefix(x.Path, "bridge via "), "split horizon via "); !slices.Contains(paths, p) {
+					paths = append(paths, p)
+				}
+			}
+		}
+	}
+	switch {
+	case localHealthy > 0:
+		ed.Path = "local endpoint"
+		ed.PathWhy = fmt.Sprintf("own network first: %d healthy endpoints in this node's network; other networks only when none is healthy", localHealthy)
+	case remoteEligible > 0 && via == viaBridge:
+		ed.Path = "bridge via " + strings.Join(paths, ", ")
+		ed.PathWhy = "no healthy endpoint in this node's network; " + why
+	case remoteEligible > 0:
+		ed.Path = "split horizon via " + strings.Join(paths, ", ")
+		ed.PathWhy = "no healthy endpoint in this node's network; " + why
+	default:
+		ed.Path = "none"
+		ed.PathWhy = "no healthy eligible endpoint; " + why
+	}
+}
+
 func explainEndpoint(e *tableEndpoint, now int64) ExplainedEndpoint {
 	x := ExplainedEndpoint{Addr: e.Addr, Network: e.Network, Local: e.local, Weight: e.Weight, Labels: e.Labels, Identity: e.Identity,
-		Active: e.live.active.Load(), ConsecutiveFailures: e.live.failures.Load(), Ejections: e.live.ejections.Load()}
+		Active: e.live.active.Load(), ConsecutiveFailures: e.live.failures.Load(), Ejections: e.live.ejections.Load(),
+		Gateway: e.Gateway, Bridge: e.Bridge, Behind: e.behind}
 	if u := e.live.ejectedUntil.Load(); u != 0 && now < u {
 		x.Ejected = true
 		x.EjectedFor = time.Duration(u - now).String()
@@ -211,10 +308,12 @@ func (t *Table) Dump() any {
 	}
 	now := t.env.mono()
 	d := tableDump{
-		Node:      dumpNode{Name: t.node.Name, Network: t.node.Network, Labels: t.node.Labels},
-		Listeners: []dumpListener{},
-		Clusters:  []dumpCluster{},
-		Warnings:  slices.Clone(t.warnings),
+		Node: dumpNode{Name: t.node.Name, Network: t.node.Network, Labels: t.node.Labels,
+			Bridge: t.node.Bridge, BridgeNamespace: t.node.bridgeNamespace()},
+		BridgeNames: len(t.bridge),
+		Listeners:   []dumpListener{},
+		Clusters:    []dumpCluster{},
+		Warnings:    slices.Clone(t.warnings),
 	}
 	if d.Warnings == nil {
 		d.Warnings = []string{}
@@ -298,16 +397,24 @@ func dumpRouteOf(r *tableRoute) dumpRoute {
 }
 
 type tableDump struct {
-	Node      dumpNode       `json:"node"`
-	Listeners []dumpListener `json:"listeners"`
-	Clusters  []dumpCluster  `json:"clusters"`
-	Warnings  []string       `json:"warnings"`
+	Node dumpNode `json:"node"`
+	// BridgeNames counts the (service, port, subset) keys the bridge's
+	// receiving side serves.
+	BridgeNames int            `json:"bridge_names"`
+	Listeners   []dumpListener `json:"listeners"`
+	Clusters    []dumpCluster  `json:"clusters"`
+	Warnings    []string       `json:"warnings"`
 }
 
 type dumpNode struct {
 	Name    string            `json:"name,omitempty"`
 	Network string            `json:"network,omitempty"`
 	Labels  map[string]string `json:"labels,omitempty"`
+	// Bridge: this node carries other networks' traffic through the
+	// bridge; BridgeNamespace is whose exportTo view its receiving side
+	// serves.
+	Bridge          bool   `json:"bridge"`
+	BridgeNamespace string `json:"bridge_namespace"`
 }
 
 type dumpListener struct {

@@ -68,7 +68,7 @@ type tableEndpointLive struct {
 // tableClusterLive is the state of one cluster that outlives tables.
 type tableClusterLive struct {
 	active atomic.Int64
-	rr     [2]atomic.Uint64
+	rr     [3]atomic.Uint64 // local pool, remote pool, bridge pool
 	// gen is the last build that used it and cluster the *Cluster that
 	// build made; both guarded by Builder.mu and never read by Pick.
 	gen     uint64

@@ -45,6 +45,12 @@ type ServerConfig struct {
 	// MaxRetries is how many more endpoints are tried after a connect
 	// failure. Default 2; 0 = no retry.
 	MaxRetries int
+	// Bridge carries connections to other networks' gateways (see
+	// bridge.go). nil = no bridge: remote endpoints are then reachable
+	// only by split horizon (an AUTO_PASSTHROUGH name with an Istio mesh
+	// ALPN, replayed to the remote gateway's 15443). Set
+	// NodeInfo.Bridge to match, so explain agrees.
+	Bridge BridgeDialer
 	// Listen opens listener sockets. nil = net.ListenConfig{}.Listen. The
 	// listeners must return *net.TCPConn or *net.UnixConn connections
 	// (the splice path needs the raw sockets).
@@ -279,8 +285,9 @@ type proxyConn struct {
 	dec      *Decision // nil until resolved
 	upstream string    // endpoint address, once connected
 
-	mu      sync.Mutex   // guards relay, aborted
+	mu      sync.Mutex   // guards relay, stream, aborted
 	relay   *spliceRelay // set when splicing starts
+	stream  *streamRelay // set when a bridged relay starts
 	aborted string       // force-close reason before splicing started
 }
 
@@ -289,13 +296,17 @@ type proxyConn struct {
 // error and ends it with why).
 func (pc *proxyConn) abort(why string) {
 	pc.mu.Lock()
-	r := pc.relay
-	if r == nil && pc.aborted == "" {
+	r, sr := pc.relay, pc.stream
+	if r == nil && sr == nil && pc.aborted == "" {
 		pc.aborted = why
 	}
 	pc.mu.Unlock()
 	if r != nil {
 		r.close(why)
+		return
+	}
+	if sr != nil {
+		sr.close(why)
 		return
 	}
 	_ = pc.client.Close()
@@ -424,12 +435,12 @@ func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 		return
 	}
 	pc.dec = dec
-	up, lease, reason, err := s.connect(dec)
+	up, lease, reason, err := s.connect(s.ctx, dec, s.via(pc.hello))
 	if err != nil {
 		s.refuse(pc, reason, err)
 		return
 	}
-	pc.upstream = lease.Endpoint().Addr
+	pc.upstream = upstreamAddr(lease.Endpoint(), up)
 	var hello int64
 	if peeked != nil {
 		hello, err = peeked.WriteBufferedTo(up)
@@ -457,6 +468,15 @@ func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 		return
 	}
 	gauge.Inc()
+	if _, raw := up.(*net.TCPConn); !raw {
+		pc.stream = streamRelayStart(s.wg.Go, pc.client, up, dec.Policy.IdleTimeout, pc.start, dec.Policy.MaxConnectionDuration, s.m.rx, s.m.tx, func(r *streamRelay) {
+			gauge.Dec()
+			lease.Release()
+			s.end(pc, r.reason(), hello+r.rx.Load(), r.tx.Load())
+		})
+		pc.mu.Unlock()
+		return
+	}
 	pc.relay = s.sp.relay(pc.client, up, dec.Policy.IdleTimeout, pc.start, dec.Policy.MaxConnectionDuration, func(r *spliceRelay) {
 		gauge.Dec()
 		lease.Release()
@@ -465,18 +485,46 @@ func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 	pc.mu.Unlock()
 }
 
+// via says how the connection with hello h may reach other networks:
+// split horizon when the remote gateway's AUTO_PASSTHROUGH will accept
+// its replayed hello (an AUTO_PASSTHROUGH name with an Istio mesh ALPN),
+// else the bridge when there is one, else not at all.
+func (s *Server) via(h *Hello) tableVia {
+	if h != nil && tableLooksAuto(h.ServerName) && IsMeshALPN(h.ALPN) {
+		return viaAny
+	}
+	if s.cfg.Bridge != nil {
+		return viaBridge
+	}
+	return viaLocal
+}
+
+// upstreamAddr is the access log's upstream: the endpoint, or for a
+// bridged connection "bridge:<gateway bridge address>".
+func upstreamAddr(ep Endpoint, up net.Conn) string {
+	if _, raw := up.(*net.TCPConn); !raw && ep.Bridge != "" {
+		return "bridge:" + ep.Bridge
+	}
+	return ep.Addr
+}
+
 // connect picks an endpoint of the decision's cluster and dials it, trying
-// up to MaxRetries more endpoints after connect failures. On failure it
-// returns the refusal reason: the cluster's own (no_endpoint, overloaded)
-// if nothing was dialled, else ReasonUpstream.
-func (s *Server) connect(dec *Decision) (*net.TCPConn, *Lease, Reason, error) {
+// up to MaxRetries more endpoints after connect failures. via decides
+// which remote endpoints are eligible and how they are dialled: through
+// the bridge (viaBridge) or at their address. After a failure on a
+// remote gateway the next try prefers another gateway of the same
+// network. On failure it returns the refusal reason: the cluster's own
+// (no_endpoint, overloaded) if nothing was dialled, else ReasonUpstream.
+// A bridged upstream is not a *net.TCPConn.
+func (s *Server) connect(ctx context.Context, dec *Decision, via tableVia) (net.Conn, *Lease, Reason, error) {
 	if dec.Cluster == nil {
 		return nil, nil, ReasonNoEndpoint, fmt.Errorf("sni: route %q has no cluster", dec.Route)
 	}
 	var tried []string
 	var lastErr error
+	prefer := ""
 	for range s.cfg.MaxRetries + 1 {
-		lease, err := dec.Cluster.Pick(tried)
+		lease, err := dec.Cluster.pick(tried, via, prefer)
 		if err != nil {
 			if lastErr != nil {
 				return nil, nil, ReasonUpstream, errors.Join(lastErr, err)
@@ -487,26 +535,53 @@ func (s *Server) connect(dec *Decision) (*net.TCPConn, *Lease, Reason, error) {
 			}
 			return nil, nil, reason, err
 		}
-		addr := lease.Endpoint().Addr
-		c, err := s.dial(dec.Policy, addr)
+		ep := lease.Endpoint()
+		var c net.Conn
+		if via == viaBridge && ep.Network != "" {
+			c, err = s.dialBridge(ctx, dec, ep)
+		} else {
+			c, err = s.dial(ctx, dec.Policy, ep.Addr)
+		}
 		lease.Dialed(err)
 		if err == nil {
 			return c, lease, "", nil
 		}
 		lease.Release()
-		if s.ctx.Err() != nil {
-			return nil, nil, ReasonUpstream, err // force-closed, not an upstream failure
+		if s.ctx.Err() != nil || ctx.Err() != nil {
+			return nil, nil, ReasonUpstream, err // aborted, not an upstream failure
 		}
 		s.m.connectFailures.Inc()
-		s.log.Debug("sni: upstream connect failed", "route", dec.Route, "upstream", addr, "err", err)
-		tried = append(tried, addr)
+		s.log.Debug("sni: upstream connect failed", "route", dec.Route, "upstream", ep.Addr, "bridge", ep.Bridge, "err", err)
+		tried = append(tried, ep.Addr)
+		prefer = ep.Network
 		lastErr = err
 	}
 	return nil, nil, ReasonUpstream, lastErr
 }
 
+// dialBridge opens a bridge stream to the gateway ep stands for, with the
+// route's connect timeout; Close aborts it.
+func (s *Server) dialBridge(ctx context.Context, dec *Decision, ep Endpoint) (net.Conn, error) {
+	timeout := dec.Policy.ConnectTimeout
+	if timeout <= 0 {
+		timeout = defaultConnectTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	defer context.AfterFunc(s.ctx, cancel)()
+	c, err := s.cfg.Bridge.DialBridge(ctx, ep.Bridge, dec.Service, dec.Port, dec.Subset)
+	if err != nil {
+		return nil, fmt.Errorf("sni: bridge to %s (gateway %s of network %s): %w", ep.Bridge, ep.Addr, ep.Network, err)
+	}
+	if c == nil {
+		return nil, fmt.Errorf("sni: bridge to %s: DialBridge returned no connection", ep.Bridge)
+	}
+	return c, nil
+}
+
 // dial connects to addr with the route's connect timeout and keep-alive.
-func (s *Server) dial(p ConnPolicy, addr string) (*net.TCPConn, error) {
+// Close aborts it.
+func (s *Server) dial(ctx context.Context, p ConnPolicy, addr string) (*net.TCPConn, error) {
 	d := net.Dialer{Timeout: p.ConnectTimeout}
 	if d.Timeout <= 0 {
 		d.Timeout = defaultConnectTimeout
@@ -516,7 +591,13 @@ func (s *Server) dial(p ConnPolicy, addr string) (*net.TCPConn, error) {
 	} else {
 		d.KeepAliveConfig = serverKeepAlive(p)
 	}
-	c, err := d.DialContext(s.ctx, "tcp", addr)
+	if ctx != s.ctx {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(s.ctx, cancel)()
+	}
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("sni: dial %s: %w", addr, err)
 	}

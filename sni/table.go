@@ -21,7 +21,15 @@ const (
 	ModeIstioMutual     = "ISTIO_MUTUAL"
 	ModeOptionalMutual  = "OPTIONAL_MUTUAL"
 	ModeTCP             = "TCP"
+	// ModeBridge is the receiving side of the bridge tunnel
+	// (Server.ConnectBridge); it is not a Gateway server mode.
+	ModeBridge = "BRIDGE"
 )
+
+// DefaultBridgeNamespace is the namespace the bridge's receiving side
+// consumes services as when NodeInfo.BridgeNamespace is empty: the
+// namespace of Istio's east-west gateway.
+const DefaultBridgeNamespace = "istio-system"
 
 // LabelRequireMeshALPN is the Gateway metadata label that lets the
 // AUTO_PASSTHROUGH servers of that Gateway accept connections whose
@@ -41,6 +49,29 @@ type NodeInfo struct {
 	// Labels are matched against Gateway selectors: a Gateway applies when
 	// every key/value of its selector is among these labels.
 	Labels map[string]string
+	// Bridge says this node runs the bridge tunnel: it carries
+	// connections to other networks through it (set it exactly when the
+	// Server has a ServerConfig.Bridge; explain reads it, the server
+	// decides from its own config) and accepts tunnels from other
+	// networks' gateways (Server.ConnectBridge). Without it the table
+	// has no bridge index (Table.ResolveBridge refuses everything with
+	// ReasonNoRoute), which keeps the build of non-bridge nodes as cheap
+	// as before, and explain reports remote endpoints as not eligible
+	// for routes other than split horizon.
+	Bridge bool
+	// BridgeNamespace is the namespace on whose behalf the bridge's
+	// receiving side (Server.ConnectBridge) resolves services: only
+	// services (and DestinationRules) whose exportTo makes them visible
+	// there are served over the bridge. "" = DefaultBridgeNamespace.
+	BridgeNamespace string
+}
+
+// bridgeNamespace returns BridgeNamespace or its default.
+func (n NodeInfo) bridgeNamespace() string {
+	if n.BridgeNamespace == "" {
+		return DefaultBridgeNamespace
+	}
+	return n.BridgeNamespace
 }
 
 // CatalogEndpoint is one endpoint learned outside the configuration (the
@@ -101,6 +132,10 @@ type Table struct {
 	warnings  []string
 	env       *tableEnv
 	drs       tableDRIndex
+	// bridge holds the (host, port, subset) keys served to the bridge's
+	// receiving side: services exported to the bridge namespace, own
+	// network endpoints only.
+	bridge map[tableAutoKey]*Decision
 }
 
 // tableListener is one socket and everything routed through it.
@@ -177,6 +212,11 @@ type tableAutoKey struct {
 type tableAutoTarget struct {
 	dec    *Decision
 	server *tableServer
+	// open is the decision for a connection without a mesh ALPN on a
+	// server that does not require one: its cluster also holds other
+	// networks' endpoints, reached through the bridge. nil when the
+	// server requires a mesh ALPN.
+	open *Decision
 }
 
 // tableMatch is what a listener matched for one name.
@@ -267,8 +307,18 @@ func (l *tableListener) match(name string, alpn []string, hello bool) (tableMatc
 		if apErr == nil {
 			autoName = true
 			if tgt, ok := l.auto[ap]; ok {
-				if tgt.server.requireALPN && !IsMeshALPN(alpn) {
+				mesh := IsMeshALPN(alpn)
+				if tgt.server.requireALPN && !mesh {
 					return tableMatch{}, &RefusedError{Reason: ReasonALPN, Detail: fmt.Sprintf("SNI %q on %s: AUTO_PASSTHROUGH requires an Istio mesh ALPN (istio, istio-peer-exchange, istio-http/1.0, istio-http/1.1, istio-h2); client offered %q", name, l.spec.Key, tableFirst(alpn, 4))}
+				}
+				// With a mesh ALPN the client is an Istio sidecar that
+				// did split horizon itself: this node is its network's
+				// gateway and serves only its own network (never a
+				// hairpin to another gateway, as Istio's
+				// REQUESTED_NETWORK_VIEW). Without one, other networks
+				// are reached through the bridge.
+				if !mesh && tgt.open != nil {
+					return tableMatch{how: "auto", pattern: name, server: tgt.server, auto: tgt.open}, nil
 				}
 				return tableMatch{how: "auto", pattern: name, server: tgt.server, auto: tgt.dec}, nil
 			}

@@ -192,7 +192,7 @@ func New(cfg Config) (*Catalog, error) {
 		log: log.With("node", cfg.Name),
 		m:   newMetrics(cfg.Registerer),
 		meta: Meta{ProtocolVersion: ProtocolVersion, ClusterID: cfg.ClusterID, Network: cfg.Network,
-			GatewayAddr: cfg.GatewayAddr, RaftAddr: cfg.RaftAddr, LabelsDigest: LabelsDigest(cfg.Labels)},
+			GatewayAddr: cfg.GatewayAddr, BridgeAddr: cfg.BridgeAddr, RaftAddr: cfg.RaftAddr, LabelsDigest: LabelsDigest(cfg.Labels)},
 		view:       newView(cfg.Name),
 		own:        ownState{ver: version{Inc: cfg.Incarnation}, regs: make(map[string]*reg), pub: make(map[string]bool)},
 		members:    make(map[string]*memberInfo),
@@ -211,6 +211,13 @@ func New(cfg Config) (*Catalog, error) {
 			return nil, fmt.Errorf("catalog: GatewayAddr: %w", err)
 		}
 		c.meta.GatewayAddr = gw
+	}
+	if cfg.BridgeAddr != "" {
+		br, err := ResolveAddr(cfg.BridgeAddr)
+		if err != nil {
+			return nil, fmt.Errorf("catalog: BridgeAddr: %w", err)
+		}
+		c.meta.BridgeAddr = br
 	}
 	c.q = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return max(1, int(c.numNodes.Load())) },

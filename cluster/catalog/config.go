@@ -26,6 +26,11 @@ type Config struct {
 	// ("host:port"; go-sockaddr templates allowed in the host). "" = this
 	// node is not a cross-network gateway.
 	GatewayAddr string
+	// BridgeAddr is where other networks' gateways open bridge tunnels
+	// to this node ("host:port"; go-sockaddr templates allowed in the
+	// host), gossiped beside GatewayAddr. "" = this node accepts no
+	// bridge tunnels.
+	BridgeAddr string
 	// RaftAddr is published in node meta for the raft layer; "" = none.
 	RaftAddr string
 	// Labels are the node's labels; only their digest is gossiped.
@@ -238,7 +243,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	m := Meta{ProtocolVersion: ProtocolVersion, ClusterID: c.ClusterID, Network: c.Network,
-		GatewayAddr: c.GatewayAddr, RaftAddr: c.RaftAddr, LabelsDigest: LabelsDigest(c.Labels)}
+		GatewayAddr: c.GatewayAddr, BridgeAddr: c.BridgeAddr, RaftAddr: c.RaftAddr, LabelsDigest: LabelsDigest(c.Labels)}
 	if _, err := m.Encode(); err != nil {
 		return bad("meta", "%v", err)
 	}

@@ -19,6 +19,44 @@ type Target struct {
 	Labels map[string]string
 	// Gateway is true for a remote network's gateway.
 	Gateway bool
+	// Bridge is a gateway's bridge address (node meta bridge_addr), ""
+	// when it publishes none or for a local endpoint.
+	Bridge string
+}
+
+// Gateway is one remote network's gateway as gossip knows it.
+type Gateway struct {
+	Node    string // member name
+	Network string
+	Addr    string // AUTO_PASSTHROUGH address (gateway_addr)
+	Bridge  string // bridge address (bridge_addr); "" = none
+}
+
+// Gateways returns, for every network other than local, its gateways:
+// alive members that proved a fleet node identity (an untrusted
+// member's meta is as unauthenticated as its endpoints) and publish a
+// gateway address. A member gossip marks failed or left is not a
+// gateway, so the next table rebuild drops it. An address announced by
+// two members counts once (the first by name). Each list is sorted by
+// Addr.
+func Gateways(s *Snapshot, local string) map[string][]Gateway {
+	out := map[string][]Gateway{}
+	members := slices.Clone(s.Members)
+	slices.SortFunc(members, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	for _, m := range members {
+		if m.Status != StatusAlive || !m.Trusted || m.Meta.GatewayAddr == "" || m.Meta.Network == local {
+			continue
+		}
+		gws := out[m.Meta.Network]
+		if slices.ContainsFunc(gws, func(g Gateway) bool { return g.Addr == m.Meta.GatewayAddr }) {
+			continue
+		}
+		out[m.Meta.Network] = append(gws, Gateway{Node: m.Name, Network: m.Meta.Network, Addr: m.Meta.GatewayAddr, Bridge: m.Meta.BridgeAddr})
+	}
+	for _, gws := range out {
+		slices.SortFunc(gws, func(a, b Gateway) int { return strings.Compare(a.Addr, b.Addr) })
+	}
+	return out
 }
 
 // maxScale bounds the factor used to keep gateway weights exact.
@@ -48,14 +86,10 @@ func SplitHorizon(s *Snapshot, local, service string, port uint32, subset map[st
 		}
 		remote[e.Network] += w
 	}
-	gateways := map[string][]string{}
-	for _, m := range s.Members {
-		if m.Status != StatusAlive || !m.Trusted || m.Meta.GatewayAddr == "" || remote[m.Meta.Network] == 0 {
-			continue
-		}
-		gws := gateways[m.Meta.Network]
-		if !slices.Contains(gws, m.Meta.GatewayAddr) {
-			gateways[m.Meta.Network] = append(gws, m.Meta.GatewayAddr)
+	gateways := map[string][]Gateway{}
+	for network, gws := range Gateways(s, local) {
+		if remote[network] > 0 {
+			gateways[network] = gws
 		}
 	}
 	// Scale every weight by the lcm of the gateway counts so that each
@@ -72,13 +106,12 @@ func SplitHorizon(s *Snapshot, local, service string, port uint32, subset map[st
 		out[i].Weight = clampWeight(uint64(out[i].Weight) * scale)
 	}
 	for network, gws := range gateways {
-		slices.Sort(gws)
 		share := remote[network] * scale / uint64(len(gws))
 		if !exact {
 			share = (remote[network] + uint64(len(gws)) - 1) / uint64(len(gws))
 		}
 		for _, gw := range gws {
-			out = append(out, Target{Addr: gw, Network: network, Weight: clampWeight(share), Gateway: true})
+			out = append(out, Target{Addr: gw.Addr, Network: network, Weight: clampWeight(share), Gateway: true, Bridge: gw.Bridge})
 		}
 	}
 	slices.SortFunc(out, func(a, b Target) int {

@@ -50,6 +50,12 @@ func TestSplitHorizon(t *testing.T) {
 			[]Member{{Name: "rogue", Status: StatusAlive, Meta: Meta{Network: "B", GatewayAddr: "rogue:15443"}, TrustReason: "chain refused"}, member("b", "B", "gw-b:15443", StatusAlive)},
 			[]Entry{entry("B", "10.1.0.1:80", 0, nil)}, nil,
 			[]Target{{Addr: "gw-b:15443", Network: "B", Weight: 1, Gateway: true}}},
+		{"bridge address travels with the gateway; zones do not split a network's weight",
+			[]Member{{Name: "b1", Status: StatusAlive, Trusted: true, Meta: Meta{Network: "B", GatewayAddr: "gw-b1:15443", BridgeAddr: "gw-b1:15008"}},
+				{Name: "b2", Status: StatusAlive, Trusted: true, Meta: Meta{Network: "B", GatewayAddr: "gw-b2:15443"}}},
+			[]Entry{entry("B", "10.1.0.1:80", 0, map[string]string{"zone": "z1"}), entry("B", "10.1.0.2:80", 0, map[string]string{"zone": "z2"}),
+				entry("B", "10.1.0.3:80", 0, map[string]string{"zone": "z2"}), entry("B", "10.1.0.4:80", 0, map[string]string{"zone": "z3"})}, nil,
+			[]Target{{Addr: "gw-b1:15443", Network: "B", Weight: 4, Gateway: true, Bridge: "gw-b1:15008"}, {Addr: "gw-b2:15443", Network: "B", Weight: 4, Gateway: true}}},
 		{"other service ignored",
 			[]Member{member("b", "B", "gw-b:15443", StatusAlive)},
 			[]Entry{{Endpoint: Endpoint{Service: "other", Port: 80, Addr: "1.1.1.1:80", Network: "B"}}}, nil,
@@ -71,5 +77,25 @@ func slicesSortEntries(e []Entry) {
 		for j := i; j > 0 && compareEntries(e[j-1], e[j]) > 0; j-- {
 			e[j-1], e[j] = e[j], e[j-1]
 		}
+	}
+}
+
+func TestGateways(t *testing.T) {
+	s := &Snapshot{Members: []Member{
+		{Name: "b2", Status: StatusAlive, Trusted: true, Meta: Meta{Network: "B", GatewayAddr: "gw-b2:15443", BridgeAddr: "gw-b2:15008"}},
+		{Name: "b1", Status: StatusAlive, Trusted: true, Meta: Meta{Network: "B", GatewayAddr: "gw-b1:15443", BridgeAddr: "gw-b1:15008"}},
+		{Name: "b3", Status: StatusFailed, Trusted: true, Meta: Meta{Network: "B", GatewayAddr: "gw-b3:15443", BridgeAddr: "gw-b3:15008"}},
+		{Name: "b4", Status: StatusLeft, Trusted: true, Meta: Meta{Network: "B", GatewayAddr: "gw-b4:15443"}},
+		{Name: "rogue", Status: StatusAlive, Meta: Meta{Network: "B", GatewayAddr: "rogue:15443", BridgeAddr: "rogue:15008"}},
+		{Name: "a1", Status: StatusAlive, Trusted: true, Meta: Meta{Network: "A", GatewayAddr: "gw-a1:15443"}},
+		{Name: "c1", Status: StatusAlive, Trusted: true, Meta: Meta{Network: "C", BridgeAddr: "c1:15008"}},
+	}}
+	got := Gateways(s, "A")
+	want := map[string][]Gateway{"B": {
+		{Node: "b1", Network: "B", Addr: "gw-b1:15443", Bridge: "gw-b1:15008"},
+		{Node: "b2", Network: "B", Addr: "gw-b2:15443", Bridge: "gw-b2:15008"},
+	}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Gateways(A) = %+v, want %+v (alive, trusted, with a gateway address, other networks only)", got, want)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -225,6 +226,22 @@ func TestMetaRoundTrip(t *testing.T) {
 	if err != nil || got != m {
 		t.Fatalf("DecodeMeta(with trailing fields) = %+v, %v; want %+v", got, err, m)
 	}
+	// bridge_addr travels beside gateway_addr.
+	m.BridgeAddr = "192.0.2.1:15008"
+	b, err = m.Encode()
+	if err != nil {
+		t.Fatalf("Meta.Encode(with BridgeAddr) error = %v", err)
+	}
+	if got, err = DecodeMeta(append(b, 7, 7)); err != nil || got != m {
+		t.Fatalf("DecodeMeta(Encode(%+v)) = %+v, %v; want the input back", m, got, err)
+	}
+	// Meta of a peer that predates bridge_addr ends at flags.
+	old := b[:len(b)-len(m.BridgeAddr)-1]
+	want := m
+	want.BridgeAddr = ""
+	if got, err = DecodeMeta(old); err != nil || got != want {
+		t.Fatalf("DecodeMeta(meta without bridge_addr) = %+v, %v; want %+v", got, err, want)
+	}
 }
 
 func TestMetaHostile(t *testing.T) {
@@ -238,6 +255,8 @@ func TestMetaHostile(t *testing.T) {
 		{"wrong format", append([]byte{'x'}, good[1:]...), ErrBadMessage},
 		{"truncated digest", good[:len(good)-4], ErrBadMessage},
 		{"oversized", make([]byte, 600), ErrMetaTooLarge},
+		{"bridge addr longer than its bytes", append(slices.Clone(good[:len(good)-1]), 40, 'x'), ErrBadMessage},
+		{"bridge addr over the address limit", append(slices.Clone(good[:len(good)-1]), append([]byte{0x80, 0x04}, make([]byte, 300)...)...), ErrBadMessage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := DecodeMeta(tc.in); !errors.Is(err, tc.want) {
@@ -254,6 +273,9 @@ func TestMetaHostile(t *testing.T) {
 func FuzzDecodeMeta(f *testing.F) {
 	good, _ := Meta{ProtocolVersion: 1, ClusterID: "c", Network: "n", GatewayAddr: "1.2.3.4:15443", Flags: 1}.Encode()
 	f.Add(good)
+	bridged, _ := Meta{ProtocolVersion: 2, ClusterID: "c", Network: "n", GatewayAddr: "1.2.3.4:15443", BridgeAddr: "1.2.3.4:15008"}.Encode()
+	f.Add(bridged)
+	f.Add(bridged[:len(bridged)-14])
 	f.Add([]byte{})
 	f.Add([]byte{'m', 1, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {

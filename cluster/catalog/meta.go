@@ -34,6 +34,11 @@ type Meta struct {
 	// GatewayAddr is where other networks reach this node's gateway
 	// ("host:port"); "" if the node is not a cross-network gateway.
 	GatewayAddr string
+	// BridgeAddr is where other networks' gateways open bridge tunnels
+	// to this node ("host:port", gossiped as bridge_addr); "" if none.
+	// It follows Flags on the wire, so peers that predate it ignore it
+	// and their meta decodes with BridgeAddr "".
+	BridgeAddr string
 	// RaftAddr is the node's raft/RPC address ("host:port"); "" if none.
 	RaftAddr string
 	// LabelsDigest summarizes the node's labels (LabelsDigest).
@@ -46,9 +51,11 @@ const metaFormat byte = 'm'
 
 // Encode returns the wire form of m, or ErrMetaTooLarge.
 //
-//	'm' protocol clusterID network gatewayAddr raftAddr labelsDigest(8, BE) flags
+//	'm' protocol clusterID network gatewayAddr raftAddr labelsDigest(8, BE) flags [bridgeAddr]
 //
-// Decoders ignore bytes after flags, so later versions may append fields.
+// Decoders ignore bytes after the fields they know, so later versions may
+// append fields. bridgeAddr came after flags: meta from a peer that
+// predates it ends at flags and decodes with BridgeAddr "".
 func (m Meta) Encode() ([]byte, error) {
 	b := []byte{metaFormat, m.ProtocolVersion}
 	b = appendString(b, m.ClusterID)
@@ -57,6 +64,7 @@ func (m Meta) Encode() ([]byte, error) {
 	b = appendString(b, m.RaftAddr)
 	b = binary.BigEndian.AppendUint64(b, m.LabelsDigest)
 	b = append(b, m.Flags)
+	b = appendString(b, m.BridgeAddr)
 	if len(b) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMetaTooLarge, len(b), memberlist.MetaMaxSize)
 	}
@@ -86,6 +94,9 @@ func DecodeMeta(b []byte) (Meta, error) {
 		d.b = d.b[8:]
 	}
 	m.Flags = d.byte()
+	if d.err == nil && len(d.b) > 0 {
+		m.BridgeAddr = d.str(MaxAddrLen)
+	}
 	if d.err != nil {
 		return Meta{}, fmt.Errorf("%w: meta: %w", ErrBadMessage, d.err)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -113,22 +112,16 @@ func (c *Cluster) Changed() <-chan struct{} { return c.changed }
 
 // Endpoints implements EndpointSource with Istio's split horizon: this
 // network's endpoints are dialled directly; an endpoint of a remote
-// network is reached through that network's gateways (alive members that
-// publish a gateway address), keeping its labels so subsets still select
-// it, its weight split across the gateways. Endpoints of a network with no
-// known gateway are left out.
+// network is emitted once per gateway of its network (catalog.Gateways:
+// alive, trusted members publishing a gateway address) as a gateway entry
+// carrying the gateway's 15443 and bridge addresses, the endpoint's
+// labels (so subsets still select it) and its full weight. The route
+// table merges the entries of each gateway and splits the network's
+// weight across its gateways (sni.Endpoint.Gateway). Endpoints of a
+// network with no known gateway are left out.
 func (c *Cluster) Endpoints() []sni.CatalogEndpoint {
 	snap := c.node.Catalog().Snapshot()
-	gateways := map[string][]string{}
-	for _, m := range snap.Members {
-		// A member that proved no node identity is no gateway: its meta
-		// is as unauthenticated as its endpoints.
-		if m.Status == catalog.StatusAlive && m.Trusted && m.Meta.GatewayAddr != "" && m.Meta.Network != c.network {
-			if !slices.Contains(gateways[m.Meta.Network], m.Meta.GatewayAddr) {
-				gateways[m.Meta.Network] = append(gateways[m.Meta.Network], m.Meta.GatewayAddr)
-			}
-		}
-	}
+	gateways := catalog.Gateways(snap, c.network)
 	var out []sni.CatalogEndpoint
 	for _, e := range snap.Entries {
 		ep := sni.Endpoint{Addr: e.Addr, Labels: e.Labels, Network: e.Network, Weight: max(e.Weight, 1)}
@@ -136,11 +129,9 @@ func (c *Cluster) Endpoints() []sni.CatalogEndpoint {
 			out = append(out, sni.CatalogEndpoint{Host: e.Service, Port: e.Port, Endpoint: ep})
 			continue
 		}
-		gws := gateways[e.Network]
-		for _, gw := range gws {
+		for _, gw := range gateways[e.Network] {
 			g := ep
-			g.Addr = gw
-			g.Weight = max(ep.Weight/uint32(len(gws)), 1)
+			g.Addr, g.Bridge, g.Gateway = gw.Addr, gw.Bridge, true
 			out = append(out, sni.CatalogEndpoint{Host: e.Service, Port: e.Port, Endpoint: g})
 		}
 	}
