@@ -1053,16 +1053,23 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 	c.numNodes.Add(-1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// A member left when it said so: our own leave, its leave intent, or
+	// memberlist's own leave message (StateLeft: the dead message came
+	// from the node itself), whichever arrived first. Anything else is a
+	// failure.
 	status := StatusFailed
-	if mi := c.members[n.Name]; mi != nil && mi.status == StatusLeft {
+	if mi := c.members[n.Name]; n.Name == c.cfg.Name || n.State == memberlist.StateLeft || (mi != nil && mi.status == StatusLeft) {
 		status = StatusLeft
 	}
 	c.setMemberLocked(n, status)
-	if status == StatusFailed {
+	switch {
+	case n.Name == c.cfg.Name:
+		c.log.Info("catalog: left the gossip cluster")
+	case status == StatusFailed:
 		c.m.memberFailures.Add(1)
 		c.m.failures.Inc()
 		c.log.Info("catalog: member failed", "peer", n.Name)
-	} else {
+	default:
 		c.log.Info("catalog: member left", "peer", n.Name)
 	}
 	delete(c.lastSync, n.Name)
