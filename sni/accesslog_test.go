@@ -164,6 +164,14 @@ func closeKindEcho(c net.Conn) error {
 	return err
 }
 
+// closeKindEchoThenDrain echoes one message, then reads until the client
+// ends (EOF, close_notify or an error).
+func closeKindEchoThenDrain(_ *net.TCPConn, c net.Conn) {
+	if closeKindEcho(c) == nil {
+		_, _ = io.Copy(io.Discard, c)
+	}
+}
+
 // closeKindDial opens a TLS connection through the proxy and exchanges one
 // message, so the connection is spliced when it returns.
 func closeKindDial(t *testing.T, addr string, cfg *tls.Config) (*net.TCPConn, *tls.Conn) {
@@ -303,11 +311,7 @@ func TestServerCloseKinds(t *testing.T) {
 		},
 		{
 			name: "client reset", rounds: 3, want: closeClientReset,
-			serve: func(_ *net.TCPConn, c net.Conn) {
-				if closeKindEcho(c) == nil {
-					_, _ = io.Copy(io.Discard, c)
-				}
-			},
+			serve: closeKindEchoThenDrain,
 			client: func(t *testing.T, addr string) {
 				raw, _ := closeKindDial(t, addr, ccfg)
 				_ = raw.SetLinger(0)
@@ -328,11 +332,7 @@ func TestServerCloseKinds(t *testing.T) {
 		},
 		{
 			name: "idle timeout", rounds: 1, want: closeIdle, pol: ConnPolicy{IdleTimeout: 100 * time.Millisecond},
-			serve: func(_ *net.TCPConn, c net.Conn) {
-				if closeKindEcho(c) == nil {
-					_, _ = io.Copy(io.Discard, c)
-				}
-			},
+			serve: closeKindEchoThenDrain,
 			client: func(t *testing.T, addr string) {
 				_, c := closeKindDial(t, addr, ccfg)
 				_, _ = io.Copy(io.Discard, c) // until the proxy closes
@@ -340,11 +340,7 @@ func TestServerCloseKinds(t *testing.T) {
 		},
 		{
 			name: "max duration", rounds: 1, want: closeMaxDuration, pol: ConnPolicy{MaxConnectionDuration: 300 * time.Millisecond},
-			serve: func(_ *net.TCPConn, c net.Conn) {
-				if closeKindEcho(c) == nil {
-					_, _ = io.Copy(io.Discard, c)
-				}
-			},
+			serve: closeKindEchoThenDrain,
 			client: func(t *testing.T, addr string) {
 				_, c := closeKindDial(t, addr, ccfg)
 				_, _ = io.Copy(io.Discard, c)
@@ -352,20 +348,12 @@ func TestServerCloseKinds(t *testing.T) {
 		},
 		{
 			name: "drain", rounds: 1, want: closeDrain, drain: 50 * time.Millisecond,
-			serve: func(_ *net.TCPConn, c net.Conn) {
-				if closeKindEcho(c) == nil {
-					_, _ = io.Copy(io.Discard, c)
-				}
-			},
+			serve:  closeKindEchoThenDrain,
 			client: func(t *testing.T, addr string) { closeKindDial(t, addr, ccfg) },
 		},
 		{
 			name: "closed", rounds: 1, want: closeShutdown, close: true,
-			serve: func(_ *net.TCPConn, c net.Conn) {
-				if closeKindEcho(c) == nil {
-					_, _ = io.Copy(io.Discard, c)
-				}
-			},
+			serve:  closeKindEchoThenDrain,
 			client: func(t *testing.T, addr string) { closeKindDial(t, addr, ccfg) },
 		},
 	}
@@ -373,11 +361,7 @@ func TestServerCloseKinds(t *testing.T) {
 		caFile := closeKindCAFile(t, ca)
 		rows = append(rows, row{
 			name: "openssl s_client", rounds: 3, want: closeEOF,
-			serve: func(_ *net.TCPConn, c net.Conn) {
-				if closeKindEcho(c) == nil {
-					_, _ = io.Copy(io.Discard, c)
-				}
-			},
+			serve: closeKindEchoThenDrain,
 			client: func(t *testing.T, addr string) {
 				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 				defer cancel()
@@ -449,5 +433,28 @@ func TestServerCloseKinds(t *testing.T) {
 				_ = h.s.Close()
 			}
 		})
+	}
+}
+
+// TestSpliceFinReceived: the other socket's state tells whether its peer
+// has finished, even with bytes before the FIN still queued.
+func TestSpliceFinReceived(t *testing.T) {
+	local, peer := spliceTCPPair(t)
+	if spliceFinReceived(local) {
+		t.Fatal("spliceFinReceived on an open connection = true, want false")
+	}
+	if _, err := peer.Write([]byte("queued before the FIN")); err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	snitest.WaitFor(t, "the peer's FIN", func() bool { return tcpState(t, local) == unix.BPF_TCP_CLOSE_WAIT })
+	if !spliceFinReceived(local) {
+		t.Fatal("spliceFinReceived after the peer's FIN (bytes still queued) = false, want true")
+	}
+	u, _ := spliceUnixPair(t)
+	if spliceFinReceived(u) {
+		t.Fatal("spliceFinReceived on a unix socket = true, want false")
 	}
 }

@@ -523,13 +523,43 @@ func (d *spliceDir) halfClose() {
 // fail closes the relay after an I/O error on c, one of its two sockets,
 // with the reason closeForError gives. A side has finished if its pump saw
 // its FIN (the relay's EOF bits) or, when the pump has not got there yet,
-// if the kernel says c's peer sent one (spliceFinished).
+// if the kernel says so: c's peer sent a FIN before its reset
+// (spliceFinished), or the other socket has received its peer's FIN
+// (spliceFinReceived).
 func (r *spliceRelay) fail(c net.Conn, err error) {
 	if r.closed.Load() {
 		return // closed on purpose; err is the consequence
 	}
-	finished := r.eofs.Load() != 0 || spliceFinished(c, err)
+	other := r.client
+	if c == r.client {
+		other = r.upstream
+	}
+	finished := r.eofs.Load() != 0 || spliceFinished(c, err) || spliceFinReceived(other)
 	r.close(closeForError(err, c == r.client, finished))
+}
+
+// spliceFinReceived reports whether c is a TCP socket whose peer's FIN has
+// arrived (the kernel's state says so even while bytes before it are still
+// queued).
+func spliceFinReceived(c net.Conn) bool {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if cerr := rc.Control(func(fd uintptr) { info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); cerr != nil || gerr != nil {
+		return false
+	}
+	switch info.State {
+	case unix.BPF_TCP_CLOSE_WAIT, unix.BPF_TCP_LAST_ACK, unix.BPF_TCP_CLOSING, unix.BPF_TCP_TIME_WAIT:
+		return true
+	}
+	return false
 }
 
 // spliceFinished reports whether err, an error writing to or shutting down
