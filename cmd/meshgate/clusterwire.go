@@ -187,6 +187,9 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		return nil, err
 	}
 	ccfg.TLS = tlsCfg
+	if cfg.Bridge, ccfg.BridgeAddr, err = bridgeSetup(n, tlsCfg, ident, log, cfg.Registry); err != nil {
+		return nil, err
+	}
 	if err := gossipKeys(ctx, n, ident, &ccfg, log); err != nil {
 		return nil, err
 	}

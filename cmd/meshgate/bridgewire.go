@@ -1,0 +1,88 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshgate/meshgate/cluster/catalog"
+	"github.com/meshgate/meshgate/cmd/meshgate/internal/agent"
+	"github.com/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/mtls"
+	"github.com/meshgate/meshgate/pki"
+	"github.com/meshgate/meshgate/pki/nodeid"
+	"github.com/meshgate/meshgate/sni/hbone"
+)
+
+// bridgeSetup builds the HBONE bridge of node.yaml's bridge block, or nil
+// when it is off. Both ends authenticate with the node's identity: the
+// enrolled certificate (which follows renewal and root rotation) or the
+// tls files; a peer must be one of tls.peer_identities (default: this
+// node's own identity, which every gateway of a fleet shares). It also
+// returns the bridge address to gossip.
+func bridgeSetup(n *config.Node, tlsCfg *tls.Config, ident *nodeid.Identity, log *slog.Logger, reg prometheus.Registerer) (*agent.BridgeConfig, string, error) {
+	if n.Bridge.Addr == "" {
+		return nil, "", nil
+	}
+	id, peers, err := nodeIdentities(n)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(peers) == 0 {
+		peers = []pki.Identity{id}
+	}
+	var src *mtls.Source
+	if ident != nil {
+		src = ident.Source()
+	} else {
+		if len(tlsCfg.Certificates) == 0 {
+			return nil, "", fmt.Errorf("node.yaml bridge: no node certificate (set tls.cert_file or enroll with tls.token_file)")
+		}
+		if _, err := mtls.LeafIdentity(tlsCfg.Certificates[0].Leaf); tlsCfg.Certificates[0].Leaf != nil && err != nil {
+			return nil, "", fmt.Errorf("node.yaml bridge needs a SPIFFE node certificate: tls.cert_file: %w", err)
+		}
+		roots := tlsCfg.ClientCAs
+		if roots == nil {
+			roots = tlsCfg.RootCAs
+		}
+		src = mtls.NewSource(&tlsCfg.Certificates[0], roots)
+	}
+	bind := ""
+	if n.BindAddr != "" {
+		if bind, err = config.ResolveBindIP("bind_addr", n.BindAddr); err != nil {
+			return nil, "", err
+		}
+	}
+	listen, err := catalog.ResolveAddr(n.BridgeListenAddr(bind))
+	if err != nil {
+		return nil, "", fmt.Errorf("node.yaml bridge.addr: %w", err)
+	}
+	adv := n.BridgeAdvertiseAddr(listen)
+	if adv == "" {
+		return nil, "", fmt.Errorf("node.yaml bridge: cannot tell other networks where the bridge is: set bridge.advertise")
+	}
+	if adv, err = catalog.ResolveAddr(adv); err != nil {
+		return nil, "", fmt.Errorf("node.yaml bridge.advertise: %w", err)
+	}
+	auth := mtls.AuthorizeOneOf(peers...)
+	pc := hbone.DefaultPoolConfig()
+	pc.Source, pc.Authorizer, pc.Logger, pc.Registerer = src, auth, log, reg
+	sc := hbone.DefaultServerConfig()
+	sc.Source, sc.Authorizer, sc.Logger, sc.Registerer = src, auth, log, reg
+	if v := n.Bridge.MaxStreamsPerConn; v > 0 {
+		pc.MaxStreamsPerConn = v
+		sc.MaxStreamsPerConn = uint32(10 * v)
+	}
+	if v := n.Bridge.StreamWindow; v > 0 {
+		pc.StreamWindow, sc.StreamWindow = int32(v), int32(v)
+	}
+	if v := n.Bridge.ConnWindow; v > 0 {
+		pc.ConnWindow, sc.ConnWindow = int32(v), int32(v)
+	}
+	if pc.ConnWindow < pc.StreamWindow {
+		pc.ConnWindow, sc.ConnWindow = pc.StreamWindow, sc.StreamWindow
+	}
+	return &agent.BridgeConfig{Addr: listen, Namespace: n.Bridge.Namespace, Pool: pc, Server: sc}, adv, nil
+}
