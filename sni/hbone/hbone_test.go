@@ -258,11 +258,19 @@ func TestStreamUpstreamClosesFirstLosesNothing(t *testing.T) {
 
 func TestUpstreamResetResetsStream(t *testing.T) {
 	f := newFixture(t, func(c *net.TCPConn) {
+		// Reset only after the client's first byte: a reset racing the
+		// connect would fail the dial instead.
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			return
+		}
 		io.WriteString(c, "x")
 		c.SetLinger(0) // RST on close
 	}, nil)
 	c := f.dial(t, "")
 	defer c.Close()
+	if _, err := c.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
 	_, err := io.ReadAll(c)
 	if err == nil {
 		t.Fatal("a reset upstream ended the stream cleanly; want a stream error")

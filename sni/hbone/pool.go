@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,8 @@ type RefusedError struct {
 	Status  int
 	// Reason is the peer's RefusalHeader ("" when it sent none).
 	Reason string
+	// Message is the start of the peer's explanation (its response body).
+	Message string
 }
 
 func (e *RefusedError) Error() string {
@@ -95,7 +98,11 @@ func (e *RefusedError) Error() string {
 	if e.Target.Subset != "" {
 		sub = " subset " + e.Target.Subset
 	}
-	return fmt.Sprintf("hbone: gateway %s refused %s%s: %d %s (reason %q)", e.Gateway, e.Target, sub, e.Status, http.StatusText(e.Status), e.Reason)
+	msg := ""
+	if e.Message != "" {
+		msg = ": " + e.Message
+	}
+	return fmt.Sprintf("hbone: gateway %s refused %s%s: %d %s (reason %q)%s", e.Gateway, e.Target, sub, e.Status, http.StatusText(e.Status), e.Reason, msg)
 }
 
 // RefusalReason returns the peer's reason, prefixed "bridge_".
@@ -324,11 +331,13 @@ func (p *Pool) open(ctx context.Context, gateway string, pc *poolConn, t Target)
 		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", t, gateway, err)
 	}
 	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		scancel()
 		_ = pw.Close()
 		_ = resp.Body.Close()
 		p.m.streams.WithLabelValues("client", "refused").Inc()
-		return nil, &RefusedError{Gateway: gateway, Target: t, Status: resp.StatusCode, Reason: resp.Header.Get(RefusalHeader)}
+		return nil, &RefusedError{Gateway: gateway, Target: t, Status: resp.StatusCode, Reason: resp.Header.Get(RefusalHeader),
+			Message: strings.TrimSpace(strings.ToValidUTF8(string(msg), "?"))}
 	}
 	p.m.streams.WithLabelValues("client", "ok").Inc()
 	p.m.active.WithLabelValues("client").Inc()

@@ -100,6 +100,11 @@ type DebugEndpoint struct {
 	Weight  uint32            `json:"weight"` // effective: 1 when unset
 	// Identity is the workload identity ("ns/NS/sa/SA"), "" when unknown.
 	Identity string `json:"identity"`
+	// Gateway is true for an endpoint of another network reached through
+	// that network's gateway at Addr (its gateway_addr); Bridge is that
+	// gateway's bridge address ("" when it publishes none).
+	Gateway bool   `json:"gateway"`
+	Bridge  string `json:"bridge"`
 }
 
 // debugEndpoints converts catalog endpoints for GET /debug/endpoints; an
@@ -112,7 +117,8 @@ func debugEndpoints(eps []sni.CatalogEndpoint) []DebugEndpoint {
 			labels = map[string]string{}
 		}
 		out = append(out, DebugEndpoint{Service: e.Host, Port: e.Port, Addr: e.Endpoint.Addr, Network: e.Endpoint.Network,
-			Labels: labels, Weight: max(e.Endpoint.Weight, 1), Identity: e.Endpoint.Identity})
+			Labels: labels, Weight: max(e.Endpoint.Weight, 1), Identity: e.Endpoint.Identity,
+			Gateway: e.Endpoint.Gateway, Bridge: e.Endpoint.Bridge})
 	}
 	return out
 }
