@@ -184,3 +184,30 @@ func BenchmarkIdleStreamMemory(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkBulkDirectTLS: one mutual-TLS 1.3 stream with node
+// certificates, no HTTP/2: the crypto the tunnel cannot avoid.
+func BenchmarkBulkDirectTLS(b *testing.B) {
+	m := newMesh(b)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", mtls.MutualConfig(m.source(b, gatewayID), mtls.AuthorizeOneOf(gatewayID)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		n, _ := io.Copy(io.Discard, c)
+		c.Write([]byte{byte(n)})
+	}()
+	bulk(b, func() net.Conn {
+		c, err := tls.Dial("tcp", ln.Addr().String(), mtls.MutualConfig(m.source(b, gatewayID), mtls.AuthorizeOneOf(gatewayID)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
+	})
+}

@@ -159,6 +159,7 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 	}
 	t2.ReadIdleTimeout, t2.PingTimeout = cfg.PingInterval, cfg.PingTimeout
 	t2.StrictMaxConcurrentStreams = true
+	t2.MaxReadFrameSize = maxFrame
 	t2.CountError = func(kind string) { p.m.refused.WithLabelValues("h2_client_" + kind).Inc() }
 	p.t2 = t2
 	p.tls = mtls.MutualConfig(cfg.Source, cfg.Authorizer)
