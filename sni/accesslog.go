@@ -76,7 +76,7 @@ func (s *Server) logAccess(pc *proxyConn, why string, rx, tx int64, d time.Durat
 	if pc.dec != nil {
 		route = pc.dec.Route
 	}
-	s.access.LogAttrs(context.Background(), slog.LevelInfo, "connection",
+	attrs := []slog.Attr{
 		slog.String("sni", sni),
 		slog.String("alpn", alpn),
 		slog.String("listener", pc.listener),
@@ -87,5 +87,9 @@ func (s *Server) logAccess(pc *proxyConn, why string, rx, tx int64, d time.Durat
 		slog.Int64("bytes_tx", tx),
 		slog.Duration("duration", d),
 		slog.String("close", why),
-	)
+	}
+	if pc.peer != "" {
+		attrs = append(attrs, slog.String("peer", pc.peer))
+	}
+	s.access.LogAttrs(context.Background(), slog.LevelInfo, "connection", attrs...)
 }

@@ -33,21 +33,9 @@ func bridgeSetup(n *config.Node, tlsCfg *tls.Config, ident *nodeid.Identity, log
 	if len(peers) == 0 {
 		peers = []pki.Identity{id}
 	}
-	var src *mtls.Source
-	if ident != nil {
-		src = ident.Source()
-	} else {
-		if len(tlsCfg.Certificates) == 0 {
-			return nil, "", fmt.Errorf("node.yaml bridge: no node certificate (set tls.cert_file or enroll with tls.token_file)")
-		}
-		if _, err := mtls.LeafIdentity(tlsCfg.Certificates[0].Leaf); tlsCfg.Certificates[0].Leaf != nil && err != nil {
-			return nil, "", fmt.Errorf("node.yaml bridge needs a SPIFFE node certificate: tls.cert_file: %w", err)
-		}
-		roots := tlsCfg.ClientCAs
-		if roots == nil {
-			roots = tlsCfg.RootCAs
-		}
-		src = mtls.NewSource(&tlsCfg.Certificates[0], roots)
+	src, err := meshSource(tlsCfg, ident)
+	if err != nil {
+		return nil, "", fmt.Errorf("node.yaml bridge: %w", err)
 	}
 	bind := ""
 	if n.BindAddr != "" {
@@ -85,4 +73,39 @@ func bridgeSetup(n *config.Node, tlsCfg *tls.Config, ident *nodeid.Identity, log
 		pc.ConnWindow, sc.ConnWindow = pc.StreamWindow, sc.StreamWindow
 	}
 	return &agent.BridgeConfig{Addr: listen, Namespace: n.Bridge.Namespace, Pool: pc, Server: sc}, adv, nil
+}
+
+// meshSource is the node's mesh identity for the mTLS it serves to
+// other nodes and workloads (the bridge, ISTIO_MUTUAL servers): the
+// enrolled certificate, which follows renewal and root rotation, or the
+// tls files.
+func meshSource(tlsCfg *tls.Config, ident *nodeid.Identity) (*mtls.Source, error) {
+	if ident != nil {
+		return ident.Source(), nil
+	}
+	if tlsCfg == nil || len(tlsCfg.Certificates) == 0 {
+		return nil, fmt.Errorf("no node certificate (set tls.cert_file or enroll with tls.token_file)")
+	}
+	if leaf := tlsCfg.Certificates[0].Leaf; leaf != nil {
+		if _, err := mtls.LeafIdentity(leaf); err != nil {
+			return nil, fmt.Errorf("the node certificate is not a SPIFFE certificate: tls.cert_file: %w", err)
+		}
+	}
+	roots := tlsCfg.ClientCAs
+	if roots == nil {
+		roots = tlsCfg.RootCAs
+	}
+	return mtls.NewSource(&tlsCfg.Certificates[0], roots), nil
+}
+
+// meshTerminator is what ISTIO_MUTUAL servers terminate with: the node's
+// mesh certificate, clients of the node's trust domain. nil (with the
+// reason logged) when the node has no SPIFFE certificate.
+func meshTerminator(n *config.Node, tlsCfg *tls.Config, ident *nodeid.Identity, log *slog.Logger) *mtls.Terminator {
+	src, err := meshSource(tlsCfg, ident)
+	if err != nil {
+		log.Info("ISTIO_MUTUAL servers refuse connections: no mesh identity", "why", err.Error())
+		return nil
+	}
+	return mtls.NewTerminator(src, mtls.AuthorizeTrustDomain(orDefault(n.TrustDomain, "cluster.local")))
 }

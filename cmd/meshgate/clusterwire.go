@@ -187,6 +187,9 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		return nil, err
 	}
 	ccfg.TLS = tlsCfg
+	if t := meshTerminator(n, tlsCfg, ident, log); t != nil {
+		cfg.MeshIdentity = t
+	}
 	if cfg.Bridge, ccfg.BridgeAddr, err = bridgeSetup(n, tlsCfg, ident, log, cfg.Registry); err != nil {
 		return nil, err
 	}

@@ -81,6 +81,9 @@ type Config struct {
 	Pprof bool
 	// Bridge, when set, runs the cross-network HBONE bridge.
 	Bridge *BridgeConfig
+	// MeshIdentity terminates Gateway servers with tls.mode ISTIO_MUTUAL.
+	// nil = their connections are refused.
+	MeshIdentity sni.MeshIdentity
 }
 
 // DefaultConfig returns the documented defaults.
@@ -176,6 +179,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.DrainTimeout > 0 {
 		scfg.DrainTimeout = cfg.DrainTimeout
 	}
+	scfg.MeshIdentity = cfg.MeshIdentity
 	var pool *hbone.Pool
 	if b := cfg.Bridge; b != nil {
 		p, err := hbone.NewPool(b.Pool)
