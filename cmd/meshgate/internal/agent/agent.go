@@ -125,7 +125,7 @@ type Agent struct {
 	router   *sni.Router
 	server   *sni.Server
 
-	bridge   *bridge // nil without a bridge
+	bridge *bridge // nil without a bridge
 
 	ready    atomic.Bool
 	draining atomic.Bool
