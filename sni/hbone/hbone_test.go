@@ -1,7 +1,6 @@
 package hbone_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -223,37 +222,88 @@ func TestStreamRoundTripClientHalfCloses(t *testing.T) {
 	}
 }
 
-func TestStreamUpstreamClosesFirstLosesNothing(t *testing.T) {
-	gotMore := make(chan string, 1)
+// TestStreamUpstreamFINReachesClient: an upstream that closes first (a
+// banner, then FIN) ends the stream at once, so a client reading until EOF
+// does not wait for its own half-close. The backend's connection is closed
+// by the gateway: it reads EOF, never a hang.
+func TestStreamUpstreamFINReachesClient(t *testing.T) {
+	backendDone := make(chan error, 1)
 	f := newFixture(t, func(c *net.TCPConn) {
 		io.WriteString(c, "banner\n")
 		c.CloseWrite()
-		b, _ := io.ReadAll(c)
-		gotMore <- string(b)
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := io.ReadAll(c)
+		backendDone <- err
 	}, nil)
 	c := f.dial(t, "")
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil || line != "banner\n" {
-		t.Fatalf("banner = %q, %v", line, err)
+	defer c.Close()
+	got := make(chan string, 1)
+	go func() {
+		b, err := io.ReadAll(c)
+		if err != nil {
+			got <- "error: " + err.Error()
+			return
+		}
+		got <- string(b)
+	}()
+	select {
+	case s := <-got:
+		if s != "banner\n" {
+			t.Fatalf("client read %q until EOF; want %q", s, "banner\n")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the upstream's FIN never reached the client: it is still waiting for EOF")
 	}
-	// The backend has half-closed; what the client still sends arrives.
-	if _, err := io.WriteString(c, "late bytes"); err != nil {
+	select {
+	case err := <-backendDone:
+		if err != nil {
+			t.Fatalf("backend read after its half-close: %v; want EOF once the stream ended", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the gateway kept the backend's connection open after the stream ended")
+	}
+}
+
+// TestDownload: the upstream sends many windows' worth of bytes after one
+// request byte and closes; all of it reaches a client that never
+// half-closes (the server-to-client direction, flow control on the way).
+func TestDownload(t *testing.T) {
+	const size = 32 << 20
+	f := newFixture(t, func(c *net.TCPConn) {
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			return
+		}
+		chunk := make([]byte, 64<<10)
+		for left := size; left > 0; left -= len(chunk) {
+			if _, err := c.Write(chunk[:min(left, len(chunk))]); err != nil {
+				return
+			}
+		}
+		_ = c.CloseWrite()
+	}, nil)
+	c := f.dial(t, "")
+	defer c.Close()
+	if _, err := c.Write([]byte{1}); err != nil {
 		t.Fatal(err)
 	}
-	c.(interface{ CloseWrite() error }).CloseWrite()
+	type result struct {
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := io.Copy(io.Discard, c)
+		done <- result{n, err}
+	}()
 	select {
-	case s := <-gotMore:
-		if s != "late bytes" {
-			t.Fatalf("backend read %q after its half-close; want %q", s, "late bytes")
+	case r := <-done:
+		if r.err != nil || r.n != size {
+			t.Fatalf("downloaded %d bytes, %v; want %d", r.n, r.err, size)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("backend never saw the client's bytes and END_STREAM")
+	case <-time.After(60 * time.Second):
+		t.Fatal("download stalled")
 	}
-	rest, err := io.ReadAll(c)
-	if err != nil || len(rest) != 0 {
-		t.Fatalf("after both halves closed: %q, %v; want a clean EOF", rest, err)
-	}
-	c.Close()
 }
 
 func TestUpstreamResetResetsStream(t *testing.T) {
