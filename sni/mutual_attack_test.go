@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -218,6 +219,72 @@ func TestAttackIstioMutualStalledHandshake(t *testing.T) {
 	}
 	if n := be.Accepts(); n != 0 {
 		t.Fatalf("backend accepted %d connections, want 0", n)
+	}
+}
+
+// ticketCache is a client session cache that records every session
+// ticket the server hands out.
+type ticketCache struct {
+	mu      sync.Mutex
+	tickets int
+	m       map[string]*tls.ClientSessionState
+}
+
+func (c *ticketCache) Get(k string) (*tls.ClientSessionState, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.m[k]
+	return s, ok
+}
+
+func (c *ticketCache) Put(k string, s *tls.ClientSessionState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s != nil {
+		c.tickets++
+	}
+	if c.m == nil {
+		c.m = map[string]*tls.ClientSessionState{}
+	}
+	c.m[k] = s
+}
+
+// TestAttackIstioMutualResumption: a client admitted by subjectAltNames
+// must not keep its access through TLS session resumption once the
+// allow-list no longer names it (crypto/tls does not run
+// VerifyPeerCertificate on a resumed session). The server hands out no
+// session ticket, so every connection runs the full check.
+func TestAttackIstioMutualResumption(t *testing.T) {
+	ca, _ := pkitest.NewCA(t, pkitest.Config(t))
+	m := mutualCA{ca}
+	be := snitest.NewBackend(t, snitest.BackendConfig{})
+	h := newServerHarness(t, func(c *ServerConfig) {
+		c.MeshIdentity = mtls.NewTerminator(m.source(t, mutualGateway), mtls.AuthorizeTrustDomain("cluster.local"))
+	})
+	h.apply(t, mutualTable(t, be.Addr(), []string{mutualWeb.String()}))
+	cache := &ticketCache{}
+	cfg := mutualClient(m.source(t, mutualWeb), m.roots())
+	cfg.ClientSessionCache = cache
+	for i := range 2 {
+		if got, err := mutualEcho(h.addr(t, ""), cfg, "ok"); err != nil || got != "ok" {
+			t.Fatalf("admitted client, connection %d: %q, %v", i, got, err)
+		}
+	}
+	// The allow-list changes: web is no longer admitted.
+	h.apply(t, mutualTable(t, be.Addr(), []string{mutualOther.String()}))
+	got, err := mutualEcho(h.addr(t, ""), cfg, "SELECT 1")
+	if err == nil && got != "" {
+		t.Fatalf("a client removed from subjectAltNames read %q (resumed session?)", got)
+	}
+	h.log.waitClose(t, "db.example.com", closeRefused(ReasonForbidden))
+	if n := be.Accepts(); n != 2 {
+		t.Fatalf("backend accepted %d connections, want 2 (only while admitted)", n)
+	}
+	cache.mu.Lock()
+	n := cache.tickets
+	cache.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("the server handed out %d session tickets; resumption would skip the client certificate checks", n)
 	}
 }
 
