@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -163,7 +164,7 @@ func (f *fixture) dial(t testing.TB, subset string) net.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := f.pool.DialBridge(ctx, f.addr, webHost, 8080, subset)
+	c, err := f.pool.DialBridge(ctx, f.addr, webHost, 8080, subset, nil)
 	if err != nil {
 		t.Fatalf("DialBridge: %v", err)
 	}
@@ -393,7 +394,7 @@ func TestHandshakeRefusals(t *testing.T) {
 		}
 		before := counter(t, f.srvReg, "meshgate_hbone_refused_total", "reason", hbone.ReasonPeer)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		conn, err := pool.DialBridge(ctx, f.addr, webHost, 8080, "")
+		conn, err := pool.DialBridge(ctx, f.addr, webHost, 8080, "", nil)
 		if err == nil {
 			// TLS 1.3: the client may finish before the server's alert.
 			_, err = io.ReadAll(conn)
@@ -423,7 +424,7 @@ func TestHandshakeRefusals(t *testing.T) {
 	pc.Source, pc.Authorizer = f.mesh.source(t, gatewayID), mtls.AuthorizeOneOf(workload)
 	pool, _ := hbone.NewPool(pc)
 	defer pool.Close()
-	if _, err := pool.DialBridge(context.Background(), f.addr, webHost, 8080, ""); err == nil {
+	if _, err := pool.DialBridge(context.Background(), f.addr, webHost, 8080, "", nil); err == nil {
 		t.Error("the pool opened a tunnel to a gateway its authorizer refuses")
 	}
 }
@@ -528,4 +529,39 @@ func TestHostileStreams(t *testing.T) {
 		t.Fatalf("after hostile streams: %q, %v", b, err)
 	}
 	c.Close()
+}
+
+// TestEarlyDataLeadsTheStream: bytes given to DialBridge reach the
+// upstream first, ahead of what is written afterwards, and the pool keeps
+// its own copy (the caller reuses its buffer at once). A refused stream
+// with early bytes is an error, and the connection stays usable.
+func TestEarlyDataLeadsTheStream(t *testing.T) {
+	f := newFixture(t, func(c *net.TCPConn) {
+		b, _ := io.ReadAll(c)
+		c.Write(b)
+	}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	early := []byte("hello-first|")
+	c, err := f.pool.DialBridge(ctx, f.addr, webHost, 8080, "", early)
+	if err != nil {
+		t.Fatalf("DialBridge with early bytes: %v", err)
+	}
+	defer c.Close()
+	copy(early, "XXXXXXXXXXXX")
+	if _, err := io.WriteString(c, "then-the-rest"); err != nil {
+		t.Fatal(err)
+	}
+	c.(interface{ CloseWrite() error }).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello-first|then-the-rest" {
+		t.Fatalf("upstream echoed %q, %v; want the early bytes first, then the rest", got, err)
+	}
+
+	_, err = f.pool.DialBridge(ctx, f.addr, "other.default.svc.cluster.local", 8080, "", []byte("hello"))
+	if re, ok := errors.AsType[*hbone.RefusedError](err); !ok || re.Reason != "unknown_service" {
+		t.Fatalf("early bytes to an unknown service: %v; want a refusal with reason unknown_service", err)
+	}
+	c2 := f.dial(t, "")
+	c2.Close()
 }
