@@ -414,8 +414,8 @@ func (d *Demo) MutualInstructions(certDir string) string {
 	return fmt.Sprintf(`
   # ISTIO_MUTUAL on %[2]d: the gateway terminates with its mesh certificate and asks for the workload's (then plain TCP to ratings)
   printf 'GET / HTTP/1.0\r\n\r\n' | openssl s_client -quiet -verify_return_error -connect %[1]s:%[2]d -servername %[3]s -cert %[4]s/cert-chain.pem -key %[4]s/key.pem -CAfile %[4]s/root-cert.pem
-  # without a mesh certificate the handshake is refused
-  openssl s_client -connect %[1]s:%[2]d -servername %[3]s </dev/null
+  # without a mesh certificate the handshake is refused (TLS 1.3: the alert follows the server's flight; -ign_eof waits for it)
+  openssl s_client -ign_eof -connect %[1]s:%[2]d -servername %[3]s </dev/null
 `, d.opts.Host, d.opts.MutualPort, MutualHost, certDir)
 }
 
