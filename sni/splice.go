@@ -14,14 +14,17 @@ package sni
 // So the splicer waits for readiness itself: one epoll instance, registered
 // with Go's own netpoller (an epoll fd is pollable), holds every idle
 // direction with EPOLLONESHOT. When a source becomes readable, the poll
-// goroutine starts a pump goroutine for that direction. The pump asks the
-// kernel how many bytes are queued (SIOCINQ) and moves exactly that many
-// with (*net.TCPConn).ReadFrom(&io.LimitedReader{...}); the standard library
-// turns that into splice(2) with a pooled pipe that goes back to the pool as
-// soon as the call returns, because the bytes are already there and the call
-// never waits for more. A zero-length peek tells EOF apart from "nothing
-// queued": on EOF the pump half-closes the destination (CloseWrite); when
-// both directions have seen EOF, both sockets are closed.
+// goroutine starts a pump goroutine for that direction. The pump reads what
+// is there into a pooled buffer with one read(2), which also tells EOF (0)
+// apart from "nothing yet" (EAGAIN), and writes it on; the buffer is taken
+// only once bytes are ready and goes back at once. When a read fills the
+// buffer, more is likely queued: the pump asks the kernel how much
+// (SIOCINQ) and moves that with (*net.TCPConn).ReadFrom(&io.LimitedReader{
+// ...}), which the standard library turns into splice(2) with a pooled pipe
+// that goes back to the pool as soon as the call returns, because the bytes
+// are already there and the call never waits for more. On EOF the pump
+// half-closes the destination (CloseWrite); when both directions have seen
+// EOF, both sockets are closed.
 //
 // While a connection is busy, its pumps wait for the next bytes in the
 // runtime poller, like io.Copy, so a burst costs no hop through the poll
@@ -176,6 +179,7 @@ type spliceDir struct {
 	// watched is set once the source is registered in the epoll set.
 	watched atomic.Bool
 	rx      bool
+	raw     syscall.RawConn // the source's; nil when it has none
 }
 
 // relay takes ownership of client and upstream (both already connected,
@@ -193,8 +197,8 @@ func (s *splicer) relay(client, upstream net.Conn, idle time.Duration, start tim
 			r.tick = maxDuration
 		}
 	}
-	r.rx = spliceDir{r: r, src: client, dst: upstream, rx: true}
-	r.tx = spliceDir{r: r, src: upstream, dst: client}
+	r.rx = spliceDir{r: r, src: client, dst: upstream, rx: true, raw: rawOf(client)}
+	r.tx = spliceDir{r: r, src: upstream, dst: client, raw: rawOf(upstream)}
 	r.refs.Store(1)
 	r.lastActive.Store(s.now())
 
@@ -328,11 +332,15 @@ func copyClientToUpstream(d *spliceDir) { d.pump() }
 // it shows in goroutine dumps.
 func copyUpstreamToClient(d *spliceDir) { d.pump() }
 
-// pump drains d's source into its destination. When nothing is queued it
-// waits in the runtime poller, as io.Copy would, so a busy connection
-// costs no extra hop per burst; after spliceParkFor without a byte the
-// sweeper ends that wait and the pump hands the direction back to epoll
-// and exits. It stops at EOF (half-close) or an error (close the relay).
+// pump drains d's source into its destination. It reads each burst
+// straight into a pooled buffer (one read(2), which also tells EOF and
+// "nothing yet" apart), writes it, and splices what is still queued when
+// the burst filled the buffer. When nothing is queued it waits in the
+// runtime poller, as io.Copy would, holding no buffer, so a busy
+// connection costs no extra hop per burst; after spliceParkFor without a
+// byte the sweeper ends that wait and the pump hands the direction back
+// to epoll and exits. It stops at EOF (half-close) or an error (close the
+// relay).
 func (d *spliceDir) pump() {
 	r := d.r
 	if !r.acquire() {
@@ -340,27 +348,23 @@ func (d *spliceDir) pump() {
 	}
 	defer r.release()
 	for {
-		n, eof, err := d.queued()
-		if n == 0 && !eof && err == nil {
-			n, eof, err = d.park()
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				// Evicted by the sweeper (or a stale eviction): wait in
-				// epoll instead, holding nothing.
-				if err := d.src.SetReadDeadline(time.Time{}); err != nil {
-					r.close(closeError)
-					return
-				}
-				op := unix.EPOLL_CTL_MOD
-				if !d.watched.Swap(true) {
-					op = unix.EPOLL_CTL_ADD // first hand-over to epoll
-				}
-				if err := r.sp.arm(d, op); err != nil {
-					r.close(closeError)
-				}
+		bp, n, eof, err := d.readBurst()
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// Evicted by the sweeper (or a stale eviction): wait in
+			// epoll instead, holding nothing.
+			if err := d.src.SetReadDeadline(time.Time{}); err != nil {
+				r.close(closeError)
 				return
 			}
-		}
-		switch {
+			op := unix.EPOLL_CTL_MOD
+			if !d.watched.Swap(true) {
+				op = unix.EPOLL_CTL_ADD // first hand-over to epoll
+			}
+			if err := r.sp.arm(d, op); err != nil {
+				r.close(closeError)
+			}
+			return
 		case err != nil:
 			r.fail(d.src, err)
 			return
@@ -369,6 +373,37 @@ func (d *spliceDir) pump() {
 			return
 		}
 		r.lastActive.Store(r.sp.now())
+		full := n == len(*bp)
+		_, err = d.dst.Write((*bp)[:n])
+		spliceBufs.Put(bp)
+		if err != nil {
+			// The bytes were read from the source, so the destination
+			// failed.
+			r.fail(d.dst, err)
+			return
+		}
+		d.count(int64(n))
+		r.lastActive.Store(r.sp.now())
+		if full && !d.spliceQueued() {
+			return
+		}
+	}
+}
+
+// spliceQueued moves what is still queued at the source after a full
+// burst: bulk goes by splice(2), a small rest is left to the next read.
+// It reports false when the relay was closed on an error.
+func (d *spliceDir) spliceQueued() bool {
+	r := d.r
+	for {
+		n, _, err := d.queued()
+		if err != nil {
+			r.fail(d.src, err)
+			return false
+		}
+		if n <= spliceSmall {
+			return true
+		}
 		m, err := d.move(int64(min(n, spliceMaxChunk)))
 		d.count(m)
 		r.lastActive.Store(r.sp.now())
@@ -377,7 +412,7 @@ func (d *spliceDir) pump() {
 			// are counted, the rest is still queued.
 			if err := d.src.SetReadDeadline(time.Time{}); err != nil {
 				r.close(closeError)
-				return
+				return false
 			}
 			continue
 		}
@@ -385,45 +420,84 @@ func (d *spliceDir) pump() {
 			// The bytes were already queued at the source, which hands
 			// them over even after a reset; so the destination failed.
 			r.fail(d.dst, err)
-			return
+			return false
 		}
 	}
 }
 
-// park waits in the runtime poller until the source has bytes queued or
-// reaches EOF. The sweeper ends a long wait by setting a past read
-// deadline: park then returns os.ErrDeadlineExceeded.
-func (d *spliceDir) park() (n int, eof bool, err error) {
-	sc, ok := d.src.(syscall.Conn)
+// readBurst waits in the runtime poller until the source has bytes or
+// reaches EOF, and reads what is there into a pooled buffer, which the
+// caller returns to spliceBufs. The buffer is taken only once bytes are
+// ready, so a waiting pump holds none. The sweeper ends a long wait by
+// setting a past read deadline: readBurst then returns
+// os.ErrDeadlineExceeded.
+func (d *spliceDir) readBurst() (bp *[]byte, n int, eof bool, err error) {
+	rc, err := d.srcRaw()
+	if err != nil {
+		return nil, 0, false, err
+	}
+	var rerr error
+	d.parked.Store(true)
+	werr := rc.Read(func(fd uintptr) bool {
+		if bp == nil {
+			bp = spliceBufs.Get().(*[]byte)
+		}
+		for {
+			n, rerr = unix.Read(int(fd), *bp)
+			if !errors.Is(rerr, unix.EINTR) {
+				break
+			}
+		}
+		if errors.Is(rerr, unix.EAGAIN) {
+			spliceBufs.Put(bp)
+			bp, rerr = nil, nil
+			return false
+		}
+		return true
+	})
+	d.parked.Store(false)
+	switch {
+	case werr != nil:
+		rerr = werr
+	case rerr != nil:
+		rerr = os.NewSyscallError("read", rerr)
+	case n <= 0:
+		eof = true
+	default:
+		return bp, n, false, nil
+	}
+	if bp != nil {
+		spliceBufs.Put(bp)
+	}
+	return nil, 0, eof, rerr
+}
+
+// srcRaw returns the source's raw connection, fetched when the relay
+// started.
+func (d *spliceDir) srcRaw() (syscall.RawConn, error) {
+	if d.raw == nil {
+		return nil, fmt.Errorf("sni: splice: %T has no raw fd", d.src)
+	}
+	return d.raw, nil
+}
+
+// rawOf returns c's raw connection, or nil when it has none.
+func rawOf(c net.Conn) syscall.RawConn {
+	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return 0, false, fmt.Errorf("sni: splice: %T has no raw fd", d.src)
+		return nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return 0, false, err
+		return nil
 	}
-	d.parked.Store(true)
-	// The readiness check runs inside Read, after the poller was reset, so
-	// bytes that arrive at any point either are seen here or wake the wait.
-	rerr := rc.Read(func(fd uintptr) bool {
-		n, eof, err = spliceInq(int(fd))
-		return n > 0 || eof || err != nil
-	})
-	d.parked.Store(false)
-	if rerr != nil {
-		return 0, false, rerr
-	}
-	return n, eof, err
+	return rc
 }
 
 // queued reports how many bytes wait in the source's receive queue, or
 // that the source reached EOF.
 func (d *spliceDir) queued() (n int, eof bool, err error) {
-	sc, ok := d.src.(syscall.Conn)
-	if !ok {
-		return 0, false, fmt.Errorf("sni: splice: %T has no raw fd", d.src)
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := d.srcRaw()
 	if err != nil {
 		return 0, false, err
 	}
