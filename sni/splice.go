@@ -180,6 +180,9 @@ type spliceDir struct {
 	watched atomic.Bool
 	rx      bool
 	raw     syscall.RawConn // the source's; nil when it has none
+	// bulk is set after a read filled the buffer: the next bytes are
+	// waited for without reading and spliced when many.
+	bulk atomic.Bool
 }
 
 // relay takes ownership of client and upstream (both already connected,
@@ -348,22 +351,34 @@ func (d *spliceDir) pump() {
 	}
 	defer r.release()
 	for {
+		if d.bulk.Load() {
+			// A bulk transfer: wait for bytes without reading them, and
+			// splice them when there are many.
+			n, eof, err := d.park()
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				d.bulk.Store(false)
+				d.handOver()
+				return
+			case err != nil:
+				r.fail(d.src, err)
+				return
+			case eof:
+				d.halfClose()
+				return
+			}
+			if n > spliceSmall {
+				if !d.spliceQueued() {
+					return
+				}
+				continue
+			}
+			d.bulk.Store(false)
+		}
 		bp, n, eof, err := d.readBurst()
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			// Evicted by the sweeper (or a stale eviction): wait in
-			// epoll instead, holding nothing.
-			if err := d.src.SetReadDeadline(time.Time{}); err != nil {
-				r.close(closeError)
-				return
-			}
-			op := unix.EPOLL_CTL_MOD
-			if !d.watched.Swap(true) {
-				op = unix.EPOLL_CTL_ADD // first hand-over to epoll
-			}
-			if err := r.sp.arm(d, op); err != nil {
-				r.close(closeError)
-			}
+			d.handOver()
 			return
 		case err != nil:
 			r.fail(d.src, err)
@@ -384,10 +399,54 @@ func (d *spliceDir) pump() {
 		}
 		d.count(int64(n))
 		r.lastActive.Store(r.sp.now())
-		if full && !d.spliceQueued() {
-			return
+		if full {
+			// More is likely queued: splice it, and treat the next
+			// bytes as bulk until a burst is small again.
+			if !d.spliceQueued() {
+				return
+			}
+			d.bulk.Store(true)
 		}
 	}
+}
+
+// handOver moves d's wait to epoll after the sweeper evicted its pump
+// (or a stale eviction): the pump exits holding nothing.
+func (d *spliceDir) handOver() {
+	r := d.r
+	if err := d.src.SetReadDeadline(time.Time{}); err != nil {
+		r.close(closeError)
+		return
+	}
+	op := unix.EPOLL_CTL_MOD
+	if !d.watched.Swap(true) {
+		op = unix.EPOLL_CTL_ADD // first hand-over to epoll
+	}
+	if err := r.sp.arm(d, op); err != nil {
+		r.close(closeError)
+	}
+}
+
+// park waits in the runtime poller until the source has bytes queued or
+// reaches EOF, without reading them. The sweeper ends a long wait by
+// setting a past read deadline: park then returns os.ErrDeadlineExceeded.
+func (d *spliceDir) park() (n int, eof bool, err error) {
+	rc, err := d.srcRaw()
+	if err != nil {
+		return 0, false, err
+	}
+	d.parked.Store(true)
+	// The readiness check runs inside Read, after the poller was reset, so
+	// bytes that arrive at any point either are seen here or wake the wait.
+	rerr := rc.Read(func(fd uintptr) bool {
+		n, eof, err = spliceInq(int(fd))
+		return n > 0 || eof || err != nil
+	})
+	d.parked.Store(false)
+	if rerr != nil {
+		return 0, false, rerr
+	}
+	return n, eof, err
 }
 
 // spliceQueued moves what is still queued at the source after a full
