@@ -76,6 +76,14 @@ const (
 	// exits (so between 1 and 2 sweeps of at most 1s).
 	spliceParkFor = time.Second
 
+	// spliceCrowd is how many live relays the splicer lets wait in the
+	// runtime poller. Beyond it, a gateway holding many connections, each
+	// direction goes back to epoll after every burst and new relays start
+	// there: a burst then costs a hop through the poll goroutine, but no
+	// connection holds a goroutine stack between bursts, so memory during
+	// a fill of many connections stays at sockets and relay structs.
+	spliceCrowd = 256
+
 	spliceRxDone = 1 // client reached EOF
 	spliceTxDone = 2 // upstream reached EOF
 )
@@ -91,6 +99,9 @@ type splicer struct {
 
 	epoll *os.File // the epoll fd, registered with the runtime poller
 	raw   syscall.RawConn
+
+	nLive atomic.Int64 // len(relays), read without the lock
+	crowd int64        // spliceCrowd; tests lower it
 
 	mu      sync.Mutex // guards dirs, relays, next, minTick, closed
 	dirs    map[uint64]*spliceDir
@@ -137,6 +148,7 @@ func newSplicer(log *slog.Logger, spawn func(func()), rx, tx prometheus.Counter)
 		relays:  make(map[*spliceRelay]struct{}),
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
+		crowd:   spliceCrowd,
 	}, nil
 }
 
@@ -218,6 +230,7 @@ func (s *splicer) relay(client, upstream net.Conn, idle time.Duration, start tim
 	s.dirs[r.rx.token] = &r.rx
 	s.dirs[r.tx.token] = &r.tx
 	s.relays[r] = struct{}{}
+	crowded := s.nLive.Add(1) > s.crowd
 	kick := r.tick > 0 && (s.minTick == 0 || r.tick < s.minTick)
 	if kick {
 		s.minTick = r.tick
@@ -233,10 +246,25 @@ func (s *splicer) relay(client, upstream net.Conn, idle time.Duration, start tim
 	// pumps start at once and wait in the runtime poller, as io.Copy would;
 	// going through epoll first would add a hop to every handshake flight.
 	// They hand their direction to epoll after spliceParkFor of silence.
+	// In a crowded splicer both directions start in epoll instead.
+	if crowded {
+		for _, d := range []*spliceDir{&r.rx, &r.tx} {
+			d.watched.Store(true)
+			if err := s.arm(d, unix.EPOLL_CTL_ADD); err != nil {
+				r.close(closeError)
+				break
+			}
+		}
+		return r
+	}
 	s.spawn(func() { copyClientToUpstream(&r.rx) })
 	s.spawn(func() { copyUpstreamToClient(&r.tx) })
 	return r
 }
+
+// crowded reports whether so many relays are live that directions wait in
+// epoll rather than in the runtime poller (spliceCrowd).
+func (s *splicer) crowded() bool { return s.nLive.Load() > s.crowd }
 
 // arm (op EPOLL_CTL_ADD) or re-arm (EPOLL_CTL_MOD) d's source for one
 // readiness event. Both fds are held open for the duration of the call, so
@@ -406,6 +434,12 @@ func (d *spliceDir) pump() {
 				return
 			}
 			d.bulk.Store(true)
+		} else if r.sp.crowded() {
+			// The queue was drained by this read; epoll is level
+			// triggered, so bytes arriving from now on wake the
+			// direction there.
+			d.handOver()
+			return
 		}
 	}
 }
@@ -765,7 +799,10 @@ func (s *splicer) forget(r *spliceRelay) {
 	s.mu.Lock()
 	delete(s.dirs, r.rx.token)
 	delete(s.dirs, r.tx.token)
-	delete(s.relays, r)
+	if _, ok := s.relays[r]; ok {
+		delete(s.relays, r)
+		s.nLive.Add(-1)
+	}
 	s.mu.Unlock()
 }
 

@@ -482,3 +482,72 @@ func TestSpliceIdleHoldsNoPipe(t *testing.T) {
 			splicePipeFDs(t), n, basePipes)
 	}
 }
+
+// TestSpliceCrowded: beyond the crowd limit, relays start in epoll and each
+// direction goes back there after every burst, so bytes still flow both
+// ways, half-closes and bulk included, and no relay holds a goroutine
+// between bursts. The sweeper is not started: nothing but the crowded path
+// can make the pumps exit.
+func TestSpliceCrowded(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		unix bool
+	}{
+		{name: "tcp to tcp"},
+		{name: "unix client", unix: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &spliceHarness{
+				rx: prometheus.NewCounter(prometheus.CounterOpts{Name: "rx"}),
+				tx: prometheus.NewCounter(prometheus.CounterOpts{Name: "tx"}),
+			}
+			sp, err := newSplicer(slog.New(slog.DiscardHandler), h.wg.Go, h.rx, h.tx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sp.crowd = 0
+			h.sp = sp
+			h.wg.Go(sp.pollLoop) // no sweeper
+			t.Cleanup(func() {
+				sp.close()
+				h.wg.Wait()
+			})
+			var client, proxySide net.Conn
+			if tc.unix {
+				client, proxySide = spliceUnixPair(t)
+			} else {
+				client, proxySide = spliceTCPPair(t)
+			}
+			upSide, upstream := spliceTCPPair(t)
+			spliceExchange(t, h, client, proxySide, upSide, upstream)
+
+			baseG := snitest.Goroutines()
+			if tc.unix {
+				client, proxySide = spliceUnixPair(t)
+			} else {
+				client, proxySide = spliceTCPPair(t)
+			}
+			upSide, upstream = spliceTCPPair(t)
+			h.relay(proxySide, upSide, 0)
+			for round := range 3 {
+				msg := []byte{'r', byte(round)}
+				got := make([]byte, len(msg))
+				if _, err := client.Write(msg); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(upstream, got); err != nil || !bytes.Equal(got, msg) {
+					t.Fatalf("round %d: upstream got %q, %v", round, got, err)
+				}
+				if _, err := upstream.Write(msg); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(client, got); err != nil || !bytes.Equal(got, msg) {
+					t.Fatalf("round %d: client got %q, %v", round, got, err)
+				}
+				snitest.WaitFor(t, "crowded pumps to exit after the burst", func() bool { return snitest.Goroutines() <= baseG })
+			}
+			_ = client.Close()
+			_ = upstream.Close()
+		})
+	}
+}
