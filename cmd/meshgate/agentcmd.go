@@ -87,7 +87,7 @@ on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.`,
 				return err
 			}
 			log.Info("meshgate agent ready", "node", node.Name, "network", node.Network, "listeners", len(a.Listeners()))
-			return a.Run(ctx)
+			return agent.NewSystemd(agent.SystemdConfig{Logger: log}).Serve(ctx, a)
 		},
 	}
 	cmd.Flags().StringVar(&nodeFile, "config", "", "node.yaml with this node's settings")

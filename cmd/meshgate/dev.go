@@ -99,7 +99,7 @@ endpoint. It prints commands to try. Data lives under --data-dir.`,
 			if ca != nil {
 				fmt.Fprint(cmd.OutOrStdout(), caInstructions(dataDir, ca.Addr().String()))
 			}
-			err = a.Run(ctx)
+			err = agent.NewSystemd(agent.SystemdConfig{Logger: log}).Serve(ctx, a)
 			d.Wait()
 			return err
 		},
