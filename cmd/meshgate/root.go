@@ -39,6 +39,7 @@ func newRoot() *cobra.Command {
 	})
 	root.AddCommand(newDevCmd(), newAgentCmd(), newValidateCmd(), newTokenCmd(), newCertCmd(), newCACmd(),
 		newApplyCmd(), newGetCmd(), newDeleteCmd(), newMembersCmd(), newJoinCmd(), newLeaveCmd(), newKeyringCmd(), newACLCmd())
+	root.AddCommand(newDocCmd())
 	return root
 }
 
