@@ -112,14 +112,11 @@ func (f *fsm) Apply(l *raft.Log) any {
 // advance records that index was applied, wakes index waiters and notifies
 // watchers of the changed keys (nil changed = nothing changed, "all" is
 // signalled by restore separately).
+//
+// Watchers are signalled before index waiters wake, so a caller that
+// returns from Sync finds every watch for the changes it waited for
+// already fired.
 func (f *fsm) advance(index uint64, changed []string) {
-	f.mu.Lock()
-	if index > f.index {
-		f.index = index
-	}
-	close(f.applied)
-	f.applied = make(chan struct{})
-	f.mu.Unlock()
 	if len(changed) > 0 {
 		f.notify(func(prefix string) bool {
 			for _, k := range changed {
@@ -130,6 +127,13 @@ func (f *fsm) advance(index uint64, changed []string) {
 			return false
 		})
 	}
+	f.mu.Lock()
+	if index > f.index {
+		f.index = index
+	}
+	close(f.applied)
+	f.applied = make(chan struct{})
+	f.mu.Unlock()
 }
 
 func (f *fsm) notify(match func(prefix string) bool) {
@@ -237,11 +241,13 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.tree = tree
+	f.mu.Unlock()
+	f.notify(func(string) bool { return true })
+	f.mu.Lock()
 	f.index = index
 	close(f.applied)
 	f.applied = make(chan struct{})
 	f.mu.Unlock()
-	f.notify(func(string) bool { return true })
 	return nil
 }
 

@@ -16,7 +16,7 @@
 //
 // An error looks like
 //
-//	resources/gw.yaml: document 2 (Gateway default/eastwest): spec.servers[0].tls.mode: mode SIMPLE is not supported yet (supported: PASSTHROUGH, AUTO_PASSTHROUGH)
+//	resources/gw.yaml: document 2 (Gateway default/eastwest): spec.servers[0].tls.mode: mode SIMPLE is not supported yet (supported: PASSTHROUGH, AUTO_PASSTHROUGH, ISTIO_MUTUAL)
 //
 // and is an Errors value holding one *Error per problem; errors.Is tells
 // the categories apart (ErrSyntax, ErrInvalid, ErrUnsupported, ErrTooLarge,

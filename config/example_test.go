@@ -44,6 +44,6 @@ spec:
 	fmt.Println(err)
 	fmt.Println(errors.Is(err, config.ErrUnsupported))
 	// Output:
-	// resources/gw.yaml: document 1 (Gateway default/eastwest): spec.servers[0].tls.mode: mode SIMPLE is not supported yet (supported: PASSTHROUGH, AUTO_PASSTHROUGH)
+	// resources/gw.yaml: document 1 (Gateway default/eastwest): spec.servers[0].tls.mode: mode SIMPLE is not supported yet (supported: PASSTHROUGH, AUTO_PASSTHROUGH, ISTIO_MUTUAL)
 	// true
 }

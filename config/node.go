@@ -91,6 +91,8 @@ type Node struct {
 	// Admin controls who may use the admin API (see README "Admin API
 	// access").
 	Admin NodeAdmin `json:"admin" yaml:"admin"`
+	// Bridge configures the cross-network HBONE tunnel listener (15008).
+	Bridge NodeBridge `json:"bridge" yaml:"bridge"`
 	// Catalog holds the endpoint registration rules.
 	Catalog NodeCatalog `json:"catalog" yaml:"catalog"`
 }
@@ -174,6 +176,75 @@ type NodeCA struct {
 	// otherwise (see CAListenAddr); write "0.0.0.0:15012" to listen on all
 	// addresses whatever bind_addr says. "" turns the CA off on this node.
 	Addr string `json:"addr" yaml:"addr"`
+}
+
+// NodeBridge configures the cross-network bridge: an HBONE listener (TLS
+// 1.3, ALPN h2, HTTP/2 CONNECT) that gateways of other networks open
+// tunnels to, and the pool this node opens its own tunnels with.
+type NodeBridge struct {
+	// Addr is host:port the bridge listens on, e.g. ":15008" or
+	// "{{ GetPrivateIP }}:15008". A host-less address listens on
+	// bind_addr's host when set, else on all addresses. Default "": the
+	// bridge is off, and connections to endpoints of other networks only
+	// take Istio's split-horizon path (AUTO_PASSTHROUGH with a mesh ALPN).
+	// The bridge needs a node identity (tls files or enrollment).
+	Addr string `json:"addr,omitempty" yaml:"addr,omitempty"`
+	// Advertise is host:port gossiped to other networks as this node's
+	// bridge_addr. Default: Addr when its host is a specific address, else
+	// gateway_addr's host with Addr's port.
+	Advertise string `json:"advertise,omitempty" yaml:"advertise,omitempty"`
+	// Namespace is the namespace whose view of the services (exportTo)
+	// the bridge serves, as an Istio east-west gateway in istio-system
+	// does. Default "istio-system".
+	Namespace string `json:"namespace,omitempty" yaml:"namespace,omitempty"`
+	// MaxStreamsPerConn caps the tunnels this node opens on one connection
+	// to a peer gateway before it opens another (default 100), and the
+	// streams it accepts on one connection (10 times that).
+	MaxStreamsPerConn int `json:"max_streams_per_conn,omitempty" yaml:"max_streams_per_conn,omitempty"`
+	// StreamWindow and ConnWindow are the HTTP/2 flow-control windows in
+	// bytes, per stream and per connection (defaults 4 MiB and 16 MiB;
+	// HTTP/2's own 64 KiB caps a tunnel far below a LAN's bandwidth).
+	StreamWindow int `json:"stream_window,omitempty" yaml:"stream_window,omitempty"`
+	ConnWindow   int `json:"conn_window,omitempty" yaml:"conn_window,omitempty"`
+}
+
+// BridgeListenAddr is the address the bridge listens on: bridge.addr, or,
+// when it has no host, bind (bind_addr's resolved host; "" for all) with
+// its port. "" when the bridge is off.
+func (n *Node) BridgeListenAddr(bind string) string {
+	if n.Bridge.Addr == "" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(n.Bridge.Addr)
+	if err != nil || host != "" || bind == "" {
+		return n.Bridge.Addr
+	}
+	return net.JoinHostPort(bind, port)
+}
+
+// BridgeAdvertiseAddr is the bridge address gossiped to other networks,
+// given the resolved listen address: bridge.advertise; else listen when
+// its host is a specific address; else gateway_addr's host with listen's
+// port. "" when none can be formed (or the bridge is off).
+func (n *Node) BridgeAdvertiseAddr(listen string) string {
+	if n.Bridge.Addr == "" {
+		return ""
+	}
+	if n.Bridge.Advertise != "" {
+		return n.Bridge.Advertise
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return listen
+	}
+	gh, _, err := net.SplitHostPort(n.GatewayAddr)
+	if err != nil || gh == "" {
+		return ""
+	}
+	return net.JoinHostPort(gh, port)
 }
 
 // CAListenAddr is the address the certificate API listens on: ca.addr,
@@ -525,6 +596,28 @@ func (n *Node) Validate() error {
 	}
 	if n.CA.Addr != "" {
 		checkListenAddr(c, "ca.addr", n.CA.Addr)
+	}
+	if n.Bridge.Addr != "" {
+		checkListenAddr(c, "bridge.addr", n.Bridge.Addr)
+		if n.Bridge.Advertise != "" {
+			checkListenAddr(c, "bridge.advertise", n.Bridge.Advertise)
+		} else if host, _, err := net.SplitHostPort(n.Bridge.Addr); err == nil && (host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()) && n.GatewayAddr == "" && !isTemplate(n.Bridge.Addr) {
+			c.invalid("bridge.advertise", "bridge.addr %q names no specific host: set bridge.advertise (or gateway_addr) so other networks know where to reach the bridge", n.Bridge.Addr)
+		}
+	} else if n.Bridge.Advertise != "" {
+		c.invalid("bridge.advertise", "bridge.advertise needs bridge.addr (the bridge is off)")
+	}
+	if n.Bridge.Namespace != "" && !isLabelValue(n.Bridge.Namespace) {
+		c.invalid("bridge.namespace", "bridge.namespace %q must be a namespace name", n.Bridge.Namespace)
+	}
+	if v := n.Bridge.MaxStreamsPerConn; v < 0 || v > 10000 {
+		c.invalid("bridge.max_streams_per_conn", "bridge.max_streams_per_conn %d must be 0 (default 100) to 10000", v)
+	}
+	if v := n.Bridge.StreamWindow; v != 0 && (v < 65535 || v > 1<<30) {
+		c.invalid("bridge.stream_window", "bridge.stream_window %d must be 0 (default 4 MiB) or 65535 to 1073741824 bytes", v)
+	}
+	if v := n.Bridge.ConnWindow; v != 0 && (v < 65535 || v > 1<<30) {
+		c.invalid("bridge.conn_window", "bridge.conn_window %d must be 0 (default 16 MiB) or 65535 to 1073741824 bytes", v)
 	}
 	if n.TLS.TokenFile != "" {
 		if n.TLS.CAAddr == "" {

@@ -131,6 +131,13 @@ func hostileNodeCases() []hostileCase {
 		{"token without root file", "tls: {token_file: /t, ca_addr: \"10.0.0.1:15012\"}\n", "tls.ca_file", ErrInvalid},
 		{"token and cert files", "tls: {token_file: /t, ca_addr: \"10.0.0.1:15012\", ca_file: /r.pem, cert_file: /c.pem, key_file: /k.pem}\n", "tls.token_file", ErrInvalid},
 		{"CA address without port", "tls: {ca_addr: 10.0.0.1}\n", "tls.ca_addr", ErrInvalid},
+		{"bridge address without port", "bridge: {addr: 10.0.0.1}\n", "bridge.addr", ErrInvalid},
+		{"bridge on all addresses, nothing to advertise", "bridge: {addr: ':15008'}\n", "bridge.advertise", ErrInvalid},
+		{"bridge advertise without bridge", "bridge: {advertise: '10.0.0.1:15008'}\n", "bridge.advertise", ErrInvalid},
+		{"bridge namespace", "bridge: {addr: '10.0.0.1:15008', namespace: 'Bad Ns'}\n", "bridge.namespace", ErrInvalid},
+		{"bridge streams", "bridge: {addr: '10.0.0.1:15008', max_streams_per_conn: 100000}\n", "bridge.max_streams_per_conn", ErrInvalid},
+		{"bridge small window", "bridge: {addr: '10.0.0.1:15008', stream_window: 1024}\n", "bridge.stream_window", ErrInvalid},
+		{"bridge huge window", "bridge: {addr: '10.0.0.1:15008', conn_window: 4294967296}\n", "bridge.conn_window", ErrInvalid},
 		{"allowed host with a scheme", "admin: {allowed_hosts: [\"http://evil\"]}\n", "admin.allowed_hosts[0]", ErrInvalid},
 		{"allowed host with a wildcard", "admin: {allowed_hosts: [ok.example, \"*.example\"]}\n", "admin.allowed_hosts[1]", ErrInvalid},
 		{"allowed host bad port", "admin: {allowed_hosts: [\"a.example:99999\"]}\n", "admin.allowed_hosts[0]", ErrInvalid},
@@ -214,5 +221,27 @@ func TestCAListenAddr(t *testing.T) {
 				t.Fatalf("CAListenAddr(%q) with ca.addr %q = %q, want %q", tc.bind, tc.addr, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestBridgeAddrs(t *testing.T) {
+	cases := []struct {
+		addr, advertise, gateway, bind string
+		listen, adv                    string
+	}{
+		{"", "", "", "", "", ""},
+		{"10.0.0.5:15008", "", "", "", "10.0.0.5:15008", "10.0.0.5:15008"},
+		{":15008", "", "", "10.0.0.7", "10.0.0.7:15008", "10.0.0.7:15008"},
+		{":15008", "", "gw.example:15443", "", ":15008", "gw.example:15008"},
+		{"0.0.0.0:15008", "", "10.1.1.1:15443", "", "0.0.0.0:15008", "10.1.1.1:15008"},
+		{":15008", "203.0.113.9:15008", "", "", ":15008", "203.0.113.9:15008"},
+	}
+	for _, c := range cases {
+		n := DefaultNode()
+		n.Bridge.Addr, n.Bridge.Advertise, n.GatewayAddr = c.addr, c.advertise, c.gateway
+		l := n.BridgeListenAddr(c.bind)
+		if a := n.BridgeAdvertiseAddr(l); l != c.listen || a != c.adv {
+			t.Errorf("bridge %+v: listen %q advertise %q; want %q %q", c, l, a, c.listen, c.adv)
+		}
 	}
 }

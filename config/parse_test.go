@@ -196,7 +196,7 @@ func TestErrorFormat(t *testing.T) {
 `)
 	_, err := Parse("resources/gw.yaml", []byte(data))
 	es := errorsOf(t, "Parse", err)
-	want := "resources/gw.yaml: document 2 (Gateway default/eastwest): spec.servers[0].tls.mode: mode SIMPLE is not supported yet (supported: PASSTHROUGH, AUTO_PASSTHROUGH)"
+	want := "resources/gw.yaml: document 2 (Gateway default/eastwest): spec.servers[0].tls.mode: mode SIMPLE is not supported yet (supported: PASSTHROUGH, AUTO_PASSTHROUGH, ISTIO_MUTUAL)"
 	if len(es) != 1 || es[0].Error() != want {
 		t.Fatalf("Parse error = %q, want exactly %q", err, want)
 	}

@@ -180,9 +180,29 @@ func validateServer(c *collector, p string, s *networking.Server) {
 			}
 			return true
 		})
+	case networking.ServerTLSSettings_ISTIO_MUTUAL:
+		// Terminated with the node's mesh certificate; the client must
+		// present one from the mesh CA. As Istio says, every other field
+		// is empty: the certificates are the mesh's.
+		if proto != "TLS" {
+			c.unsupported(p+".tls.mode", "mode ISTIO_MUTUAL with protocol %s would need HTTP routing, which meshgate does not do; use protocol TLS and a VirtualService tcp route", proto)
+		}
+		tls.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+			switch fd.Name() {
+			case "mode", "subject_alt_names":
+			default:
+				c.invalid(p+".tls."+fd.JSONName(), "%s must be empty with mode ISTIO_MUTUAL (the node's mesh certificate and roots are used); remove it", fd.JSONName())
+			}
+			return true
+		})
+		for i, san := range tls.GetSubjectAltNames() {
+			if msg := checkSPIFFEID(san); msg != "" {
+				c.invalid(fieldIndex(p+".tls.subjectAltNames", i), "%s", msg)
+			}
+		}
 	case networking.ServerTLSSettings_SIMPLE, networking.ServerTLSSettings_MUTUAL,
-		networking.ServerTLSSettings_ISTIO_MUTUAL, networking.ServerTLSSettings_OPTIONAL_MUTUAL:
-		c.unsupported(p+".tls.mode", "mode %s is not supported yet (supported: PASSTHROUGH, AUTO_PASSTHROUGH)", mode)
+		networking.ServerTLSSettings_OPTIONAL_MUTUAL:
+		c.unsupported(p+".tls.mode", "mode %s is not supported yet (supported: PASSTHROUGH, AUTO_PASSTHROUGH, ISTIO_MUTUAL)", mode)
 	default:
 		c.invalid(p+".tls.mode", "unknown mode %d", mode)
 	}
@@ -894,4 +914,24 @@ func origin(m *Meta) string {
 		return "earlier in the same input"
 	}
 	return "in " + m.Source + " document " + strconv.Itoa(m.Index+1)
+}
+
+// checkSPIFFEID checks an ISTIO_MUTUAL subjectAltNames entry: a workload
+// identity in the exact form the node compares client certificates by,
+// spiffe://<trust domain>/ns/<namespace>/sa/<service account>.
+func checkSPIFFEID(s string) string {
+	rest, ok := strings.CutPrefix(s, "spiffe://")
+	if !ok {
+		return fmt.Sprintf("%q: want spiffe://<trust domain>/ns/<namespace>/sa/<service account> (client certificates are matched by their SPIFFE ID)", s)
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 5 || parts[1] != "ns" || parts[3] != "sa" {
+		return fmt.Sprintf("%q: the path must be /ns/<namespace>/sa/<service account>", s)
+	}
+	for _, p := range []string{parts[0], parts[2], parts[4]} {
+		if p == "" || strings.ContainsAny(p, "%?#@: \t") {
+			return fmt.Sprintf("%q: trust domain, namespace and service account must be non-empty and hold no %%, ?, #, @, : or spaces", s)
+		}
+	}
+	return ""
 }

@@ -141,7 +141,9 @@ func (fn *fleetNode) start(t *testing.T) {
 }
 
 type memberRow struct {
-	Name, Status, RaftRole string
+	Name     string `json:"name"`
+	Status   string `json:"status"`
+	RaftRole string `json:"raft_role"`
 }
 
 func (fn *fleetNode) members(t *testing.T) []memberRow {

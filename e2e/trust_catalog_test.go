@@ -33,7 +33,7 @@ type trustRow struct {
 	Name        string `json:"name"`
 	Status      string `json:"status"`
 	Trusted     bool   `json:"trusted"`
-	TrustReason string `json:"trustReason"`
+	TrustReason string `json:"trust_reason"`
 }
 
 func trustRows(admin string) map[string]trustRow {

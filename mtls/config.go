@@ -103,3 +103,30 @@ func LeafIdentity(leaf *x509.Certificate) (pki.Identity, error) {
 	}
 	return id, nil
 }
+
+// Terminator is what a server that terminates mesh TLS for workloads
+// needs (sni.MeshIdentity): the Source's current certificate, and client
+// chains verified against the Source's roots and revocations, then auth.
+type Terminator struct {
+	src  *Source
+	auth Authorizer
+}
+
+// NewTerminator returns a Terminator over src; auth decides which
+// verified identities are clients (e.g. AuthorizeTrustDomain).
+func NewTerminator(src *Source, auth Authorizer) *Terminator {
+	return &Terminator{src: src, auth: auth}
+}
+
+// Certificate returns the Source's current certificate.
+func (t *Terminator) Certificate() *tls.Certificate { return t.src.Certificate() }
+
+// VerifyClient verifies chain (leaf first) and returns the client's
+// SPIFFE ID.
+func (t *Terminator) VerifyClient(chain []*x509.Certificate) (string, error) {
+	id, err := t.src.Verify(chain, t.auth)
+	if err != nil {
+		return "", err
+	}
+	return id.String(), nil
+}

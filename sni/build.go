@@ -1390,7 +1390,7 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 		case matched > 0:
 			c.why = "no endpoints in this node's network"
 		case sub != nil:
-			c.why = fmt.Sprintf("no endpoints match the labels %v of subset %s", sub.Labels, subset)
+			c.why = fmt.Sprintf("no endpoints match the labels %s of subset %s", explainLabels(sub.Labels), subset)
 		default:
 			c.why = "no endpoints"
 		}

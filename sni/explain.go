@@ -3,6 +3,7 @@ package sni
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -173,7 +174,8 @@ func (t *Table) Explain(sni string, alpn []string) []Explanation {
 func explainDestination(d *Decision, w uint64, now int64) ExplainedDestination {
 	c := d.Cluster
 	ed := ExplainedDestination{Service: d.Service, Port: d.Port, Subset: d.Subset, Weight: w, Cluster: c.Name(),
-		LoadBalancer: c.pol.lb.String(), Policy: explainPolicy(c.pol.conn), Active: c.live.active.Load()}
+		LoadBalancer: c.pol.lb.String(), Policy: explainPolicy(c.pol.conn), Active: c.live.active.Load(),
+		Endpoints: []ExplainedEndpoint{}}
 	healthy := 0
 	for i := range c.pools {
 		for _, e := range c.pools[i].eps {
@@ -269,6 +271,21 @@ func explainPaths(ed *ExplainedDestination, c *Cluster, via tableVia, why string
 		ed.Path = "none"
 		ed.PathWhy = "no healthy eligible endpoint; " + why
 	}
+}
+
+// explainLabels formats labels for explain details and warnings as
+// "k=v,k2=v2", sorted by key, never as Go's map syntax; "" when empty.
+func explainLabels(labels map[string]string) string {
+	var b strings.Builder
+	for i, k := range slices.Sorted(maps.Keys(labels)) {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(labels[k])
+	}
+	return b.String()
 }
 
 func explainEndpoint(e *tableEndpoint, now int64) ExplainedEndpoint {

@@ -51,6 +51,9 @@ type ServerConfig struct {
 	// ALPN, replayed to the remote gateway's 15443). Set
 	// NodeInfo.Bridge to match, so explain agrees.
 	Bridge BridgeDialer
+	// MeshIdentity terminates Gateway servers with tls.mode ISTIO_MUTUAL
+	// (mutual.go). nil = their connections are refused (no_identity).
+	MeshIdentity MeshIdentity
 	// Listen opens listener sockets. nil = net.ListenConfig{}.Listen. The
 	// listeners must return *net.TCPConn or *net.UnixConn connections
 	// (the splice path needs the raw sockets).
@@ -285,6 +288,7 @@ type proxyConn struct {
 	hello    *Hello    // nil on a plain-TCP listener
 	dec      *Decision // nil until resolved
 	upstream string    // endpoint address, once connected
+	peer     string    // client SPIFFE ID of a terminated ISTIO_MUTUAL server
 
 	mu      sync.Mutex   // guards relay, stream, aborted
 	relay   *spliceRelay // set when splicing starts
@@ -362,6 +366,7 @@ func (s *Server) refuse(pc *proxyConn, reason Reason, err error) {
 // peekedConn is what Peek returns: the peeked bytes can be written upstream
 // and the raw socket taken back for splicing.
 type peekedConn interface {
+	net.Conn
 	Raw() net.Conn
 	WriteBufferedTo(w io.Writer) (int64, error)
 }
@@ -388,7 +393,7 @@ func peekReason(err error) Reason {
 // is spliced (the splicer then owns it) or finished.
 func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 	var peeked peekedConn
-	noSNI := false
+	noSNI, terminated := false, false
 	if spec.NeedsHello {
 		t0 := time.Now()
 		h, c, err := Peek(pc.client, s.cfg.Limits)
@@ -412,8 +417,13 @@ func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 		}
 		pc.hello, peeked = h, p
 		// Refusal paths drop the peeked bytes; once they have been
-		// replayed this is a no-op.
-		defer func() { _, _ = p.WriteBufferedTo(io.Discard) }()
+		// replayed this is a no-op. A terminated connection's TLS
+		// layer owns them (and reads them from its relay goroutine).
+		defer func() {
+			if !terminated {
+				_, _ = p.WriteBufferedTo(io.Discard)
+			}
+		}()
 	}
 	s.mu.Lock()
 	draining := s.state != stateRunning
@@ -436,14 +446,35 @@ func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 		return
 	}
 	pc.dec = dec
-	up, lease, reason, err := s.connect(s.ctx, dec, s.via(pc.hello))
+	// client is what the relay copies: the accepted socket, or the TLS
+	// connection of a terminated server.
+	var client net.Conn = pc.client
+	via := s.via(pc.hello)
+	if dec.Mode == ModeIstioMutual && peeked != nil {
+		tc, peer, reason, err := s.terminate(s.ctx, peeked, dec)
+		if err != nil {
+			s.refuse(pc, reason, err)
+			return
+		}
+		terminated, client, pc.peer = true, tc, peer
+		// The upstream gets the decrypted bytes: never the client's
+		// hello replayed to a remote gateway's 15443.
+		via = viaLocal
+		if s.cfg.Bridge != nil {
+			via = viaBridge
+		}
+	}
+	up, lease, reason, err := s.connect(s.ctx, dec, via)
 	if err != nil {
+		if terminated {
+			_ = client.Close()
+		}
 		s.refuse(pc, reason, err)
 		return
 	}
 	pc.upstream = upstreamAddr(lease.Endpoint(), up)
 	var hello int64
-	if peeked != nil {
+	if peeked != nil && !terminated {
 		hello, err = peeked.WriteBufferedTo(up)
 		s.m.rx.Add(float64(hello))
 		if err != nil {
@@ -463,14 +494,14 @@ func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 	if why := pc.aborted; why != "" {
 		pc.mu.Unlock()
 		_ = up.Close()
-		_ = pc.client.Close()
+		_ = client.Close()
 		lease.Release()
 		s.end(pc, why, hello, 0)
 		return
 	}
 	gauge.Inc()
-	if _, raw := up.(*net.TCPConn); !raw {
-		pc.stream = streamRelayStart(s.wg.Go, pc.client, up, dec.Policy.IdleTimeout, pc.start, dec.Policy.MaxConnectionDuration, s.m.rx, s.m.tx, func(r *streamRelay) {
+	if _, raw := up.(*net.TCPConn); !raw || terminated {
+		pc.stream = streamRelayStart(s.wg.Go, client, up, dec.Policy.IdleTimeout, pc.start, dec.Policy.MaxConnectionDuration, s.m.rx, s.m.tx, func(r *streamRelay) {
 			gauge.Dec()
 			lease.Release()
 			s.end(pc, r.reason(), hello+r.rx.Load(), r.tx.Load())

@@ -180,7 +180,7 @@ type spliceDir struct {
 
 // relay takes ownership of client and upstream (both already connected,
 // the peeked ClientHello already replayed) and splices them until both
-// directions reach EOF, an I/O error, the idle timeout (0 = none), the
+// directions reach EOF, a reset, an I/O error, the idle timeout (0 = none), the
 // maximum duration counted from start (0 = none) or a close. onDone is called exactly once, from whichever goroutine ends the
 // relay, after both sockets are closed and no pump runs any more; it may be
 // called before relay returns, so the caller must not hold a lock onDone
@@ -362,7 +362,7 @@ func (d *spliceDir) pump() {
 		}
 		switch {
 		case err != nil:
-			r.close(closeError)
+			r.fail(d.src, err)
 			return
 		case eof:
 			d.halfClose()
@@ -382,7 +382,9 @@ func (d *spliceDir) pump() {
 			continue
 		}
 		if err != nil {
-			r.close(closeError)
+			// The bytes were already queued at the source, which hands
+			// them over even after a reset; so the destination failed.
+			r.fail(d.dst, err)
 			return
 		}
 	}
@@ -497,18 +499,97 @@ func (d *spliceDir) count(m int64) {
 // and closes the relay once both directions are done.
 func (d *spliceDir) halfClose() {
 	r := d.r
-	cw, ok := d.dst.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
-		r.close(closeError)
-		return
-	}
 	bit := uint32(spliceTxDone)
 	if d.rx {
 		bit = spliceRxDone
 	}
-	if r.eofs.Or(bit)|bit == spliceRxDone|spliceTxDone {
+	// Marked before the FIN goes out: the destination may react to it at
+	// once (close, reset), and fail must then find this side finished.
+	both := r.eofs.Or(bit)|bit == spliceRxDone|spliceTxDone
+	cw, ok := d.dst.(interface{ CloseWrite() error })
+	if !ok {
+		r.close(closeError)
+		return
+	}
+	if err := cw.CloseWrite(); err != nil {
+		r.fail(d.dst, err)
+		return
+	}
+	if both {
 		r.close(closeEOF)
 	}
+}
+
+// fail closes the relay after an I/O error on c, one of its two sockets,
+// with the reason closeForError gives. A side has finished if its pump saw
+// its FIN (the relay's EOF bits) or, when the pump has not got there yet,
+// if the kernel says so: c's peer sent a FIN before its reset
+// (spliceFinished), or the other socket has received its peer's FIN
+// (spliceFinReceived).
+func (r *spliceRelay) fail(c net.Conn, err error) {
+	if r.closed.Load() {
+		return // closed on purpose; err is the consequence
+	}
+	other := r.client
+	if c == r.client {
+		other = r.upstream
+	}
+	finished := r.eofs.Load() != 0 || spliceFinished(c, err) || spliceFinReceived(other)
+	r.close(closeForError(err, c == r.client, finished))
+}
+
+// spliceFinReceived reports whether c is a TCP socket whose peer's FIN has
+// arrived (the kernel's state says so even while bytes before it are still
+// queued).
+func spliceFinReceived(c net.Conn) bool {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if cerr := rc.Control(func(fd uintptr) { info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); cerr != nil || gerr != nil {
+		return false
+	}
+	switch info.State {
+	case unix.BPF_TCP_CLOSE_WAIT, unix.BPF_TCP_LAST_ACK, unix.BPF_TCP_CLOSING, unix.BPF_TCP_TIME_WAIT:
+		return true
+	}
+	return false
+}
+
+// spliceFinished reports whether err, an error writing to or shutting down
+// c, shows that c's peer had sent its FIN before it reset the connection.
+// Linux records a reset that arrives after the peer's FIN (CLOSE_WAIT) as
+// EPIPE, any other reset as ECONNRESET; the first write after the reset
+// returns that error, while shutdown(2) on the dead socket returns ENOTCONN
+// and leaves it pending in SO_ERROR. (A read never reports either once the
+// FIN is in: it returns EOF.)
+func spliceFinished(c net.Conn, err error) bool {
+	switch {
+	case errors.Is(err, unix.EPIPE):
+		return true
+	case !errors.Is(err, unix.ENOTCONN):
+		return false
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, rerr := sc.SyscallConn()
+	if rerr != nil {
+		return false
+	}
+	var soErr int
+	var gerr error
+	if cerr := rc.Control(func(fd uintptr) { soErr, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) }); cerr != nil || gerr != nil {
+		return false
+	}
+	return syscall.Errno(soErr) == unix.EPIPE
 }
 
 // acquire registers a running pump; it fails once the relay is closed.

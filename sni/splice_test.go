@@ -351,8 +351,8 @@ func TestSpliceUpstreamReset(t *testing.T) {
 	_ = upstream.SetLinger(0)
 	_ = upstream.Close() // RST
 	spliceWait(t, "relay end after upstream reset", done)
-	if r.why != closeError && r.why != closeEOF {
-		t.Fatalf("close reason = %q, want %q (or %q if the reset raced with the FIN)", r.why, closeError, closeEOF)
+	if r.why != closeUpstreamReset {
+		t.Fatalf("close reason = %q, want %q", r.why, closeUpstreamReset)
 	}
 	_ = client.SetReadDeadline(time.Now().Add(20 * time.Second))
 	if _, err := io.ReadAll(client); err != nil && !errors.Is(err, net.ErrClosed) {

@@ -153,6 +153,8 @@ type reg struct {
 	expires   time.Time // zero = no TTL
 	healthy   bool
 	fails     int
+	checkedAt time.Time // end of the last check; zero before the first
+	checkErr  string    // the last check's error; "" when it passed
 	nextCheck time.Time
 	checking  bool
 	published bool
@@ -577,7 +579,8 @@ func (c *Catalog) Registrations() []RegistrationStatus {
 	out := make([]RegistrationStatus, 0, len(c.own.regs))
 	for _, id := range sortedKeys(c.own.regs) {
 		r := c.own.regs[id]
-		rs := RegistrationStatus{Registration: r.Registration, Healthy: r.published, Expires: r.expires}
+		rs := RegistrationStatus{Registration: r.Registration, Healthy: r.published, Expires: r.expires,
+			LastCheck: r.checkedAt, LastCheckError: r.checkErr, CheckFailures: r.fails}
 		rs.Endpoint = rs.Endpoint.clone()
 		out = append(out, rs)
 	}
@@ -587,8 +590,17 @@ func (c *Catalog) Registrations() []RegistrationStatus {
 // RegistrationStatus is a registration and its health at the owner.
 type RegistrationStatus struct {
 	Registration
-	Healthy bool      `json:"healthy"`
+	// Healthy says the endpoint is published (its check, if any, passes).
+	Healthy bool `json:"healthy"`
+	// Expires is when the TTL lease ends unless refreshed; zero without TTL.
 	Expires time.Time `json:"expires,omitzero"`
+	// LastCheck is when the last TCP check ended; zero without a check or
+	// before its first run.
+	LastCheck time.Time `json:"last_check,omitzero"`
+	// LastCheckError is the last check's error; "" when it passed.
+	LastCheckError string `json:"last_check_error,omitempty"`
+	// CheckFailures counts the consecutive failed checks.
+	CheckFailures int `json:"check_failures,omitempty"`
 }
 
 // publishLocked gossips a put (on=true) or delete of one own endpoint.
@@ -1060,16 +1072,23 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 	c.numNodes.Add(-1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// A member left when it said so: our own leave, its leave intent, or
+	// memberlist's own leave message (StateLeft: the dead message came
+	// from the node itself), whichever arrived first. Anything else is a
+	// failure.
 	status := StatusFailed
-	if mi := c.members[n.Name]; mi != nil && mi.status == StatusLeft {
+	if mi := c.members[n.Name]; n.Name == c.cfg.Name || n.State == memberlist.StateLeft || (mi != nil && mi.status == StatusLeft) {
 		status = StatusLeft
 	}
 	c.setMemberLocked(n, status)
-	if status == StatusFailed {
+	switch {
+	case n.Name == c.cfg.Name:
+		c.log.Info("catalog: left the gossip cluster")
+	case status == StatusFailed:
 		c.m.memberFailures.Add(1)
 		c.m.failures.Inc()
 		c.log.Info("catalog: member failed", "peer", n.Name)
-	} else {
+	default:
 		c.log.Info("catalog: member left", "peer", n.Name)
 	}
 	delete(c.lastSync, n.Name)
@@ -1244,6 +1263,10 @@ func (c *Catalog) runCheck(id string, r *reg) {
 	r.checking = false
 	if c.own.regs[id] != r || c.leaving {
 		return // replaced or removed meanwhile
+	}
+	r.checkedAt, r.checkErr = time.Now(), ""
+	if err != nil {
+		r.checkErr = err.Error()
 	}
 	if err == nil {
 		r.fails = 0

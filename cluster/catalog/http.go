@@ -13,8 +13,8 @@ import (
 // maxBodyBytes bounds a registration request body.
 const maxBodyBytes = 64 << 10
 
-// registrationBody is the JSON body of PUT /v1/endpoints/{id}. Durations
-// are Go duration strings ("30s").
+// registrationBody is the JSON body of PUT /v1/endpoints/{id}; its fields
+// are documented on ParseRegistration.
 type registrationBody struct {
 	Service string            `json:"service"`
 	Port    uint32            `json:"port"`
@@ -30,8 +30,162 @@ type registrationBody struct {
 	} `json:"check,omitempty"`
 }
 
-// ParseRegistration decodes a registration request body for id and
-// validates it. Unknown fields are refused so typos do not pass silently.
+// EndpointJSON is one element of GET /v1/endpoints: a live endpoint of
+// the catalog snapshot. Lists are never null and labels never null.
+type EndpointJSON struct {
+	// Owner is the node that registered the endpoint.
+	Owner string `json:"owner"`
+	// ID is the registration ID, unique per owner.
+	ID      string `json:"id"`
+	Service string `json:"service"`
+	Port    uint32 `json:"port"`
+	Addr    string `json:"addr"`
+	// Network is always set: an endpoint registered without one carries
+	// its owner's network.
+	Network string            `json:"network"`
+	Labels  map[string]string `json:"labels"`
+	// Weight is the effective weight: 1 when registered without one.
+	Weight uint32 `json:"weight"`
+}
+
+// CheckJSON is a registration's TCP check, durations as Go strings.
+type CheckJSON struct {
+	Interval string `json:"interval"`
+	Timeout  string `json:"timeout"`
+	// Failures is how many consecutive failures withdraw the endpoint.
+	Failures int `json:"failures"`
+}
+
+// CheckStatusJSON is the outcome of a registration's last TCP check.
+type CheckStatusJSON struct {
+	// Status is "pending" (not run yet), "passing" or "failing" (the last
+	// dial failed; the endpoint is withdrawn once ConsecutiveFailures
+	// reaches the check's failures).
+	Status string `json:"status"`
+	// Time is when the last check ended (RFC 3339, UTC); "" while pending.
+	Time string `json:"time"`
+	// Error is the last failure; "" unless failing.
+	Error               string `json:"error"`
+	ConsecutiveFailures int    `json:"consecutive_failures"`
+}
+
+// RegistrationJSON is one element of GET /v1/registrations: one of this
+// node's registrations as registered, with its lease and health.
+type RegistrationJSON struct {
+	ID      string `json:"id"`
+	Service string `json:"service"`
+	Port    uint32 `json:"port"`
+	Addr    string `json:"addr"`
+	// Network is as registered; "" means this node's network.
+	Network string            `json:"network"`
+	Labels  map[string]string `json:"labels"`
+	Weight  uint32            `json:"weight"`
+	// TTL is the lease as a Go duration ("30s"); "" without one.
+	TTL string `json:"ttl"`
+	// Expires is when the lease ends unless the registration is PUT again
+	// (RFC 3339, UTC); "" without a TTL.
+	Expires string `json:"expires"`
+	// Check is the TCP check; null without one.
+	Check *CheckJSON `json:"check"`
+	// Healthy says the endpoint is published to the fleet.
+	Healthy bool `json:"healthy"`
+	// LastCheck is the last check's outcome; null without a check.
+	LastCheck *CheckStatusJSON `json:"last_check"`
+}
+
+// MemberJSON is one element of the catalog's GET /v1/members.
+type MemberJSON struct {
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	Status string `json:"status"`
+	// Since is when this node last saw Status change (RFC 3339, UTC).
+	Since       string `json:"since"`
+	Network     string `json:"network"`
+	GatewayAddr string `json:"gateway_addr"`
+	Trusted     bool   `json:"trusted"`
+	TrustReason string `json:"trust_reason"`
+}
+
+// jsonTime formats t as RFC 3339 in UTC, "" for the zero time.
+func jsonTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// jsonLabels returns labels, or an empty map for nil, so JSON shows {}.
+func jsonLabels(labels map[string]string) map[string]string {
+	if labels == nil {
+		return map[string]string{}
+	}
+	return labels
+}
+
+// EndpointsJSON converts snapshot entries for GET /v1/endpoints.
+func EndpointsJSON(entries []Entry) []EndpointJSON {
+	out := make([]EndpointJSON, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, EndpointJSON{Owner: e.Owner, ID: e.ID, Service: e.Service, Port: e.Port, Addr: e.Addr,
+			Network: e.Network, Labels: jsonLabels(e.Labels), Weight: max(e.Weight, 1)})
+	}
+	return out
+}
+
+// RegistrationsJSON converts registrations for GET /v1/registrations.
+func RegistrationsJSON(regs []RegistrationStatus) []RegistrationJSON {
+	out := make([]RegistrationJSON, 0, len(regs))
+	for _, r := range regs {
+		v := RegistrationJSON{ID: r.ID, Service: r.Service, Port: r.Port, Addr: r.Addr, Network: r.Network,
+			Labels: jsonLabels(r.Labels), Weight: max(r.Weight, 1), Expires: jsonTime(r.Expires), Healthy: r.Healthy}
+		if r.TTL > 0 {
+			v.TTL = r.TTL.String()
+		}
+		if r.Check != nil {
+			v.Check = &CheckJSON{Interval: r.Check.Interval.String(), Timeout: r.Check.Timeout.String(), Failures: max(r.Check.Failures, 1)}
+			st := &CheckStatusJSON{Status: "pending", Time: jsonTime(r.LastCheck), Error: r.LastCheckError, ConsecutiveFailures: r.CheckFailures}
+			switch {
+			case r.LastCheck.IsZero():
+			case r.LastCheckError != "":
+				st.Status = "failing"
+			default:
+				st.Status = "passing"
+			}
+			v.LastCheck = st
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// MembersJSON converts members for the catalog's GET /v1/members.
+func MembersJSON(ms []Member) []MemberJSON {
+	out := make([]MemberJSON, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, MemberJSON{Name: m.Name, Addr: m.Addr, Status: string(m.Status), Since: jsonTime(m.Since),
+			Network: m.Meta.Network, GatewayAddr: m.Meta.GatewayAddr, Trusted: m.Trusted, TrustReason: m.TrustReason})
+	}
+	return out
+}
+
+// ParseRegistration decodes a registration request body (PUT
+// /v1/endpoints/{id}) for id and validates it. Unknown fields, trailing
+// data and bodies over 64 KiB are refused so typos do not pass silently;
+// the error is an *EndpointError naming the field. The body is a JSON
+// object with snake_case fields; durations are Go duration strings ("30s",
+// "1m30s"):
+//
+//	service   string  required  service host, e.g. "reviews.default.svc.cluster.local"
+//	port      number  required  service port the endpoint serves (1-65535)
+//	addr      string  required  dialable "host:port" (IPv6 in brackets)
+//	network   string  optional  the endpoint's network; default this node's
+//	labels    object  optional  workload labels subsets select on ({"version":"v1"})
+//	weight    number  optional  relative load-balancing weight; default 1
+//	ttl       string  optional  lease: removed unless PUT again within ttl; default none
+//	check     object  optional  TCP health check run by this node:
+//	  interval  string  required  time between dials
+//	  timeout   string  required  dial timeout
+//	  failures  number  optional  consecutive failures that withdraw it; default 1
 func ParseRegistration(id string, body []byte) (Registration, error) {
 	if len(body) > maxBodyBytes {
 		return Registration{}, &EndpointError{ID: id, Field: "body", Reason: fmt.Sprintf("larger than %d bytes", maxBodyBytes)}
@@ -79,11 +233,14 @@ func ParseRegistration(id string, body []byte) (Registration, error) {
 
 // Handler returns the registration API for the admin listener:
 //
-//	PUT    /v1/endpoints/{id}   register or refresh (JSON body, see ParseRegistration)
-//	DELETE /v1/endpoints/{id}   deregister
-//	GET    /v1/endpoints        the catalog snapshot (every live endpoint)
-//	GET    /v1/registrations    this node's registrations and their health
-//	GET    /v1/members          gossip members
+//	PUT    /v1/endpoints/{id}   register or refresh (JSON body, see ParseRegistration); answers {"id": ...}
+//	DELETE /v1/endpoints/{id}   deregister; 204
+//	GET    /v1/endpoints        the catalog snapshot (every live endpoint): []EndpointJSON
+//	GET    /v1/registrations    this node's registrations, lease and health: []RegistrationJSON
+//	GET    /v1/members          gossip members: []MemberJSON
+//
+// JSON field names are snake_case, lists are [] when empty, times are
+// RFC 3339 and durations Go strings. Errors are {"error": "..."}.
 //
 // The handler does no authentication: serve it only where the admin API
 // is protected.
@@ -131,13 +288,13 @@ func (c *Catalog) HandlerWith(p RegistrationPolicy) http.Handler {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("GET /v1/endpoints", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, c.Snapshot().Entries)
+		writeJSON(w, http.StatusOK, EndpointsJSON(c.Snapshot().Entries))
 	})
 	mux.HandleFunc("GET /v1/registrations", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, c.Registrations())
+		writeJSON(w, http.StatusOK, RegistrationsJSON(c.Registrations()))
 	})
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, c.Members())
+		writeJSON(w, http.StatusOK, MembersJSON(c.Members()))
 	})
 	return mux
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -13,16 +15,25 @@ import (
 	"github.com/meshgate/meshgate/sni"
 )
 
-func newAgentCmd() *cobra.Command {
-	var nodeFile, resources string
+func newAgentCmd(d nodeDefaults) *cobra.Command {
+	var resources string
 	cmd := &cobra.Command{
 		Use:   "agent --config node.yaml --resources PATH",
 		Short: "Run a meshgate node",
 		Long: `agent runs one meshgate node. node.yaml holds the node's own settings (see
 README.md); --resources is a YAML file or a folder of Istio resources, re-read
-on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.`,
+on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.
+
+Without --config the node.yaml is $MESHGATE_CONFIG, else
+/etc/meshgate/node.yaml when it exists, else the built-in defaults (with a
+warning). A node whose resources give it no listener warns too, and serves
+only its admin API (and certificate API) until a Gateway selecting its
+labels arrives.`,
+		Example: `  meshgate agent --config /etc/meshgate/node.yaml --resources /etc/meshgate/resources
+  MESHGATE_CONFIG=/etc/meshgate/node.yaml meshgate agent --resources /etc/meshgate/resources`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			nodeFile := d.nodeFile(cmd)
 			node := config.DefaultNode()
 			if nodeFile != "" {
 				n, err := config.LoadNode(nodeFile)
@@ -57,20 +68,21 @@ on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.`,
 				cfg.Limits.Timeout = node.HelloTimeout.Duration
 			}
 			cfg.Logger = log
+			logNodeSettings(log, nodeFile, node, caAddr)
 			cfg.Reload = hupChannel(ctx)
 			cfg.Registry = agent.NewRegistry()
 			caCfg := agent.CAConfig{
 				DataDir: node.DataDir, Addr: caAddr, TrustDomain: node.TrustDomain,
 				NodeName: node.Name, Logger: log, Registerer: cfg.Registry,
 			}
+			var ca *agent.CA
 			if clusterEnabled(node) {
-				if _, err := startFleet(ctx, node, &cfg, node.GatewayAddr, caCfg); err != nil {
+				if ca, err = startFleet(ctx, node, &cfg, node.GatewayAddr, caCfg); err != nil {
 					return err
 				}
 			} else if node.CA.Addr != "" {
 				// A node outside any fleet keeps its CA in a local journal.
-				ca, err := agent.NewCA(ctx, caCfg)
-				if err != nil {
+				if ca, err = agent.NewCA(ctx, caCfg); err != nil {
 					return err
 				}
 				cfg.Components = append(cfg.Components, ca)
@@ -86,11 +98,55 @@ on SIGHUP and whenever a file in it changes. SIGTERM drains and exits.`,
 			if err := a.Start(ctx); err != nil {
 				return err
 			}
-			log.Info("meshgate agent ready", "node", node.Name, "network", node.Network, "listeners", len(a.Listeners()))
+			ready := []any{"node", node.Name, "network", node.Network, "listeners", len(a.Listeners())}
+			var apis []string
+			if addr := a.AdminAddr(); addr != nil {
+				ready = append(ready, "admin", addr.String())
+				apis = append(apis, "the admin API at "+addr.String())
+			}
+			if ca != nil && ca.Addr() != nil {
+				ready = append(ready, "ca", ca.Addr().String())
+				apis = append(apis, "the certificate API at "+ca.Addr().String())
+			}
+			if len(a.Listeners()) == 0 {
+				why := "the resources declare no Gateway server for this node's labels"
+				if resources == "" {
+					why = "no --resources given"
+				}
+				only := "nothing"
+				if len(apis) > 0 {
+					only = strings.Join(apis, " and ")
+				}
+				var until []string
+				if clusterEnabled(node) {
+					until = append(until, "applied (meshgate apply)")
+				}
+				if resources != "" {
+					until = append(until, "added under --resources")
+				}
+				next := "; restart it with --resources to serve traffic"
+				if len(until) > 0 {
+					next = ", until a Gateway selecting this node is " + strings.Join(until, " or ")
+				}
+				log.Warn("no listener ("+why+"): serving no mesh traffic, only "+only+next,
+					"node", node.Name, "labels", node.Labels, "resources", resources)
+			}
+			log.Info("meshgate agent ready", ready...)
 			return agent.NewSystemd(agent.SystemdConfig{Logger: log}).Serve(ctx, a)
 		},
 	}
-	cmd.Flags().StringVar(&nodeFile, "config", "", "node.yaml with this node's settings")
+	cmd.Flags().String("config", "", "node.yaml with this node's settings (default $"+envConfig+", then "+systemNodeFile+" if it exists)")
 	cmd.Flags().StringVar(&resources, "resources", "", "Istio resources: a YAML file or a folder of them")
 	return cmd
+}
+
+// logNodeSettings says which node.yaml the agent runs with; without one it
+// warns and lists the built-in settings it will serve with.
+func logNodeSettings(log *slog.Logger, nodeFile string, node *config.Node, caAddr string) {
+	if nodeFile != "" {
+		log.Info("node settings read", "config", nodeFile, "node", node.Name, "network", node.Network)
+		return
+	}
+	log.Warn("no node.yaml (--config, $"+envConfig+" or "+systemNodeFile+"): running with the built-in node settings, outside any fleet",
+		"node", node.Name, "network", node.Network, "admin", node.AdminAddr, "data_dir", node.DataDir, "ca", caAddr)
 }

@@ -187,6 +187,12 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		return nil, err
 	}
 	ccfg.TLS = tlsCfg
+	if t := meshTerminator(n, tlsCfg, ident, log); t != nil {
+		cfg.MeshIdentity = t
+	}
+	if cfg.Bridge, ccfg.BridgeAddr, err = bridgeSetup(n, tlsCfg, ident, log, cfg.Registry); err != nil {
+		return nil, err
+	}
 	if err := gossipKeys(ctx, n, ident, &ccfg, log); err != nil {
 		return nil, err
 	}

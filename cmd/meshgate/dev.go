@@ -35,6 +35,8 @@ func newDevCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a whole one-node mesh with embedded defaults: gateway, demo backends, routes",
+		Example: `  meshgate dev
+  meshgate dev --data-dir /tmp/meshgate-dev --admin-port 15100 --ca-port 0`,
 		Long: `dev runs one meshgate node on loopback with a demo TLS service (reviews v1 and
 v2), an AUTO_PASSTHROUGH listener (Istio's cross-network port), a PASSTHROUGH
 listener with a weighted VirtualService, a plain TCP route, and the admin

@@ -15,10 +15,11 @@ import (
 // tree so they never drift from it.
 func newDocCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    "docs DIR",
-		Short:  "Write man pages and shell completions (for packaging)",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
+		Use:     "docs DIR",
+		Short:   "Write man pages and shell completions (for packaging)",
+		Example: `  meshgate docs build/docs`,
+		Hidden:  true,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			root := cmd.Root()
 			root.DisableAutoGenTag = true // reproducible: no generation date

@@ -13,7 +13,9 @@ func newValidateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "validate -f PATH",
 		Short: "Check Istio resources (a YAML file or a folder of them) and print every error",
-		Args:  cobra.NoArgs,
+		Example: `  meshgate validate -f /etc/meshgate/resources
+  meshgate validate -f reviews-virtualservice.yaml`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			set, err := config.Load(path)
 			if err != nil {

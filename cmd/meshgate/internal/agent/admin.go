@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshgate/meshgate/cluster/acl"
+	"github.com/meshgate/meshgate/sni"
 )
 
 // adminHandler serves the node's operational endpoints:
@@ -68,7 +69,7 @@ func (a *Agent) adminHandler() http.Handler {
 		}
 	}
 	mux.HandleFunc("GET /debug/endpoints", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, a.endpoints())
+		writeJSON(w, http.StatusOK, debugEndpoints(a.endpoints()))
 	})
 	mux.HandleFunc("GET /debug/routes", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, a.router.Load().Dump())
@@ -86,6 +87,40 @@ func (a *Agent) adminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, a.router.Load().Explain(name, alpn))
 	})
 	return a.guard.Wrap(mux)
+}
+
+// DebugEndpoint is one row of GET /debug/endpoints (snake_case, as the
+// rest of the admin API; labels {} when none).
+type DebugEndpoint struct {
+	Service string            `json:"service"`
+	Port    uint32            `json:"port"`
+	Addr    string            `json:"addr"`
+	Network string            `json:"network"` // "" = this node's network
+	Labels  map[string]string `json:"labels"`
+	Weight  uint32            `json:"weight"` // effective: 1 when unset
+	// Identity is the workload identity ("ns/NS/sa/SA"), "" when unknown.
+	Identity string `json:"identity"`
+	// Gateway is true for an endpoint of another network reached through
+	// that network's gateway at Addr (its gateway_addr); Bridge is that
+	// gateway's bridge address ("" when it publishes none).
+	Gateway bool   `json:"gateway"`
+	Bridge  string `json:"bridge"`
+}
+
+// debugEndpoints converts catalog endpoints for GET /debug/endpoints; an
+// empty list is [], never null.
+func debugEndpoints(eps []sni.CatalogEndpoint) []DebugEndpoint {
+	out := make([]DebugEndpoint, 0, len(eps))
+	for _, e := range eps {
+		labels := e.Endpoint.Labels
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		out = append(out, DebugEndpoint{Service: e.Host, Port: e.Port, Addr: e.Endpoint.Addr, Network: e.Endpoint.Network,
+			Labels: labels, Weight: max(e.Endpoint.Weight, 1), Identity: e.Endpoint.Identity,
+			Gateway: e.Endpoint.Gateway, Bridge: e.Endpoint.Bridge})
+	}
+	return out
 }
 
 // adminPolicy assigns the scope each admin request needs: probes none;

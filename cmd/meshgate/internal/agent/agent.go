@@ -19,6 +19,7 @@ import (
 	"github.com/meshgate/meshgate/cluster/catalog"
 	"github.com/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/sni"
+	"github.com/meshgate/meshgate/sni/hbone"
 )
 
 // Config is everything one node needs. Build it with DefaultConfig and
@@ -78,6 +79,11 @@ type Config struct {
 	AdminOpenReads bool
 	// Pprof serves /debug/pprof/ to operator tokens. Default false.
 	Pprof bool
+	// Bridge, when set, runs the cross-network HBONE bridge.
+	Bridge *BridgeConfig
+	// MeshIdentity terminates Gateway servers with tls.mode ISTIO_MUTUAL.
+	// nil = their connections are refused.
+	MeshIdentity sni.MeshIdentity
 }
 
 // DefaultConfig returns the documented defaults.
@@ -118,6 +124,8 @@ type Agent struct {
 	builder  *sni.Builder
 	router   *sni.Router
 	server   *sni.Server
+
+	bridge *bridge // nil without a bridge
 
 	ready    atomic.Bool
 	draining atomic.Bool
@@ -173,11 +181,34 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.DrainTimeout > 0 {
 		scfg.DrainTimeout = cfg.DrainTimeout
 	}
+	scfg.MeshIdentity = cfg.MeshIdentity
+	var pool *hbone.Pool
+	if b := cfg.Bridge; b != nil {
+		p, err := hbone.NewPool(b.Pool)
+		if err != nil {
+			return nil, fmt.Errorf("agent: bridge: %w", err)
+		}
+		pool = p
+		scfg.Bridge = p
+		a.cfg.Node.Bridge = true
+		a.cfg.Node.BridgeNamespace = b.Namespace
+	}
 	srv, err := sni.NewServer(scfg, a.router)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a.server = srv
+	if b := cfg.Bridge; b != nil {
+		hc := b.Server
+		hc.Connector = srv
+		hs, err := hbone.NewServer(hc)
+		if err != nil {
+			_ = pool.Close()
+			return nil, fmt.Errorf("agent: bridge: %w", err)
+		}
+		a.bridge = &bridge{addr: b.Addr, pool: pool, srv: hs, drain: cfg.DrainTimeout, reserved: cfg.Reserved}
+		a.cfg.Components = append([]Component{a.bridge}, a.cfg.Components...)
+	}
 	var tokens acl.Resolver = noTokens{}
 	if cfg.AdminTokens != nil {
 		tokens = cfg.AdminTokens
@@ -203,6 +234,15 @@ func NewRegistry() *prometheus.Registry {
 
 // Registry is the Prometheus registry /metrics serves.
 func (a *Agent) Registry() *prometheus.Registry { return a.registry }
+
+// BridgeAddr is the bound bridge listener, nil without a bridge or before
+// Start.
+func (a *Agent) BridgeAddr() net.Addr {
+	if a.bridge == nil {
+		return nil
+	}
+	return a.bridge.Addr()
+}
 
 // Listeners returns the bound proxy listeners by key. Valid after Start.
 func (a *Agent) Listeners() map[string]net.Addr { return a.server.Addrs() }

@@ -266,18 +266,18 @@ type MemberView struct {
 	Network  string `json:"network"`
 	Addr     string `json:"addr"`
 	Status   string `json:"status"`
-	RaftRole string `json:"raftRole"`
+	RaftRole string `json:"raft_role"`
 	Gateway  string `json:"gateway,omitempty"`
 	Version  string `json:"version,omitempty"`
 	// Trusted says the member proved a fleet node identity (signed
 	// records verified against the mesh roots and peer identities);
 	// TrustReason says why not.
 	Trusted     bool   `json:"trusted"`
-	TrustReason string `json:"trustReason,omitempty"`
+	TrustReason string `json:"trust_reason,omitempty"`
 }
 
 func (c *Cluster) members(w http.ResponseWriter, _ *http.Request) {
-	var out []MemberView
+	out := []MemberView{}
 	for _, m := range c.node.Members() {
 		out = append(out, MemberView{
 			Name: m.Name, Network: m.Meta.Network, Addr: m.Addr, Status: string(m.Status),
