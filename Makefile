@@ -11,9 +11,9 @@ VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo d
 LDFLAGS    := -s -w -X main.version=$(VERSION)
 # Debian versions start with a digit: a git describe like 28768f9-dirty
 # becomes 0.0.0~28768f9+dirty (sorts before any release).
-PKG_VERSION ?= $(shell v='$(VERSION)'; v=$${v#v}; case $$v in [0-9]*) ;; *) v=0.0.0~$$v;; esac; echo "$$v" | tr - +)
+PKG_VERSION ?= $(shell echo '$(VERSION)' | sed -E 's/^v([0-9])/\1/; s/^([^0-9])/0.0.0~\1/; s/-/+/g')
 PKG_ARCH   ?= $(shell $(GO) env GOARCH)
-PKG_STAGE  ?= bin/pkg
+PKG_STAGE  := bin/pkg# deploy/nfpm.yaml reads it from here (nfpm does not expand paths)
 PKG_OUT    ?= bin/meshgate_$(PKG_VERSION)_$(PKG_ARCH).deb
 FUZZTIME   ?= 20s
 BENCHTIME  ?= 1s
