@@ -65,10 +65,11 @@ fuzz:
 	  done; \
 	done
 
-## bench: Go micro-benchmarks, then the proxy comparison (direct/meshgate/HAProxy/nginx).
+## bench: Go micro-benchmarks, the proxy comparison (direct/meshgate/HAProxy/nginx), then the bridge (direct/local/bridged; root, network namespaces).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./sni/... ./config/... ./pki/... ./cluster/...
 	MESHGATE_BIN=$(CURDIR)/$(BIN) $(GO) run ./e2e/cmd/proxybench
+	MESHGATE_BRIDGE_BENCH=1 MESHGATE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^TestBridgeBenchmark$$' -v -timeout 20m ./e2e/ | grep -v '^    {'
 
 lint:
 	$(GO) vet ./...

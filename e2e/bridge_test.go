@@ -117,63 +117,8 @@ func TestBridgeAcrossNetworks(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	nets := newBridgeNets(t)
-	ca := newTestCA(t)
-	root := t.TempDir()
-	caFile := filepath.Join(root, "ca.pem")
-	if err := os.WriteFile(caFile, ca.pem, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	type gw struct {
-		name, network, ip, adminIP, bind string
-		ns                               netns
-		dir                              string
-		p                                *proc
-	}
-	gws := []*gw{
-		{name: "gw-a", network: "network-a", ip: bnGwAWanIP, adminIP: bnGwALanIP, bind: "0.0.0.0", ns: nets.gwA},
-		{name: "gw-b1", network: "network-b", ip: bnGwB1WanIP, adminIP: bnGwB1WanIP, bind: bnGwB1WanIP, ns: nets.gwB},
-		{name: "gw-b2", network: "network-b", ip: bnGwB2WanIP, adminIP: bnGwB2WanIP, bind: bnGwB2WanIP, ns: nets.gwB},
-	}
-	var join []string
-	for _, g := range gws {
-		join = append(join, g.ip+":7946")
-	}
-	start := func(g *gw) {
-		g.p = startCmd(t, g.dir, g.ns.cmd(meshgateBin(t), "agent", "--config", filepath.Join(g.dir, "node.yaml"), "--resources", filepath.Join(g.dir, "resources")))
-	}
-	for i, g := range gws {
-		g.dir = filepath.Join(root, g.name)
-		if err := os.MkdirAll(filepath.Join(g.dir, "resources"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(g.dir, "resources", "bridge.yaml"), []byte(bridgeResources), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cert, key := spiffeCert(t, ca, g.dir, "node", nodeSPIFFE, g.ip, g.adminIP)
-		node := fmt.Sprintf(`name: %s
-network: %s
-labels: {istio: eastwestgateway}
-admin_addr: %s:15000
-bind_addr: %s
-gateway_addr: %s:15443
-bridge: {addr: "%s:15008"}
-data_dir: %s
-drain_timeout: 1s
-log: {format: json, level: info}
-bootstrap_expect: 3
-join: [%s]
-gossip: {bind: %s, port: 7946}
-raft: {bind: %s, port: 8300}
-ca: {addr: ""}
-tls: {cert_file: %s, key_file: %s, ca_file: %s, peer_identities: ["%s"]}
-`, g.name, g.network, g.adminIP, g.bind, g.ip, g.ip, filepath.Join(g.dir, "data"), strings.Join(join, ", "), g.ip, g.ip, cert, key, caFile, nodeSPIFFE)
-		if err := os.WriteFile(filepath.Join(g.dir, "node.yaml"), []byte(node), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		_ = i
-		start(g)
-	}
+	f := startBridgeFleet(t, bridgeResources, "info")
+	nets, ca, root, caFile, gws := f.nets, f.ca, f.root, f.caFile, f.gws
 	gwA, gwB1, gwB2 := gws[0], gws[1], gws[2]
 
 	// The backend of network B: an openssl TLS server with its own
@@ -190,34 +135,19 @@ tls: {cert_file: %s, key_file: %s, ca_file: %s, peer_identities: ["%s"]}
 	startCmd(t, wdir, nets.netB.cmd("openssl", "s_server", "-quiet", "-accept", bnBackendIP+":8443",
 		"-cert", filepath.Join(wdir, "c.pem"), "-key", filepath.Join(wdir, "k.pem"), "-www"))
 
-	tok := func() string { return operatorToken(t, filepath.Join(root, "*", "data", "operator.token")) }
-	admin := func(g *gw, args ...string) (string, error) {
-		return g.ns.run(t, "curl", append([]string{"-s", "--max-time", "5", "-H", "Authorization: Bearer " + tok(), "-H", "Content-Type: application/json"}, args...)...)
-	}
-	adminURL := func(g *gw, path string) string { return "http://" + g.adminIP + ":15000" + path }
-	waitFor(t, 90*time.Second, "three alive members, a raft leader, every node ready", func() bool {
-		out, err := admin(gwA, adminURL(gwA, "/v1/members"))
-		if err != nil || strings.Count(out, `"alive"`) != 3 || !strings.Contains(out, `"leader"`) {
-			return false
-		}
-		for _, g := range gws {
-			if _, err := admin(g, "-f", adminURL(g, "/readyz")); err != nil {
-				return false
-			}
-		}
-		return true
-	})
+	admin, adminURL := f.admin, f.adminURL
+	f.waitReady(t)
 	// The backend registers with B's second gateway: its endpoint outlives
 	// the first gateway.
 	reg := fmt.Sprintf(`{"service":%q,"port":8443,"addr":"%s:8443","ttl":"600s"}`, bridgeHost, bnBackendIP)
-	if out, err := admin(gwB2, "-f", "-X", "PUT", "-d", reg, adminURL(gwB2, "/v1/endpoints/web-b")); err != nil {
+	if out, err := admin(t, gwB2, "-f", "-X", "PUT", "-d", reg, adminURL(gwB2, "/v1/endpoints/web-b")); err != nil {
 		t.Fatalf("register the backend at gw-b2: %v %s", err, out)
 	}
 	waitFor(t, 30*time.Second, "gw-a routes web through both B bridges", func() bool {
-		out, err := admin(gwA, adminURL(gwA, "/debug/endpoints"))
+		out, err := admin(t, gwA, adminURL(gwA, "/debug/endpoints"))
 		return err == nil && strings.Contains(out, bnGwB1WanIP+":15008") && strings.Contains(out, bnGwB2WanIP+":15008")
 	})
-	if out, _ := admin(gwA, adminURL(gwA, "/debug/explain?sni="+bridgeHost+"&port=8443")); !strings.Contains(out, "bridge") {
+	if out, _ := admin(t, gwA, adminURL(gwA, "/debug/explain?sni="+bridgeHost+"&port=8443")); !strings.Contains(out, "bridge") {
 		t.Errorf("explain at gw-a does not say web goes through the bridge:\n%s", out)
 	}
 
@@ -254,7 +184,7 @@ tls: {cert_file: %s, key_file: %s, ca_file: %s, peer_identities: ["%s"]}
 		t.Logf("gw-b1 stop: %v", err)
 	}
 	waitFor(t, 60*time.Second, "gw-a drops gw-b1's bridge", func() bool {
-		out, err := admin(gwA, adminURL(gwA, "/debug/endpoints"))
+		out, err := admin(t, gwA, adminURL(gwA, "/debug/endpoints"))
 		return err == nil && !strings.Contains(out, bnGwB1WanIP+":15008") && strings.Contains(out, bnGwB2WanIP+":15008")
 	})
 	failed := 0
@@ -273,7 +203,7 @@ tls: {cert_file: %s, key_file: %s, ca_file: %s, peer_identities: ["%s"]}
 	other := newTestCA(t)
 	ocert, okey := spiffeCert(t, other, root, "foreign", nodeSPIFFE)
 	peerRefusals := func() float64 {
-		out, _ := admin(gwB2, adminURL(gwB2, "/metrics"))
+		out, _ := admin(t, gwB2, adminURL(gwB2, "/metrics"))
 		for _, line := range strings.Split(out, "\n") {
 			if v, ok := strings.CutPrefix(line, `meshgate_hbone_refused_total{reason="peer"} `); ok {
 				f, _ := strconv.ParseFloat(v, 64)

@@ -28,8 +28,8 @@ func TestDevPrintsCommandsThatWork(t *testing.T) {
 	if err := os.Symlink(meshgateBin(t), filepath.Join(dir, "bin", "meshgate")); err != nil {
 		t.Fatal(err)
 	}
-	auto, pass, tcp, admin, caPort := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
-	p := start(t, dir, "dev", "--ca-port", strconv.Itoa(caPort),
+	auto, pass, tcp, admin, caPort, mut := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
+	p := start(t, dir, "dev", "--ca-port", strconv.Itoa(caPort), "--mutual-port", strconv.Itoa(mut),
 		"--auto-passthrough-port", strconv.Itoa(auto), "--passthrough-port", strconv.Itoa(pass),
 		"--tcp-port", strconv.Itoa(tcp), "--admin-port", strconv.Itoa(admin), "--drain-timeout", "2s")
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", admin)
@@ -45,8 +45,8 @@ func TestDevPrintsCommandsThatWork(t *testing.T) {
 			cmds = append(cmds, line)
 		}
 	}
-	if len(cmds) < 11 {
-		t.Fatalf("dev printed %d commands, want at least 6:\n%s", len(cmds), p.out.String())
+	if len(cmds) < 13 {
+		t.Fatalf("dev printed %d commands, want at least 13:\n%s", len(cmds), p.out.String())
 	}
 	run := func(c string) (string, error) {
 		cmd := exec.Command("bash", "-c", c)
@@ -60,6 +60,16 @@ func TestDevPrintsCommandsThatWork(t *testing.T) {
 		case strings.Contains(c, "https://") && strings.HasPrefix(c, "curl"):
 			if err != nil || !strings.Contains(out, "hello from reviews") {
 				t.Errorf("%s\n= %v\n%s\nwant an answer from a reviews backend", c, err, out)
+			}
+		case strings.Contains(c, "ratings.mesh.internal") && strings.Contains(c, "-cert "):
+			if err != nil || !strings.Contains(out, "hello from ratings") {
+				t.Errorf("%s\n= %v\n%s\nwant ratings to answer through ISTIO_MUTUAL", c, err, out)
+			}
+		case strings.Contains(c, "ratings.mesh.internal"):
+			// TLS 1.3 sends the server certificate before it reads the
+			// client's, so the refusal is the alert that follows.
+			if strings.Contains(out, "hello from ratings") || !strings.Contains(out, "alert") {
+				t.Errorf("%s\n%s\nwant the handshake refused with an alert (no client certificate)", c, out)
 			}
 		case strings.HasPrefix(c, "printf"):
 			if !strings.Contains(out, "hello from reviews v1") {

@@ -39,10 +39,14 @@ import (
 // and deadline) and be safe for concurrent use. gateway is the remote
 // gateway's bridge address ("host:port", gossiped as node meta
 // bridge_addr); service, port and subset name the destination as the
-// remote side resolves it. The returned conn also implements
-// CloseWrite() error (half-close); Close aborts the stream.
+// remote side resolves it. early, when not empty, is sent on the stream
+// with the request, ahead of the peer's answer, so the client's hello
+// does not wait a round trip for it; when DialBridge returns a conn, early
+// is on its way, and DialBridge keeps no reference to the slice. The
+// returned conn also implements CloseWrite() error (half-close); Close
+// aborts the stream.
 type BridgeDialer interface {
-	DialBridge(ctx context.Context, gateway, service string, port uint32, subset string) (net.Conn, error)
+	DialBridge(ctx context.Context, gateway, service string, port uint32, subset string, early []byte) (net.Conn, error)
 }
 
 // ResolveBridge finds the decision the bridge's receiving side uses for
@@ -145,7 +149,7 @@ func (s *Server) ConnectBridge(ctx context.Context, service string, port uint32,
 		}
 		return nil, nil, s.bridgeRefused(re)
 	}
-	up, lease, reason, err := s.connect(ctx, dec, viaLocal)
+	up, lease, _, reason, err := s.connect(ctx, dec, viaLocal, nil)
 	if err != nil {
 		re, ok := errors.AsType[*RefusedError](err)
 		if !ok || re.Reason != reason {

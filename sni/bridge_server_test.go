@@ -171,7 +171,7 @@ type bridgeDialer struct {
 
 var _ BridgeDialer = (*bridgeDialer)(nil)
 
-func (d *bridgeDialer) DialBridge(ctx context.Context, gateway, service string, port uint32, subset string) (net.Conn, error) {
+func (d *bridgeDialer) DialBridge(ctx context.Context, gateway, service string, port uint32, subset string, early []byte) (net.Conn, error) {
 	d.mu.Lock()
 	d.calls = append(d.calls, fmt.Sprintf("%s %s %d %s", gateway, service, port, subset))
 	d.mu.Unlock()
@@ -192,6 +192,10 @@ func (d *bridgeDialer) DialBridge(ctx context.Context, gateway, service string, 
 	if err != nil || line != "OK" {
 		_ = tc.Close()
 		return nil, fmt.Errorf("bridge refused: %q, %v", line, err)
+	}
+	if _, err := tc.Write(early); err != nil {
+		_ = tc.Close()
+		return nil, err
 	}
 	_ = tc.SetDeadline(time.Time{})
 	return &bridgeConn{tc: tc}, nil

@@ -69,6 +69,11 @@ func (s *Server) terminate(ctx context.Context, c net.Conn, dec *Decision) (*tls
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		ClientAuth: tls.RequireAnyClientCert,
+		// crypto/tls does not call VerifyPeerCertificate on a resumed
+		// session, so a resumption would skip the roots, revocation and
+		// subjectAltNames checks. This config lives for one connection,
+		// so its tickets could never be redeemed anyway: issue none.
+		SessionTicketsDisabled: true,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if cert := id.Certificate(); cert != nil {
 				return cert, nil

@@ -190,3 +190,52 @@ func TestServerIstioMutualRefusals(t *testing.T) {
 		t.Fatalf("listed identity: echo = %q, %v; want ok", got, err)
 	}
 }
+
+// TestServerIstioMutualBridged: an ISTIO_MUTUAL server on A whose tcp
+// route's endpoints are only in network B: the decrypted bytes go through
+// the bridge to B's plain backend, never A's hello to B's 15443.
+func TestServerIstioMutualBridged(t *testing.T) {
+	ca, _ := pkitest.NewCA(t, pkitest.Config(t))
+	m := mutualCA{ca}
+	dialer := &bridgeDialer{}
+	db := snitest.NewTCPBackend(t)
+	b := newServerHarness(t, nil)
+	tb, err := NewBuilder(DefaultBuilderConfig()).Build(BuildInput{Config: bridgeSetB(t, db.Addr(), db.Addr()), Node: NodeInfo{Name: "gw-b", Network: "net-b", Bridge: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.apply(t, tb)
+	acc := newBridgeAcceptor(t, b.s)
+	gw15443 := snitest.ClosedAddr(t)
+	a := newServerHarness(t, func(c *ServerConfig) {
+		c.Bridge = dialer
+		c.MeshIdentity = mtls.NewTerminator(m.source(t, mutualGateway), mtls.AuthorizeTrustDomain("cluster.local"))
+	})
+	gw := serverGateway("TLS", networking.ServerTLSSettings_ISTIO_MUTUAL, []string{"db.example.com"}, 15443)
+	setA := &config.Set{
+		Gateways: []*config.Gateway{gw},
+		VirtualServices: []*config.VirtualService{{Meta: serverMeta("db"), Spec: &networking.VirtualService{
+			Hosts: []string{"db.example.com"}, Gateways: []string{"gw"},
+			Tcp: []*networking.TCPRoute{{Route: []*networking.RouteDestination{{Destination: &networking.Destination{
+				Host: bridgeSrvDB, Port: &networking.PortSelector{Number: 5432}}}}}},
+		}}},
+	}
+	ta, err := NewBuilder(DefaultBuilderConfig()).Build(BuildInput{Config: setA, Node: NodeInfo{Name: "gw-a", Network: "net-a", Bridge: true},
+		Endpoints: bridgeEntries([2]string{gw15443, acc.Addr()})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.apply(t, ta)
+	msg := strings.Repeat("row;", 10000)
+	got, err := mutualEcho(a.addr(t, ""), mutualClient(m.source(t, mutualWeb), m.roots()), msg)
+	if err != nil || got != msg {
+		t.Fatalf("echo through ISTIO_MUTUAL and the bridge = %d bytes, %v; want %d bytes", len(got), err, len(msg))
+	}
+	if calls := dialer.Calls(); len(calls) != 1 || calls[0] != acc.Addr()+" "+bridgeSrvDB+" 5432 " {
+		t.Fatalf("DialBridge calls = %q, want one to %s for %s:5432", calls, acc.Addr(), bridgeSrvDB)
+	}
+	line := a.log.waitClose(t, "db.example.com", closeEOF)
+	if line["upstream"] != "bridge:"+acc.Addr() || line["peer"] != mutualWeb.String() {
+		t.Fatalf("access log upstream=%q peer=%q; want bridge:%s and %s", line["upstream"], line["peer"], acc.Addr(), mutualWeb)
+	}
+}

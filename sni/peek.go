@@ -173,6 +173,10 @@ func (p *PeekedConn) Raw() net.Conn { return p.raw }
 // Buffered returns how many peeked bytes are not yet consumed.
 func (p *PeekedConn) Buffered() int { return len(p.buf) }
 
+// Unread returns the peeked bytes not yet consumed, without consuming
+// them. The slice is valid until they are consumed.
+func (p *PeekedConn) Unread() []byte { return p.buf }
+
 // Read reads the peeked bytes first and then from the underlying conn. It
 // never mixes the two in one call.
 func (p *PeekedConn) Read(b []byte) (int, error) {

@@ -368,6 +368,7 @@ func (s *Server) refuse(pc *proxyConn, reason Reason, err error) {
 type peekedConn interface {
 	net.Conn
 	Raw() net.Conn
+	Unread() []byte
 	WriteBufferedTo(w io.Writer) (int64, error)
 }
 
@@ -464,7 +465,13 @@ func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 			via = viaBridge
 		}
 	}
-	up, lease, reason, err := s.connect(s.ctx, dec, via)
+	// A bridged stream carries the hello with its request (one round
+	// trip less); a socket gets it once connected.
+	var early []byte
+	if peeked != nil && !terminated {
+		early = peeked.Unread()
+	}
+	up, lease, sentEarly, reason, err := s.connect(s.ctx, dec, via, early)
 	if err != nil {
 		if terminated {
 			_ = client.Close()
@@ -474,7 +481,10 @@ func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 	}
 	pc.upstream = upstreamAddr(lease.Endpoint(), up)
 	var hello int64
-	if peeked != nil && !terminated {
+	if sentEarly {
+		hello, _ = peeked.WriteBufferedTo(io.Discard) // already sent: consume them
+		s.m.rx.Add(float64(hello))
+	} else if peeked != nil && !terminated {
 		hello, err = peeked.WriteBufferedTo(up)
 		s.m.rx.Add(float64(hello))
 		if err != nil {
@@ -547,10 +557,12 @@ func upstreamAddr(ep Endpoint, up net.Conn) string {
 // remote gateway the next try prefers another gateway of the same
 // network. On failure it returns the refusal reason: the cluster's own
 // (no_endpoint, overloaded) if nothing was dialled, else ReasonUpstream.
-// A bridged upstream is not a *net.TCPConn.
-func (s *Server) connect(ctx context.Context, dec *Decision, via tableVia) (net.Conn, *Lease, Reason, error) {
+// A bridged upstream is not a *net.TCPConn. early goes with a bridged
+// stream's request; sentEarly reports that it did, else the caller writes
+// it once connected.
+func (s *Server) connect(ctx context.Context, dec *Decision, via tableVia, early []byte) (_ net.Conn, _ *Lease, sentEarly bool, _ Reason, _ error) {
 	if dec.Cluster == nil {
-		return nil, nil, ReasonNoEndpoint, fmt.Errorf("sni: route %q has no cluster", dec.Route)
+		return nil, nil, false, ReasonNoEndpoint, fmt.Errorf("sni: route %q has no cluster", dec.Route)
 	}
 	var tried []string
 	var lastErr error
@@ -559,28 +571,29 @@ func (s *Server) connect(ctx context.Context, dec *Decision, via tableVia) (net.
 		lease, err := dec.Cluster.pick(tried, via, prefer)
 		if err != nil {
 			if lastErr != nil {
-				return nil, nil, ReasonUpstream, errors.Join(lastErr, err)
+				return nil, nil, false, ReasonUpstream, errors.Join(lastErr, err)
 			}
 			reason := ReasonNoEndpoint
 			if re, ok := errors.AsType[*RefusedError](err); ok {
 				reason = re.Reason
 			}
-			return nil, nil, reason, err
+			return nil, nil, false, reason, err
 		}
 		ep := lease.Endpoint()
 		var c net.Conn
-		if via == viaBridge && ep.Network != "" {
-			c, err = s.dialBridge(ctx, dec, ep)
+		bridged := via == viaBridge && ep.Network != ""
+		if bridged {
+			c, err = s.dialBridge(ctx, dec, ep, early)
 		} else {
 			c, err = s.dial(ctx, dec.Policy, ep.Addr)
 		}
 		lease.Dialed(err)
 		if err == nil {
-			return c, lease, "", nil
+			return c, lease, bridged && len(early) > 0, "", nil
 		}
 		lease.Release()
 		if s.ctx.Err() != nil || ctx.Err() != nil {
-			return nil, nil, ReasonUpstream, err // aborted, not an upstream failure
+			return nil, nil, false, ReasonUpstream, err // aborted, not an upstream failure
 		}
 		s.m.connectFailures.Inc()
 		s.log.Debug("sni: upstream connect failed", "route", dec.Route, "upstream", ep.Addr, "bridge", ep.Bridge, "err", err)
@@ -588,12 +601,12 @@ func (s *Server) connect(ctx context.Context, dec *Decision, via tableVia) (net.
 		prefer = ep.Network
 		lastErr = err
 	}
-	return nil, nil, ReasonUpstream, lastErr
+	return nil, nil, false, ReasonUpstream, lastErr
 }
 
 // dialBridge opens a bridge stream to the gateway ep stands for, with the
 // route's connect timeout; Close aborts it.
-func (s *Server) dialBridge(ctx context.Context, dec *Decision, ep Endpoint) (net.Conn, error) {
+func (s *Server) dialBridge(ctx context.Context, dec *Decision, ep Endpoint, early []byte) (net.Conn, error) {
 	timeout := dec.Policy.ConnectTimeout
 	if timeout <= 0 {
 		timeout = defaultConnectTimeout
@@ -601,7 +614,7 @@ func (s *Server) dialBridge(ctx context.Context, dec *Decision, ep Endpoint) (ne
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	defer context.AfterFunc(s.ctx, cancel)()
-	c, err := s.cfg.Bridge.DialBridge(ctx, ep.Bridge, dec.Service, dec.Port, dec.Subset)
+	c, err := s.cfg.Bridge.DialBridge(ctx, ep.Bridge, dec.Service, dec.Port, dec.Subset, early)
 	if err != nil {
 		return nil, fmt.Errorf("sni: bridge to %s (gateway %s of network %s): %w", ep.Bridge, ep.Addr, ep.Network, err)
 	}

@@ -26,6 +26,7 @@ func newDevCmd() *cobra.Command {
 		autoPort  = 15443
 		passPort  = 8443
 		tcpPort   = 9000
+		mutPort   = 9443
 		adminPort = 15000
 		caPort    = 15012
 		logFormat = "text"
@@ -39,7 +40,8 @@ func newDevCmd() *cobra.Command {
   meshgate dev --data-dir /tmp/meshgate-dev --admin-port 15100 --ca-port 0`,
 		Long: `dev runs one meshgate node on loopback with a demo TLS service (reviews v1 and
 v2), an AUTO_PASSTHROUGH listener (Istio's cross-network port), a PASSTHROUGH
-listener with a weighted VirtualService, a plain TCP route, and the admin
+listener with a weighted VirtualService, a plain TCP route, an ISTIO_MUTUAL
+server terminated with the node's mesh certificate, and the admin
 endpoint. It prints commands to try. Data lives under --data-dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -53,6 +55,7 @@ endpoint. It prints commands to try. Data lives under --data-dir.`,
 			d, err := demo.Start(ctx, demo.Options{
 				Dir: filepath.Join(dataDir, "demo"), Host: host,
 				AutoPassthroughPort: autoPort, PassthroughPort: passPort, TCPPort: tcpPort,
+				MutualPort: mutPort,
 			})
 			if err != nil {
 				return err
@@ -100,7 +103,9 @@ endpoint. It prints commands to try. Data lives under --data-dir.`,
 			fmt.Fprint(cmd.OutOrStdout(), adminInstructions(dataDir, a.AdminAddr().String()))
 			if ca != nil {
 				fmt.Fprint(cmd.OutOrStdout(), caInstructions(dataDir, ca.Addr().String()))
+				fmt.Fprint(cmd.OutOrStdout(), d.MutualInstructions(filepath.Join(dataDir, "reviews-certs")))
 			}
+			fmt.Fprint(cmd.OutOrStdout(), d.Footer())
 			err = agent.NewSystemd(agent.SystemdConfig{Logger: log}).Serve(ctx, a)
 			d.Wait()
 			return err
@@ -112,6 +117,7 @@ endpoint. It prints commands to try. Data lives under --data-dir.`,
 	f.IntVar(&autoPort, "auto-passthrough-port", autoPort, "AUTO_PASSTHROUGH listener port")
 	f.IntVar(&passPort, "passthrough-port", passPort, "PASSTHROUGH listener port")
 	f.IntVar(&tcpPort, "tcp-port", tcpPort, "plain TCP route port (0 disables)")
+	f.IntVar(&mutPort, "mutual-port", mutPort, "ISTIO_MUTUAL server port (0 disables; needs the CA for workload certificates)")
 	f.IntVar(&adminPort, "admin-port", adminPort, "admin listener port")
 	f.IntVar(&caPort, "ca-port", caPort, "certificate API port (0 disables the CA)")
 	f.StringVar(&logFormat, "log-format", logFormat, "text or json")

@@ -3,6 +3,7 @@ package hbone_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"io"
 	"net"
 	"runtime"
@@ -168,7 +169,7 @@ func BenchmarkIdleStreamMemory(b *testing.B) {
 		conns := make([]net.Conn, 0, n)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		for range n {
-			c, err := f.pool.DialBridge(ctx, f.addr, webHost, 8080, "")
+			c, err := f.pool.DialBridge(ctx, f.addr, webHost, 8080, "", nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -210,4 +211,58 @@ func BenchmarkBulkDirectTLS(b *testing.B) {
 		}
 		return c
 	})
+}
+
+// source reads an 8-byte count, sends that many bytes and closes.
+func source(c *net.TCPConn) {
+	var hdr [8]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return
+	}
+	left := int64(binary.BigEndian.Uint64(hdr[:]))
+	buf := make([]byte, 64<<10)
+	for left > 0 {
+		n, err := c.Write(buf[:min(left, int64(len(buf)))])
+		if err != nil {
+			return
+		}
+		left -= int64(n)
+	}
+	_ = c.CloseWrite()
+}
+
+// download asks for b.N MiB and reads them until EOF.
+func download(b *testing.B, dial func() net.Conn) {
+	b.SetBytes(bulkChunk)
+	b.ResetTimer()
+	c := dial()
+	defer c.Close()
+	var hdr [8]byte
+	binary.BigEndian.PutUint64(hdr[:], uint64(b.N)*bulkChunk)
+	if _, err := c.Write(hdr[:]); err != nil {
+		b.Fatal(err)
+	}
+	n, err := io.CopyBuffer(io.Discard, c, make([]byte, 64<<10))
+	if err != nil || n != int64(b.N)*bulkChunk {
+		b.Fatalf("downloaded %d bytes, %v; want %d", n, err, int64(b.N)*bulkChunk)
+	}
+}
+
+// BenchmarkDownloadDirect: one TCP stream from the source, MB/s.
+func BenchmarkDownloadDirect(b *testing.B) {
+	addr := backend(b, source)
+	download(b, func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
+	})
+}
+
+// BenchmarkDownloadTunnel: the same download through one tunnelled
+// stream (the server-to-client direction of the bridge).
+func BenchmarkDownloadTunnel(b *testing.B) {
+	f := newFixture(b, source, nil)
+	download(b, func() net.Conn { return f.dial(b, "") })
 }

@@ -1,10 +1,10 @@
 package hbone_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -164,7 +164,7 @@ func (f *fixture) dial(t testing.TB, subset string) net.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := f.pool.DialBridge(ctx, f.addr, webHost, 8080, subset)
+	c, err := f.pool.DialBridge(ctx, f.addr, webHost, 8080, subset, nil)
 	if err != nil {
 		t.Fatalf("DialBridge: %v", err)
 	}
@@ -223,37 +223,88 @@ func TestStreamRoundTripClientHalfCloses(t *testing.T) {
 	}
 }
 
-func TestStreamUpstreamClosesFirstLosesNothing(t *testing.T) {
-	gotMore := make(chan string, 1)
+// TestStreamUpstreamFINReachesClient: an upstream that closes first (a
+// banner, then FIN) ends the stream at once, so a client reading until EOF
+// does not wait for its own half-close. The backend's connection is closed
+// by the gateway: it reads EOF, never a hang.
+func TestStreamUpstreamFINReachesClient(t *testing.T) {
+	backendDone := make(chan error, 1)
 	f := newFixture(t, func(c *net.TCPConn) {
 		io.WriteString(c, "banner\n")
 		c.CloseWrite()
-		b, _ := io.ReadAll(c)
-		gotMore <- string(b)
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := io.ReadAll(c)
+		backendDone <- err
 	}, nil)
 	c := f.dial(t, "")
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil || line != "banner\n" {
-		t.Fatalf("banner = %q, %v", line, err)
+	defer c.Close()
+	got := make(chan string, 1)
+	go func() {
+		b, err := io.ReadAll(c)
+		if err != nil {
+			got <- "error: " + err.Error()
+			return
+		}
+		got <- string(b)
+	}()
+	select {
+	case s := <-got:
+		if s != "banner\n" {
+			t.Fatalf("client read %q until EOF; want %q", s, "banner\n")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the upstream's FIN never reached the client: it is still waiting for EOF")
 	}
-	// The backend has half-closed; what the client still sends arrives.
-	if _, err := io.WriteString(c, "late bytes"); err != nil {
+	select {
+	case err := <-backendDone:
+		if err != nil {
+			t.Fatalf("backend read after its half-close: %v; want EOF once the stream ended", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the gateway kept the backend's connection open after the stream ended")
+	}
+}
+
+// TestDownload: the upstream sends many windows' worth of bytes after one
+// request byte and closes; all of it reaches a client that never
+// half-closes (the server-to-client direction, flow control on the way).
+func TestDownload(t *testing.T) {
+	const size = 32 << 20
+	f := newFixture(t, func(c *net.TCPConn) {
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			return
+		}
+		chunk := make([]byte, 64<<10)
+		for left := size; left > 0; left -= len(chunk) {
+			if _, err := c.Write(chunk[:min(left, len(chunk))]); err != nil {
+				return
+			}
+		}
+		_ = c.CloseWrite()
+	}, nil)
+	c := f.dial(t, "")
+	defer c.Close()
+	if _, err := c.Write([]byte{1}); err != nil {
 		t.Fatal(err)
 	}
-	c.(interface{ CloseWrite() error }).CloseWrite()
+	type result struct {
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := io.Copy(io.Discard, c)
+		done <- result{n, err}
+	}()
 	select {
-	case s := <-gotMore:
-		if s != "late bytes" {
-			t.Fatalf("backend read %q after its half-close; want %q", s, "late bytes")
+	case r := <-done:
+		if r.err != nil || r.n != size {
+			t.Fatalf("downloaded %d bytes, %v; want %d", r.n, r.err, size)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("backend never saw the client's bytes and END_STREAM")
+	case <-time.After(60 * time.Second):
+		t.Fatal("download stalled")
 	}
-	rest, err := io.ReadAll(c)
-	if err != nil || len(rest) != 0 {
-		t.Fatalf("after both halves closed: %q, %v; want a clean EOF", rest, err)
-	}
-	c.Close()
 }
 
 func TestUpstreamResetResetsStream(t *testing.T) {
@@ -343,7 +394,7 @@ func TestHandshakeRefusals(t *testing.T) {
 		}
 		before := counter(t, f.srvReg, "meshgate_hbone_refused_total", "reason", hbone.ReasonPeer)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		conn, err := pool.DialBridge(ctx, f.addr, webHost, 8080, "")
+		conn, err := pool.DialBridge(ctx, f.addr, webHost, 8080, "", nil)
 		if err == nil {
 			// TLS 1.3: the client may finish before the server's alert.
 			_, err = io.ReadAll(conn)
@@ -373,7 +424,7 @@ func TestHandshakeRefusals(t *testing.T) {
 	pc.Source, pc.Authorizer = f.mesh.source(t, gatewayID), mtls.AuthorizeOneOf(workload)
 	pool, _ := hbone.NewPool(pc)
 	defer pool.Close()
-	if _, err := pool.DialBridge(context.Background(), f.addr, webHost, 8080, ""); err == nil {
+	if _, err := pool.DialBridge(context.Background(), f.addr, webHost, 8080, "", nil); err == nil {
 		t.Error("the pool opened a tunnel to a gateway its authorizer refuses")
 	}
 }
@@ -478,4 +529,39 @@ func TestHostileStreams(t *testing.T) {
 		t.Fatalf("after hostile streams: %q, %v", b, err)
 	}
 	c.Close()
+}
+
+// TestEarlyDataLeadsTheStream: bytes given to DialBridge reach the
+// upstream first, ahead of what is written afterwards, and the pool keeps
+// its own copy (the caller reuses its buffer at once). A refused stream
+// with early bytes is an error, and the connection stays usable.
+func TestEarlyDataLeadsTheStream(t *testing.T) {
+	f := newFixture(t, func(c *net.TCPConn) {
+		b, _ := io.ReadAll(c)
+		c.Write(b)
+	}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	early := []byte("hello-first|")
+	c, err := f.pool.DialBridge(ctx, f.addr, webHost, 8080, "", early)
+	if err != nil {
+		t.Fatalf("DialBridge with early bytes: %v", err)
+	}
+	defer c.Close()
+	copy(early, "XXXXXXXXXXXX")
+	if _, err := io.WriteString(c, "then-the-rest"); err != nil {
+		t.Fatal(err)
+	}
+	c.(interface{ CloseWrite() error }).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello-first|then-the-rest" {
+		t.Fatalf("upstream echoed %q, %v; want the early bytes first, then the rest", got, err)
+	}
+
+	_, err = f.pool.DialBridge(ctx, f.addr, "other.default.svc.cluster.local", 8080, "", []byte("hello"))
+	if re, ok := errors.AsType[*hbone.RefusedError](err); !ok || re.Reason != "unknown_service" {
+		t.Fatalf("early bytes to an unknown service: %v; want a refusal with reason unknown_service", err)
+	}
+	c2 := f.dial(t, "")
+	c2.Close()
 }

@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -169,9 +170,12 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 
 // DialBridge opens one stream through the bridge listener at gateway
 // (host:port) to service:port, subset optional. ctx bounds the connect
-// and the peer's answer, not the stream's life. The returned net.Conn
+// and the peer's answer, not the stream's life. early, when not empty, is
+// sent as the stream's first DATA right behind the request headers, before
+// the answer (a copy is kept, not the slice); the peer relays it once its
+// upstream is connected, or drops it with a refusal. The returned net.Conn
 // implements CloseWrite (END_STREAM). A peer's refusal is a *RefusedError.
-func (p *Pool) DialBridge(ctx context.Context, gateway, service string, port uint32, subset string) (net.Conn, error) {
+func (p *Pool) DialBridge(ctx context.Context, gateway, service string, port uint32, subset string, early []byte) (net.Conn, error) {
 	t := Target{Service: service, Port: port, Subset: subset}
 	if _, err := ParseAuthority(t.String()); err != nil {
 		return nil, err
@@ -184,7 +188,7 @@ func (p *Pool) DialBridge(ctx context.Context, gateway, service string, port uin
 		p.m.streams.WithLabelValues("client", "error").Inc()
 		return nil, err
 	}
-	c, err := p.open(ctx, gateway, pc, t)
+	c, err := p.open(ctx, gateway, pc, t, early)
 	if err != nil {
 		p.release(gateway, pc)
 		return nil, err
@@ -306,15 +310,21 @@ func (p *Pool) dial(ctx context.Context, gateway string) (*http2.ClientConn, err
 }
 
 // open sends the CONNECT request on pc and waits for the answer.
-func (p *Pool) open(ctx context.Context, gateway string, pc *poolConn, t Target) (net.Conn, error) {
+func (p *Pool) open(ctx context.Context, gateway string, pc *poolConn, t Target, early []byte) (net.Conn, error) {
 	pr, pw := io.Pipe()
+	var body io.Reader = pr
+	if len(early) > 0 {
+		// The transport reads the body on its own goroutine, maybe after
+		// the answer came: it gets a copy.
+		body = io.MultiReader(bytes.NewReader(bytes.Clone(early)), pr)
+	}
 	// The stream lives until the returned conn is closed; ctx only bounds
 	// the wait for the peer's answer.
 	sctx, scancel := context.WithCancel(context.Background())
 	stop := context.AfterFunc(ctx, scancel)
 	req := &http.Request{
 		Method: http.MethodConnect, URL: &url.URL{Host: t.String()}, Host: t.String(),
-		Header: http.Header{}, Body: pr, ContentLength: -1, Proto: "HTTP/2.0", ProtoMajor: 2,
+		Header: http.Header{}, Body: readCloser{body, pr}, ContentLength: -1, Proto: "HTTP/2.0", ProtoMajor: 2,
 	}
 	if t.Subset != "" {
 		req.Header.Set(SubsetHeader, t.Subset)
@@ -395,6 +405,14 @@ func (p *Pool) Close() error {
 	}
 	return nil
 }
+
+// readCloser is a request body: reads from r, closes c.
+type readCloser struct {
+	io.Reader
+	c io.Closer
+}
+
+func (b readCloser) Close() error { return b.c.Close() }
 
 // streamConn is one CONNECT stream as a net.Conn.
 type streamConn struct {

@@ -327,11 +327,14 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 }
 
 // relay copies the stream's request body to up and up to the response.
-// The client's END_STREAM half-closes up. net/http offers no way to end
-// the response while still reading the request, so after up's FIN the
-// handler waits for the client's END_STREAM (or the stream's end) before
-// returning, which sends END_STREAM: no byte the client sends is lost.
-// A reset of up resets the stream.
+// The client's END_STREAM half-closes up. up's FIN ends the response at
+// once (END_STREAM), so a client that reads until EOF sees the upstream's
+// close as it would over TCP. Go's HTTP/2 server cannot keep reading a
+// request once its response has ended: when the client has not finished
+// yet, the server follows END_STREAM with RST_STREAM(NO_ERROR) (RFC 9113
+// §8.1), and bytes the client sends after the upstream's FIN are dropped,
+// as a server that closed its socket would drop them. A reset of up
+// resets the stream.
 func (s *Server) relay(r *http.Request, rc *http.ResponseController, w io.Writer, up net.Conn) {
 	rx, tx := s.m.bytes.WithLabelValues("rx"), s.m.bytes.WithLabelValues("tx")
 	inDone := make(chan struct{})
@@ -363,10 +366,6 @@ func (s *Server) relay(r *http.Request, rc *http.ResponseController, w io.Writer
 			}
 		}
 		if err == io.EOF {
-			select {
-			case <-inDone:
-			case <-r.Context().Done():
-			}
 			return
 		}
 		if err != nil {

@@ -33,6 +33,11 @@ const (
 	ServiceHost     = "reviews.default.svc.cluster.local"
 	ServicePort     = 9080
 	PassthroughHost = "reviews.demo.internal"
+	// RatingsHost is a plain-text service reached through the
+	// ISTIO_MUTUAL server by the SNI MutualHost.
+	RatingsHost = "ratings.default.svc.cluster.local"
+	RatingsPort = 9081
+	MutualHost  = "ratings.mesh.internal"
 )
 
 // Options place the demo.
@@ -47,6 +52,9 @@ type Options struct {
 	PassthroughPort int
 	// TCPPort is a plain TCP route to the v1 backend (9000); 0 disables.
 	TCPPort int
+	// MutualPort is an ISTIO_MUTUAL server (9443) whose tcp route goes to
+	// the plain-text ratings backend; 0 disables.
+	MutualPort int
 }
 
 // Demo is the running set of backends.
@@ -55,6 +63,7 @@ type Demo struct {
 	CAFile    string
 	Resources string
 	backends  []*backend
+	ratings   *backend // plain HTTP, behind the ISTIO_MUTUAL server
 	wg        sync.WaitGroup
 }
 
@@ -110,8 +119,23 @@ func Start(ctx context.Context, opts Options) (*Demo, error) {
 		}
 		d.backends = append(d.backends, b)
 	}
+	if opts.MutualPort != 0 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(opts.Host, "0"))
+		if err != nil {
+			d.stop()
+			return nil, fmt.Errorf("demo: ratings backend: %w", err)
+		}
+		r := &backend{version: "ratings", ln: ln}
+		r.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintf(w, "hello from ratings (plain HTTP at %s; the gateway terminated ISTIO_MUTUAL)\n", ln.Addr())
+		})}
+		d.ratings = r
+	}
 	for _, b := range d.backends {
 		d.wg.Go(func() { _ = b.srv.ServeTLS(b.ln, "", "") })
+	}
+	if r := d.ratings; r != nil {
+		d.wg.Go(func() { _ = r.srv.Serve(r.ln) })
 	}
 	context.AfterFunc(ctx, d.stop)
 	if err := d.writeResources(); err != nil {
@@ -125,7 +149,11 @@ func Start(ctx context.Context, opts Options) (*Demo, error) {
 func (d *Demo) Wait() { d.wg.Wait() }
 
 func (d *Demo) stop() {
-	for _, b := range d.backends {
+	all := d.backends
+	if d.ratings != nil {
+		all = append(all[:len(all):len(all)], d.ratings)
+	}
+	for _, b := range all {
 		if b.srv != nil {
 			_ = b.srv.Close()
 		}
@@ -215,6 +243,12 @@ spec:
     port: {number: {{.TCPPort}}, name: tcp, protocol: TCP}
     hosts: ["*"]
 {{- end}}
+{{- if .MutualPort}}
+  - name: mutual
+    port: {number: {{.MutualPort}}, name: tls-mutual, protocol: TLS}
+    tls: {mode: ISTIO_MUTUAL}
+    hosts: ["{{.MutualHost}}"]
+{{- end}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -284,6 +318,37 @@ spec:
   resolution: STATIC
   workloadSelector:
     labels: {app: reviews}
+{{- if .MutualPort}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: ratings-mutual
+  namespace: default
+spec:
+  hosts: ["{{.MutualHost}}"]
+  gateways: ["demo-passthrough"]
+  tcp:
+  - match:
+    - port: {{.MutualPort}}
+    route:
+    - destination: {host: {{.RatingsHost}}, port: {number: {{.RatingsPort}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: ratings
+  namespace: default
+spec:
+  hosts: ["{{.RatingsHost}}"]
+  location: MESH_INTERNAL
+  ports:
+  - {number: {{.RatingsPort}}, name: tcp, protocol: TCP}
+  resolution: STATIC
+  endpoints:
+  - address: {{.RatingsIP}}
+    ports: {tcp: {{.RatingsBackendPort}}}
+{{- end}}
 {{- range .Backends}}
 ---
 apiVersion: networking.istio.io/v1
@@ -310,10 +375,16 @@ func (d *Demo) writeResources() error {
 		host, port, _ := net.SplitHostPort(b.ln.Addr().String())
 		bs = append(bs, backendView{Version: b.version, IP: host, Port: port})
 	}
+	var rIP, rPort string
+	if d.ratings != nil {
+		rIP, rPort, _ = net.SplitHostPort(d.ratings.ln.Addr().String())
+	}
 	var sb strings.Builder
 	err := resources.Execute(&sb, map[string]any{
 		"AutoPort": d.opts.AutoPassthroughPort, "PassPort": d.opts.PassthroughPort, "TCPPort": d.opts.TCPPort,
 		"PassHost": PassthroughHost, "Host": ServiceHost, "Port": ServicePort, "Backends": bs,
+		"MutualPort": d.opts.MutualPort, "MutualHost": MutualHost, "RatingsHost": RatingsHost, "RatingsPort": RatingsPort,
+		"RatingsIP": rIP, "RatingsBackendPort": rPort,
 	})
 	if err != nil {
 		return fmt.Errorf("demo: rendering resources: %w", err)
@@ -323,6 +394,29 @@ func (d *Demo) writeResources() error {
 		return fmt.Errorf("demo: %w", err)
 	}
 	return os.Rename(tmp, d.Resources)
+}
+
+// Footer is the last line `meshgate dev` prints, once every instruction
+// is out.
+func (d *Demo) Footer() string {
+	return fmt.Sprintf(`
+  Resources: %s (edit it; the gateway reloads). Ctrl-C drains and stops.
+`, d.Resources)
+}
+
+// MutualInstructions is what `meshgate dev` prints about the ISTIO_MUTUAL
+// server, given the folder holding a workload's key.pem, cert-chain.pem
+// and root-cert.pem ("" when the demo has no such server).
+func (d *Demo) MutualInstructions(certDir string) string {
+	if d.opts.MutualPort == 0 {
+		return ""
+	}
+	return fmt.Sprintf(`
+  # ISTIO_MUTUAL on %[2]d: the gateway terminates with its mesh certificate and asks for the workload's (then plain TCP to ratings)
+  printf 'GET / HTTP/1.0\r\n\r\n' | openssl s_client -quiet -verify_return_error -connect %[1]s:%[2]d -servername %[3]s -cert %[4]s/cert-chain.pem -key %[4]s/key.pem -CAfile %[4]s/root-cert.pem
+  # without a mesh certificate the handshake is refused
+  openssl s_client -connect %[1]s:%[2]d -servername %[3]s </dev/null
+`, d.opts.Host, d.opts.MutualPort, MutualHost, certDir)
 }
 
 // Instructions is what `meshgate dev` prints once the node is ready.
@@ -354,9 +448,6 @@ meshgate dev is ready. Try, from another terminal in this folder:
   curl --cacert %[3]s --resolve %[4]s:%[2]d:%[1]s https://%[4]s:%[2]d/
 `, h, d.opts.TCPPort, d.CAFile, PassthroughHost)
 	}
-	fmt.Fprintf(&b, `
-  Resources: %s (edit it; the gateway reloads). Ctrl-C drains and stops.
-`, d.Resources)
 	return b.String()
 }
 
