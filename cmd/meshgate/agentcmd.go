@@ -68,6 +68,7 @@ labels arrives.`,
 				cfg.Limits.Timeout = node.HelloTimeout.Duration
 			}
 			cfg.Logger = log
+			cfg.AccessLog = accessLogger(log, node.Log)
 			logNodeSettings(log, nodeFile, node, caAddr)
 			cfg.Reload = hupChannel(ctx)
 			cfg.Registry = agent.NewRegistry()
