@@ -28,7 +28,8 @@ type notifySocket struct {
 
 type notifyMsg struct {
 	state string
-	bound bool // the probed listener accepted a connection on arrival
+	bound bool      // the probed listener accepted a connection on arrival
+	at    time.Time // when it arrived
 }
 
 func (m notifyMsg) String() string { return m.state }
@@ -50,7 +51,7 @@ func newNotifySocket(t *testing.T, probe func() bool) *notifySocket {
 			if err != nil {
 				return // closed by Cleanup
 			}
-			m := notifyMsg{state: string(buf[:n])}
+			m := notifyMsg{state: string(buf[:n]), at: time.Now()}
 			if m.state == "READY=1" {
 				m.bound = probe()
 			}
@@ -146,10 +147,13 @@ spec:
 	cmd := exec.Command(meshgateBin(t), "agent", "--config", filepath.Join(dir, "node.yaml"), "--resources", res)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock.path,
 		"WATCHDOG_USEC="+strconv.FormatInt(watchdog.Microseconds(), 10), "MESHGATE_CONFIG=")
+	started := time.Now()
 	p := startCmd(t, dir, cmd)
 
 	ready := sock.wait(t, p, 0, "READY=1")
 	msgs := sock.all()
+	// A figure, not an assertion: exec to READY=1, standalone node.
+	t.Logf("start to READY=1: %v", msgs[ready].at.Sub(started).Round(time.Millisecond))
 	if !msgs[ready].bound {
 		t.Errorf("READY=1 arrived before %s and %s accepted connections", gw, admin)
 	}
