@@ -9,10 +9,16 @@ GO         ?= go
 BIN        ?= bin/meshgate
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS    := -s -w -X main.version=$(VERSION)
+# Debian versions start with a digit: a git describe like 28768f9-dirty
+# becomes 0.0.0~28768f9+dirty (sorts before any release).
+PKG_VERSION ?= $(shell echo '$(VERSION)' | sed -E 's/^v([0-9])/\1/; s/^([^0-9])/0.0.0~\1/; s/-/+/g')
+PKG_ARCH   ?= $(shell $(GO) env GOARCH)
+PKG_STAGE  := bin/pkg# deploy/nfpm.yaml reads it from here (nfpm does not expand paths)
+PKG_OUT    ?= bin/meshgate_$(PKG_VERSION)_$(PKG_ARCH).deb
 FUZZTIME   ?= 20s
 BENCHTIME  ?= 1s
 
-.PHONY: build run test unit e2e fuzz bench lint tidy clean
+.PHONY: build run test unit e2e fuzz bench lint tidy clean package unit-check
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/meshgate
@@ -22,9 +28,26 @@ run: build
 	./$(BIN) dev
 
 ## test: vet, then every package (e2e included) under the race detector.
+## e2e holds the unit checks (TestUnitVerifyAndSecurity) and the package
+## test (TestPackageDpkgLifecycle), each skipped, saying why, where
+## systemd-analyze, dpkg or root is missing.
 test: build
 	$(GO) vet ./...
 	MESHGATE_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 30m ./...
+
+## unit-check: systemd-analyze verify is clean and the offline security
+## exposure of deploy/meshgate.service is at most 2.0.
+unit-check: build
+	MESHGATE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -run 'TestUnitVerifyAndSecurity' ./e2e/
+
+## package: the .deb (nfpm, pinned in go.mod as a tool) in PKG_OUT.
+package: build
+	rm -rf $(PKG_STAGE) && mkdir -p $(PKG_STAGE)
+	cp $(BIN) $(PKG_STAGE)/meshgate
+	$(PKG_STAGE)/meshgate docs $(PKG_STAGE)
+	gzip -9n $(PKG_STAGE)/man1/*.1
+	PKG_VERSION='$(PKG_VERSION)' PKG_ARCH='$(PKG_ARCH)' PKG_STAGE='$(PKG_STAGE)' \
+	  $(GO) tool nfpm package --config deploy/nfpm.yaml --packager deb --target $(PKG_OUT)
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)

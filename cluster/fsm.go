@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/btree"
 	"github.com/hashicorp/raft"
+
+	"github.com/meshgate/meshgate/internal/liveness"
 )
 
 // fsm is the replicated state machine: an ordered map of key -> Record.
@@ -20,6 +22,8 @@ type fsm struct {
 
 	watchMu  sync.Mutex // guards watchers
 	watchers map[*watcher]struct{}
+
+	beat liveness.Beat // busy while Apply or Restore runs (Node.Alive)
 }
 
 // watcher is one Watch subscription.
@@ -50,6 +54,7 @@ func newTree() *btree.BTreeG[*Record] {
 // Apply implements raft.FSM. It is deterministic: the same log yields the
 // same state on every node.
 func (f *fsm) Apply(l *raft.Log) any {
+	defer f.beat.Busy()()
 	ops, err := decodeCommand(l.Data)
 	if err != nil {
 		f.advance(l.Index, nil)
@@ -228,6 +233,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // Restore implements raft.FSM: it replaces the whole state with the
 // snapshot, or leaves the state untouched if the snapshot is bad.
 func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer f.beat.Busy()()
 	defer rc.Close()
 	tree, index, err := readSnapshot(rc)
 	if err != nil {

@@ -120,11 +120,23 @@ type NodeCatalog struct {
 
 // NodeLog sets logging.
 type NodeLog struct {
-	// Format is "text" (default) or "json".
+	// Format is "text" (default) or "json", on stderr (under systemd the
+	// journal keeps it).
 	Format string `json:"format,omitempty" yaml:"format,omitempty"`
 	// Level is "debug", "info" (default), "warn" or "error".
 	Level string `json:"level,omitempty" yaml:"level,omitempty"`
+	// Access turns the access log (one Info line per connection) on or
+	// off. Default true; false turns it off (the meshgate_sni_* metrics
+	// still count every connection).
+	Access bool `json:"access" yaml:"access"`
+	// AccessSample logs one connection in AccessSample: the first, then
+	// every AccessSample-th after it. Default 1 (every connection); at
+	// most 1000000.
+	AccessSample int `json:"access_sample,omitempty" yaml:"access_sample,omitempty"`
 }
+
+// MaxAccessSample is the largest NodeLog.AccessSample.
+const MaxAccessSample = 1000000
 
 // NodeGossip configures memberlist gossip.
 type NodeGossip struct {
@@ -325,7 +337,7 @@ func DefaultNode() *Node {
 		Network:      "default",
 		AdminAddr:    "127.0.0.1:15000",
 		DataDir:      "/var/lib/meshgate",
-		Log:          NodeLog{Format: "text", Level: "info"},
+		Log:          NodeLog{Format: "text", Level: "info", Access: true, AccessSample: 1},
 		DrainTimeout: Duration{30 * time.Second},
 		HelloTimeout: Duration{5 * time.Second},
 		TrustDomain:  "cluster.local",
@@ -559,6 +571,9 @@ func (n *Node) Validate() error {
 	case "text", "json":
 	default:
 		c.invalid("log.format", "log format %q must be text or json", n.Log.Format)
+	}
+	if n.Log.AccessSample < 1 || n.Log.AccessSample > MaxAccessSample {
+		c.invalid("log.access_sample", "log access_sample %d must be in 1..%d (one connection logged in that many)", n.Log.AccessSample, MaxAccessSample)
 	}
 	switch n.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -22,7 +22,7 @@ func TestDefaultNode(t *testing.T) {
 	}
 	want := Node{
 		Name: n.Name, Network: "default", AdminAddr: "127.0.0.1:15000", DataDir: "/var/lib/meshgate",
-		Log: NodeLog{Format: "text", Level: "info"}, DrainTimeout: Duration{30 * time.Second}, HelloTimeout: Duration{5 * time.Second},
+		Log: NodeLog{Format: "text", Level: "info", Access: true, AccessSample: 1}, DrainTimeout: Duration{30 * time.Second}, HelloTimeout: Duration{5 * time.Second},
 		TrustDomain: "cluster.local", Gossip: NodeGossip{Port: 7946}, Raft: NodeRaft{Port: 8300}, CA: NodeCA{Addr: ":15012"}, Admin: NodeAdmin{OpenReads: true},
 	}
 	if !reflect.DeepEqual(*n, want) {
@@ -40,7 +40,7 @@ func TestLoadNodeFull(t *testing.T) {
 		Labels:    map[string]string{"istio": "eastwestgateway", "topology.istio.io/network": "network-a"},
 		BindAddr:  "10.0.0.5",
 		AdminAddr: "127.0.0.1:15001", DataDir: "/var/lib/meshgate-a",
-		Log:          NodeLog{Format: "json", Level: "debug"},
+		Log:          NodeLog{Format: "json", Level: "debug", Access: false, AccessSample: 10},
 		DrainTimeout: Duration{90 * time.Second}, HelloTimeout: Duration{2 * time.Second},
 		TrustDomain: "example.org",
 		Join:        []string{"10.0.0.6", "10.0.0.7:7946", "gw-b-1.example.com"}, BootstrapExpect: 3,
@@ -108,6 +108,12 @@ func hostileNodeCases() []hostileCase {
 		{"empty data dir", "data_dir: ''\n", "data_dir", ErrInvalid},
 		{"bad log format", "log: {format: xml}\n", "log.format", ErrInvalid},
 		{"bad log level", "log: {level: verbose}\n", "log.level", ErrInvalid},
+		{"log format journal", "log: {format: journal}\n", "log.format", ErrInvalid},
+		{"access a string", "log: {access: 'no'}\n", "log.access", ErrInvalid},
+		{"zero access sample", "log: {access_sample: 0}\n", "log.access_sample", ErrInvalid},
+		{"negative access sample", "log: {access_sample: -5}\n", "log.access_sample", ErrInvalid},
+		{"huge access sample", "log: {access_sample: 1000001}\n", "log.access_sample", ErrInvalid},
+		{"fractional access sample", "log: {access_sample: 0.5}\n", "log.access_sample", ErrInvalid},
 		{"log a string", "log: debug\n", "log", ErrInvalid},
 		{"duration without unit", "drain_timeout: 30\n", "drain_timeout", ErrInvalid},
 		{"duration garbage", "drain_timeout: soon\n", "drain_timeout", ErrInvalid},

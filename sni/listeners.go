@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshgate/meshgate/internal/liveness"
 )
 
 // Accept backoff after an error other than "listener closed" (for example
@@ -26,6 +28,7 @@ type serverListener struct {
 	accepted prometheus.Counter
 	stop     chan struct{} // closed by close: ends a backoff wait
 	stopOnce sync.Once
+	beat     liveness.Beat // busy from an accepted conn until its handler starts (Alive)
 }
 
 // close closes the socket; the accept loop then returns. Connections
@@ -158,6 +161,8 @@ func (s *Server) Addrs() map[string]net.Addr {
 // connection. Errors other than "closed" are logged and retried with
 // backoff.
 func (s *Server) acceptLoop(l *serverListener) {
+	s.loops.Store(l, struct{}{})
+	defer s.loops.Delete(l)
 	var delay time.Duration
 	for {
 		c, err := l.ln.Accept()
@@ -177,13 +182,16 @@ func (s *Server) acceptLoop(l *serverListener) {
 			continue
 		}
 		delay = 0
+		done := l.beat.Busy()
 		l.accepted.Inc()
 		pc := &proxyConn{client: c, listener: l.key, start: time.Now()}
 		if !s.track(pc) {
 			_ = c.Close()
+			done()
 			continue // draining: the listener is being closed
 		}
 		spec := l.spec.Load()
 		s.wg.Go(func() { s.handle(pc, spec) })
+		done()
 	}
 }

@@ -135,6 +135,7 @@ type Server struct {
 	wg     sync.WaitGroup // every goroutine of the server
 
 	applyMu sync.Mutex // serializes Apply
+	loops   sync.Map   // *serverListener -> struct{} while its accept loop runs (Alive)
 
 	mu        sync.Mutex // guards listeners, conns, state, drainedOnce use
 	listeners map[string]*serverListener

@@ -68,6 +68,7 @@ labels arrives.`,
 				cfg.Limits.Timeout = node.HelloTimeout.Duration
 			}
 			cfg.Logger = log
+			cfg.AccessLog = accessLogger(log, node.Log)
 			logNodeSettings(log, nodeFile, node, caAddr)
 			cfg.Reload = hupChannel(ctx)
 			cfg.Registry = agent.NewRegistry()
@@ -132,7 +133,7 @@ labels arrives.`,
 					"node", node.Name, "labels", node.Labels, "resources", resources)
 			}
 			log.Info("meshgate agent ready", ready...)
-			return a.Run(ctx)
+			return agent.NewSystemd(agent.SystemdConfig{Logger: log}).Serve(ctx, a)
 		},
 	}
 	cmd.Flags().String("config", "", "node.yaml with this node's settings (default $"+envConfig+", then "+systemNodeFile+" if it exists)")

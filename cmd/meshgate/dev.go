@@ -106,7 +106,7 @@ endpoint. It prints commands to try. Data lives under --data-dir.`,
 				fmt.Fprint(cmd.OutOrStdout(), d.MutualInstructions(filepath.Join(dataDir, "reviews-certs")))
 			}
 			fmt.Fprint(cmd.OutOrStdout(), d.Footer())
-			err = a.Run(ctx)
+			err = agent.NewSystemd(agent.SystemdConfig{Logger: log}).Serve(ctx, a)
 			d.Wait()
 			return err
 		},

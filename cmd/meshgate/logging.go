@@ -5,6 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+
+	"github.com/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/internal/logsample"
 )
 
 // newLogger builds the process logger: format "text" or "json", level
@@ -30,4 +33,18 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// accessLogger is the access log node.yaml's log section asks for: off
+// (access: false), one connection in access_sample, or nil (every
+// connection, on log).
+func accessLogger(log *slog.Logger, l config.NodeLog) *slog.Logger {
+	switch {
+	case !l.Access:
+		return slog.New(slog.DiscardHandler)
+	case l.AccessSample > 1:
+		return slog.New(logsample.New(log.Handler(), uint64(l.AccessSample)))
+	default:
+		return nil
+	}
 }

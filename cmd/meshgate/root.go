@@ -67,6 +67,7 @@ exists), then the built-in defaults; on a node they need no flags.`,
 	})
 	root.AddCommand(newDevCmd(), newAgentCmd(d), newValidateCmd(), newTokenCmd(), newCertCmd(), newCACmd(),
 		newApplyCmd(), newGetCmd(), newDeleteCmd(), newMembersCmd(), newJoinCmd(), newLeaveCmd(), newKeyringCmd(), newACLCmd())
+	root.AddCommand(newDocCmd())
 	root.InitDefaultVersionFlag()
 	addBuiltinExamples(root)
 	return root

@@ -132,6 +132,8 @@ type Agent struct {
 	admin    net.Listener
 	guard    *acl.Guard
 
+	reloadMu sync.Mutex // serializes Reload (file watch, sources, SIGHUP)
+
 	// mu guards current (the last config that loaded cleanly).
 	mu      sync.Mutex
 	current *config.Set
@@ -342,8 +344,11 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // Reload re-reads the resources and applies them. A bad file is refused
-// whole and the running configuration stays; the error says why.
+// whole and the running configuration stays; the error says why. Calls
+// are serialized.
 func (a *Agent) Reload(ctx context.Context) error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
 	set, err := a.load()
 	if err != nil {
 		a.reloads.WithLabelValues("error").Inc()
