@@ -98,17 +98,25 @@ the certificate API's own certificate unless --trust-domain is given.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
+			// The name the API's certificate answers to (its address, or
+			// istiod's name as Istio's VMs use it) and its trust domain.
+			serverName, serverTD, err := vm.ServerIdentity(ctx, f.addr, cadm.Config.RootCAs)
+			if err != nil {
+				return f.endpoint().reach(err)
+			}
+			cadm.Config.ServerName = serverName
+			if td == "" {
+				td = serverTD
+			}
 			roots, err := client.FetchRoots(ctx, cadm.Config)
 			if err != nil {
 				return f.endpoint().reach(err)
 			}
-			if td == "" {
-				if td, err = vm.ServerTrustDomain(ctx, f.addr, "", cadm.Config.RootCAs); err != nil {
-					return f.endpoint().reach(err)
-				}
-			}
 			spec := vm.Spec{TrustDomain: td, Namespace: ns, ServiceAccount: sa, Network: network, Service: service,
 				Ports: ps, Labels: lbl, CAAddr: caAddr, AdminAddr: adminAddr}
+			if serverName == vm.IstiodName {
+				spec.CAServerName = vm.IstiodName
+			}
 			b, err := vm.Make(ctx, vm.MakeRequest{Spec: spec, Roots: roots, JoinTokenTTL: ttl, Subsets: subsets}, cadm, vm.Admin{Addr: a.addr, Token: token})
 			if err != nil {
 				var ae *vm.AdminError

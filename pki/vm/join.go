@@ -146,6 +146,9 @@ type Workload struct {
 	ip     string
 	admin  Admin
 	regs   map[string]registration // endpoint ID -> body
+	// serverName verifies the CA (the bundle's caServerName, or the name
+	// Join found to verify it).
+	serverName string
 
 	mu       sync.Mutex // guards cur, obtained and source
 	cur      *client.Bundle
@@ -182,7 +185,7 @@ func Join(ctx context.Context, cfg JoinConfig) (*Workload, error) {
 		return nil, fmt.Errorf("%w: advertise %q is the unspecified address %s: give the one address the gateway dials", ErrInvalid, cfg.Advertise, ip)
 	}
 	w := &Workload{cfg: cfg, log: cfg.Logger.With("identity", id.String()), bundle: b, id: id, ip: ip,
-		admin: Admin{Addr: b.AdminAddr, Token: b.EndpointsToken}, regs: map[string]registration{}}
+		admin: Admin{Addr: b.AdminAddr, Token: b.EndpointsToken}, regs: map[string]registration{}, serverName: b.CAServerName}
 	w.buildRegistrations()
 
 	cur, err := w.loadCertDir()
@@ -193,7 +196,15 @@ func Join(ctx context.Context, cfg JoinConfig) (*Workload, error) {
 	// identity has the bundle's trust domain. With a valid certificate an
 	// unreachable gateway is not fatal (Run retries); without one it is.
 	pool := w.caRoots(cur)
-	td, perr := ServerTrustDomain(ctx, b.CAAddr, b.CAServerName, pool)
+	var td string
+	var perr error
+	if b.CAServerName != "" {
+		td, perr = ServerTrustDomain(ctx, b.CAAddr, b.CAServerName, pool)
+	} else if sn, t, err := ServerIdentity(ctx, b.CAAddr, pool); err == nil {
+		td, w.serverName = t, sn
+	} else {
+		perr = err
+	}
 	switch {
 	case errors.Is(perr, ErrRootMismatch):
 		rootFile := filepath.Join(cfg.BundleDir, FileRootCert)
@@ -320,7 +331,7 @@ func (w *Workload) firstCertificate(ctx context.Context, pool *x509.CertPool) (*
 }
 
 func (w *Workload) caConfig(pool *x509.CertPool) client.Config {
-	return client.Config{Addr: w.bundle.CAAddr, ServerName: w.bundle.CAServerName, RootCAs: pool}
+	return client.Config{Addr: w.bundle.CAAddr, ServerName: w.serverName, RootCAs: pool}
 }
 
 func (w *Workload) set(cur *client.Bundle, source string) {

@@ -83,10 +83,40 @@ func Make(ctx context.Context, req MakeRequest, jt JoinTokens, et EndpointTokens
 	return &Bundle{Spec: s, Roots: req.Roots, JoinToken: tok.Secret, EndpointsToken: esecret}, nil
 }
 
+// IstiodName is the DNS name Istio's VM agents reach the CA under (the
+// bundle's hosts file maps it to the gateway); meshgate's certificate API
+// certificate carries it.
+const IstiodName = "istiod.istio-system.svc"
+
+// ServerIdentity finds the name that verifies the certificate API at addr:
+// the host of addr, else IstiodName (a node whose API certificate names
+// only loopback and istiod, as Istio's does). It returns that server name
+// and the trust domain of the API's SPIFFE identity. A certificate roots
+// do not verify gives ErrRootMismatch.
+func ServerIdentity(ctx context.Context, addr string, roots *x509.CertPool) (serverName, trustDomain string, err error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: CA address %q: %v", ErrInvalid, addr, err)
+	}
+	td, err := ServerTrustDomain(ctx, addr, host, roots)
+	var he x509.HostnameError
+	if errors.As(err, &he) && host != IstiodName {
+		if td, err2 := ServerTrustDomain(ctx, addr, IstiodName, roots); err2 == nil {
+			return IstiodName, td, nil
+		}
+	}
+	if err != nil {
+		return "", "", err
+	}
+	return host, td, nil
+}
+
 // ServerTrustDomain connects to the certificate API at addr, verifies its
-// certificate with roots and returns the trust domain of its SPIFFE
-// identity (a meshgate node's spiffe://<td>/ns/meshgate-system/sa/...).
-// A certificate roots do not verify gives ErrRootMismatch.
+// certificate with roots for serverName (default the host of addr) and
+// returns the trust domain of its SPIFFE identity (a meshgate node's
+// spiffe://<td>/ns/meshgate-system/sa/...). A certificate roots do not
+// verify gives ErrRootMismatch; one for another name, an error wrapping
+// x509.HostnameError.
 func ServerTrustDomain(ctx context.Context, addr, serverName string, roots *x509.CertPool) (string, error) {
 	if serverName == "" {
 		host, _, err := net.SplitHostPort(addr)
@@ -101,9 +131,8 @@ func ServerTrustDomain(ctx context.Context, addr, serverName string, roots *x509
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		var ua x509.UnknownAuthorityError
-		var ve *tls.CertificateVerificationError
-		if errors.As(err, &ua) || errors.As(err, &ve) {
-			return "", fmt.Errorf("%w: %v", ErrRootMismatch, err)
+		if errors.As(err, &ua) {
+			return "", fmt.Errorf("%w: %w", ErrRootMismatch, err)
 		}
 		return "", fmt.Errorf("vm: certificate API at %s: %w", addr, err)
 	}
