@@ -1254,6 +1254,14 @@ func (c *Catalog) runCheck(id string, r *reg) {
 	ctx, cancel := context.WithTimeout(c.ctx, r.Check.Timeout)
 	err := probe(ctx, r.Addr, r.Check.HTTPPath)
 	cancel()
+	kind, result := "tcp", "pass"
+	if r.Check.HTTPPath != "" {
+		kind = "http"
+	}
+	if err != nil {
+		result = "fail"
+	}
+	c.m.checks.WithLabelValues(kind, result).Inc()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r.checking = false

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meshgate/meshgate/cluster/catalog"
 	"github.com/meshgate/meshgate/cluster/clustertest"
 )
@@ -590,7 +592,12 @@ func TestHTTPCheckWithdrawsAndRestores(t *testing.T) {
 	}))
 	defer srv.Close()
 	addr := srv.Listener.Addr().String()
-	tc := start(t, 2, nil)
+	promReg := prometheus.NewRegistry()
+	tc := start(t, 2, func(i int, c *catalog.Config) {
+		if i == 0 {
+			c.Registerer = promReg
+		}
+	})
 	r := reg("http-checked", addr)
 	r.Check = &catalog.Check{Interval: 50 * time.Millisecond, Timeout: 50 * time.Millisecond, HTTPPath: "/healthz"}
 	if err := tc.nodes[0].Register(r); err != nil {
@@ -607,5 +614,25 @@ func TestHTTPCheckWithdrawsAndRestores(t *testing.T) {
 	waitFor(t, "endpoint published again after a 204", func() bool { return len(addrsOf(tc.nodes[1])) == 1 })
 	if n := wrongPath.Load(); n != 0 {
 		t.Fatalf("%d checks asked for another path than /healthz", n)
+	}
+	counts := map[string]float64{}
+	mfs, err := promReg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "meshgate_catalog_checks_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			key := ""
+			for _, l := range m.GetLabel() {
+				key += l.GetValue() + "/"
+			}
+			counts[key] = m.GetCounter().GetValue()
+		}
+	}
+	if counts["http/pass/"] < 2 || counts["http/fail/"] < 1 || counts["tcp/pass/"] != 0 {
+		t.Fatalf("meshgate_catalog_checks_total = %v, want http passes and failures counted, no tcp", counts)
 	}
 }

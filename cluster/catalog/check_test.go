@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -14,9 +15,12 @@ import (
 func TestProbe(t *testing.T) {
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer other.Close()
+	var mu sync.Mutex // guards gotHost and gotPath
 	var gotHost, gotPath string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
 		gotHost, gotPath = r.Host, r.URL.RequestURI()
+		mu.Unlock()
 		switch r.URL.Path {
 		case "/ok":
 			w.WriteHeader(http.StatusOK)
@@ -67,8 +71,11 @@ func TestProbe(t *testing.T) {
 			if err != nil && !strings.Contains(err.Error(), tc.errHas) && !(tc.errHas == "deadline" && errors.Is(err, context.DeadlineExceeded)) {
 				t.Fatalf("probe(%s, %q) = %v, want it to say %q", tc.addr, tc.path, err, tc.errHas)
 			}
-			if tc.ok && tc.path != "" && (gotHost != addr || gotPath != tc.path) {
-				t.Fatalf("server saw Host %q path %q, want %q %q", gotHost, gotPath, addr, tc.path)
+			mu.Lock()
+			host, path := gotHost, gotPath
+			mu.Unlock()
+			if tc.ok && tc.path != "" && (host != addr || path != tc.path) {
+				t.Fatalf("server saw Host %q path %q, want %q %q", host, path, addr, tc.path)
 			}
 		})
 	}
