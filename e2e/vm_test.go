@@ -7,10 +7,12 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -99,7 +101,16 @@ spec:
     tls: {mode: AUTO_PASSTHROUGH}
     hosts: ["*.local"]
 `
-	for name, body := range map[string]string{"gw.yaml": gateway, "reviews.yaml": reviewsServiceEntry} {
+	ratings := `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 9081, name: http, protocol: HTTP}]
+  resolution: STATIC
+`
+	for name, body := range map[string]string{"gw.yaml": gateway, "reviews.yaml": reviewsServiceEntry, "ratings.yaml": ratings} {
 		if err := os.WriteFile(filepath.Join(res, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -159,10 +170,18 @@ ca: {addr: ":15012"}
 		"--check", "tcp", "--check-interval", "300ms", "--check-timeout", "300ms", "--ttl", "5s", "--cert-ttl", "8s", "--log-level", "debug"}
 	join := startCmd(t, root, vmNS.cmd(bin, joinArgs...))
 	epURL := "http://" + adminAddr + "/v1/endpoints"
-	listed := func() bool {
-		out, err := admin(epURL)
-		return err == nil && strings.Contains(out, `"addr":"`+vmNS.ip+`:9443"`)
+	// has reports whether the gateway's catalog lists addr; gone, that the
+	// catalog answered without it (a failed request proves neither).
+	has := func(addr string) (listed, gone bool) {
+		out, err := admin("-f", epURL)
+		if err != nil || !strings.HasPrefix(strings.TrimSpace(out), "[") {
+			return false, false
+		}
+		in := strings.Contains(out, `"addr":"`+addr+`"`)
+		return in, !in
 	}
+	listed := func() bool { l, _ := has(vmNS.ip + ":9443"); return l }
+	gone := func() bool { _, g := has(vmNS.ip + ":9443"); return g }
 	waitFor(t, 30*time.Second, "the VM's endpoint in the gateway's catalog", listed)
 	if !strings.Contains(join.out.String(), "certificate from token") {
 		t.Fatalf("first join did not report a certificate from the token:\n%s", join.out.String())
@@ -200,7 +219,8 @@ ca: {addr: ":15012"}
 	if err := join.stop(t, syscall.SIGTERM, 20*time.Second); err != nil {
 		t.Fatalf("join exit after SIGTERM = %v, want 0\n%s", err, join.out.String())
 	}
-	if out, _ := admin(epURL); strings.Contains(out, vmNS.ip+":9443") {
+	if !gone() {
+		out, _ := admin(epURL)
 		t.Fatalf("endpoint still listed after the join stopped: %s", out)
 	}
 
@@ -230,7 +250,7 @@ ca: {addr: ":15012"}
 	// The VM's service stops answering: the check fails and the gateway
 	// withdraws the endpoint while the registration stays.
 	be.ln.Close()
-	waitFor(t, 20*time.Second, "the failing endpoint withdrawn", func() bool { return !listed() })
+	waitFor(t, 20*time.Second, "the failing endpoint withdrawn", gone)
 	regs, _ := admin("http://" + adminAddr + "/v1/registrations")
 	if !strings.Contains(regs, `"healthy":false`) || !strings.Contains(regs, `"status":"failing"`) {
 		t.Fatalf("registrations after the check failed: %s; want it kept, unhealthy and failing", regs)
@@ -245,5 +265,48 @@ ca: {addr: ":15012"}
 	}
 	if err := join2.stop(t, syscall.SIGTERM, 20*time.Second); err != nil {
 		t.Fatalf("second join exit after SIGTERM = %v\n%s", err, join2.out.String())
+	}
+
+	// An HTTP-checked workload: withdrawn while /healthz answers 503,
+	// published again once it answers 200.
+	var health atomic.Int32
+	health.Store(http.StatusOK)
+	var hln net.Listener
+	if err := inNetns(vmNS.name, func() error {
+		var err error
+		hln, err = net.Listen("tcp", vmNS.ip+":8081")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hsrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		w.WriteHeader(int(health.Load()))
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go hsrv.Serve(hln)
+	t.Cleanup(func() { hsrv.Close() })
+	bundle2 := filepath.Join(root, "bundle-ratings")
+	if out, err := gwNS.run(t, bin, "vm", "bundle", "--config", nodeFile, "--data-dir", dataDir, "--ca-addr", caAddr, "--admin", adminAddr,
+		"--namespace", "default", "--service-account", "ratings", "--network", "network-a", "--service", "ratings.default.svc.cluster.local",
+		"--port", "9081:8081", "--out", bundle2); err != nil {
+		t.Fatalf("meshgate vm bundle (ratings): %v\n%s", err, out)
+	}
+	join3 := startCmd(t, root, vmNS.cmd(bin, "workload", "join", bundle2, "--cert-dir", filepath.Join(root, "vm", "ratings-certs"), "--advertise", vmNS.ip,
+		"--check", "http:/healthz", "--check-interval", "300ms", "--check-timeout", "300ms", "--ttl", "5s"))
+	httpListed := func() bool { l, _ := has(vmNS.ip + ":8081"); return l }
+	httpGone := func() bool { _, g := has(vmNS.ip + ":8081"); return g }
+	waitFor(t, 30*time.Second, "the HTTP-checked endpoint published", httpListed)
+	health.Store(http.StatusServiceUnavailable)
+	waitFor(t, 20*time.Second, "the endpoint answering 503 withdrawn", httpGone)
+	health.Store(http.StatusOK)
+	waitFor(t, 20*time.Second, "the endpoint published again after a 200", httpListed)
+	if err := join3.stop(t, syscall.SIGTERM, 20*time.Second); err != nil {
+		t.Fatalf("ratings join exit after SIGTERM = %v\n%s", err, join3.out.String())
+	}
+	if !httpGone() {
+		t.Fatalf("the HTTP-checked endpoint is still listed after its join stopped")
 	}
 }
