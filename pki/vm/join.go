@@ -455,6 +455,13 @@ func (w *Workload) renewAt() time.Time {
 
 func (w *Workload) renew(ctx context.Context) error {
 	cur, _ := w.Certificate()
+	if w.serverName == "" {
+		// The CA was unreachable at Join: find the name its certificate
+		// answers to now (Run's goroutine is the only one using it).
+		if sn, _, err := ServerIdentity(ctx, w.bundle.CAAddr, w.caRoots(cur)); err == nil {
+			w.serverName = sn
+		}
+	}
 	nb, err := client.Renew(ctx, w.caConfig(w.caRoots(cur)), cur, w.cfg.CertTTL)
 	if err != nil {
 		if !time.Now().Before(cur.Chain[0].NotAfter) {
