@@ -538,7 +538,7 @@ func (c *Catalog) admitLocked(id string) error {
 	return nil
 }
 
-func sameCheck(a, b *TCPCheck) bool {
+func sameCheck(a, b *Check) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
@@ -1247,17 +1247,21 @@ func (c *Catalog) forgetExpired(ids []string) {
 // repeated.
 const maxSyncRetries = 4
 
-// runCheck dials one endpoint and records the outcome.
+// runCheck checks one endpoint and records the outcome.
 func (c *Catalog) runCheck(id string, r *reg) {
 	defer c.wg.Done()
 	defer func() { <-c.checks }()
 	ctx, cancel := context.WithTimeout(c.ctx, r.Check.Timeout)
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", r.Addr)
+	err := probe(ctx, r.Addr, r.Check.HTTPPath)
 	cancel()
-	if err == nil {
-		conn.Close()
+	kind, result := "tcp", "pass"
+	if r.Check.HTTPPath != "" {
+		kind = "http"
 	}
+	if err != nil {
+		result = "fail"
+	}
+	c.m.checks.WithLabelValues(kind, result).Inc()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r.checking = false

@@ -11,8 +11,11 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshgate/meshgate/cluster/catalog"
 	"github.com/meshgate/meshgate/cluster/clustertest"
@@ -359,7 +362,7 @@ func TestTCPCheckWithdrawsAndRestores(t *testing.T) {
 	}()
 	tc := start(t, 2, nil)
 	r := reg("checked", addr)
-	r.Check = &catalog.TCPCheck{Interval: 50 * time.Millisecond, Timeout: 50 * time.Millisecond}
+	r.Check = &catalog.Check{Interval: 50 * time.Millisecond, Timeout: 50 * time.Millisecond}
 	if err := tc.nodes[0].Register(r); err != nil {
 		t.Fatal(err)
 	}
@@ -574,5 +577,62 @@ func TestHandler(t *testing.T) {
 	waitFor(t, "deregistered endpoint leaves the peer", func() bool { return len(addrsOf(tc.nodes[1])) == 0 })
 	if code, body := do("GET", "/v1/endpoints", ""); code != http.StatusOK || strings.TrimSpace(body) != "[]" {
 		t.Fatalf("GET /v1/endpoints = %d %s, want an empty list []", code, body)
+	}
+}
+
+func TestHTTPCheckWithdrawsAndRestores(t *testing.T) {
+	var status atomic.Int32
+	status.Store(http.StatusOK)
+	var wrongPath atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			wrongPath.Add(1)
+		}
+		w.WriteHeader(int(status.Load()))
+	}))
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	promReg := prometheus.NewRegistry()
+	tc := start(t, 2, func(i int, c *catalog.Config) {
+		if i == 0 {
+			c.Registerer = promReg
+		}
+	})
+	r := reg("http-checked", addr)
+	r.Check = &catalog.Check{Interval: 50 * time.Millisecond, Timeout: 50 * time.Millisecond, HTTPPath: "/healthz"}
+	if err := tc.nodes[0].Register(r); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "HTTP-checked endpoint published after a 200", func() bool { return len(addrsOf(tc.nodes[1])) == 1 })
+	status.Store(http.StatusServiceUnavailable)
+	waitFor(t, "endpoint answering 503 withdrawn from the peer", func() bool { return len(addrsOf(tc.nodes[1])) == 0 })
+	regs := tc.nodes[0].Registrations()
+	if len(regs) != 1 || regs[0].Healthy || !strings.Contains(regs[0].LastCheckError, "503") {
+		t.Fatalf("Registrations() = %+v, want the registration kept, unhealthy, with the 503 named", regs)
+	}
+	status.Store(http.StatusNoContent)
+	waitFor(t, "endpoint published again after a 204", func() bool { return len(addrsOf(tc.nodes[1])) == 1 })
+	if n := wrongPath.Load(); n != 0 {
+		t.Fatalf("%d checks asked for another path than /healthz", n)
+	}
+	counts := map[string]float64{}
+	mfs, err := promReg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "meshgate_catalog_checks_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			key := ""
+			for _, l := range m.GetLabel() {
+				key += l.GetValue() + "/"
+			}
+			counts[key] = m.GetCounter().GetValue()
+		}
+	}
+	if counts["http/pass/"] < 2 || counts["http/fail/"] < 1 || counts["tcp/pass/"] != 0 {
+		t.Fatalf("meshgate_catalog_checks_total = %v, want http passes and failures counted, no tcp", counts)
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -60,20 +62,30 @@ type Registration struct {
 	// TTL, if set, is a lease: the registration is removed unless it is
 	// registered again (refreshed) within TTL.
 	TTL time.Duration `json:"ttl,omitempty"`
-	// Check, if set, makes the owner dial Addr over TCP every
-	// Check.Interval; the endpoint is withdrawn from gossip while the check
-	// fails and published again once it passes.
-	Check *TCPCheck `json:"check,omitempty"`
+	// Check, if set, makes the owner check Addr every Check.Interval (a
+	// TCP dial, or an HTTP GET with Check.HTTPPath); the endpoint is
+	// withdrawn from gossip while the check fails and published again
+	// once it passes.
+	Check *Check `json:"check,omitempty"`
 }
 
-// TCPCheck is an active health check run by the owning node.
-type TCPCheck struct {
+// Check is an active health check run by the owning node against the
+// endpoint's own Addr, never against another address.
+type Check struct {
 	Interval time.Duration `json:"interval"`
 	Timeout  time.Duration `json:"timeout"`
 	// Failures is how many consecutive failures withdraw the endpoint;
 	// 0 means 1.
 	Failures int `json:"failures,omitempty"`
+	// HTTPPath, if set, makes the check an HTTP GET of
+	// http://<Addr><HTTPPath> (path and optional query, starting with
+	// "/"): a 2xx answer within Timeout passes, anything else (another
+	// status, a redirect, a reset, a timeout) fails. "" is a TCP dial.
+	HTTPPath string `json:"http_path,omitempty"`
 }
+
+// MaxHTTPPathLen bounds Check.HTTPPath.
+const MaxHTTPPathLen = 1024
 
 // Validate checks r and fills no defaults; it returns an *EndpointError.
 func (r *Registration) Validate() error {
@@ -97,6 +109,11 @@ func (r *Registration) Validate() error {
 		}
 		if r.Check.Failures < 0 {
 			return bad("check.failures", "negative")
+		}
+		if r.Check.HTTPPath != "" {
+			if reason := validHTTPPath(r.Check.HTTPPath); reason != "" {
+				return bad("check.http", reason)
+			}
 		}
 	}
 	return nil
@@ -142,6 +159,28 @@ func (e *Endpoint) validate() *EndpointError {
 		return bad("endpoint", fmt.Sprintf("encodes to %d bytes, limit %d", n, MaxEndpointBytes))
 	}
 	return nil
+}
+
+// validHTTPPath accepts an origin-form request target: "/" then printable
+// ASCII without spaces, no fragment, at most MaxHTTPPathLen bytes. It
+// returns a reason, or "" when the path is fine.
+func validHTTPPath(p string) string {
+	if len(p) > MaxHTTPPathLen {
+		return fmt.Sprintf("path longer than %d bytes", MaxHTTPPathLen)
+	}
+	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") {
+		return "path must start with a single \"/\""
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c > '~' || c == '#' {
+			return fmt.Sprintf("byte 0x%02x at offset %d of the path", c, i)
+		}
+	}
+	u, err := url.ParseRequestURI(p)
+	if err != nil || u.Host != "" || u.Scheme != "" {
+		return "not a path"
+	}
+	return ""
 }
 
 // validName accepts 1..limit bytes of printable ASCII without spaces. It

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 )
 
@@ -27,6 +29,7 @@ type registrationBody struct {
 		Interval string `json:"interval"`
 		Timeout  string `json:"timeout"`
 		Failures int    `json:"failures,omitempty"`
+		HTTP     string `json:"http,omitempty"`
 	} `json:"check,omitempty"`
 }
 
@@ -48,18 +51,21 @@ type EndpointJSON struct {
 	Weight uint32 `json:"weight"`
 }
 
-// CheckJSON is a registration's TCP check, durations as Go strings.
+// CheckJSON is a registration's check, durations as Go strings.
 type CheckJSON struct {
 	Interval string `json:"interval"`
 	Timeout  string `json:"timeout"`
 	// Failures is how many consecutive failures withdraw the endpoint.
 	Failures int `json:"failures"`
+	// HTTPPath is the path an HTTP check GETs from addr; "" for a TCP
+	// check.
+	HTTPPath string `json:"http_path"`
 }
 
-// CheckStatusJSON is the outcome of a registration's last TCP check.
+// CheckStatusJSON is the outcome of a registration's last check.
 type CheckStatusJSON struct {
 	// Status is "pending" (not run yet), "passing" or "failing" (the last
-	// dial failed; the endpoint is withdrawn once ConsecutiveFailures
+	// dial or request failed; the endpoint is withdrawn once ConsecutiveFailures
 	// reaches the check's failures).
 	Status string `json:"status"`
 	// Time is when the last check ended (RFC 3339, UTC); "" while pending.
@@ -85,7 +91,7 @@ type RegistrationJSON struct {
 	// Expires is when the lease ends unless the registration is PUT again
 	// (RFC 3339, UTC); "" without a TTL.
 	Expires string `json:"expires"`
-	// Check is the TCP check; null without one.
+	// Check is the health check; null without one.
 	Check *CheckJSON `json:"check"`
 	// Healthy says the endpoint is published to the fleet.
 	Healthy bool `json:"healthy"`
@@ -142,7 +148,7 @@ func RegistrationsJSON(regs []RegistrationStatus) []RegistrationJSON {
 			v.TTL = r.TTL.String()
 		}
 		if r.Check != nil {
-			v.Check = &CheckJSON{Interval: r.Check.Interval.String(), Timeout: r.Check.Timeout.String(), Failures: max(r.Check.Failures, 1)}
+			v.Check = &CheckJSON{Interval: r.Check.Interval.String(), Timeout: r.Check.Timeout.String(), Failures: max(r.Check.Failures, 1), HTTPPath: r.Check.HTTPPath}
 			st := &CheckStatusJSON{Status: "pending", Time: jsonTime(r.LastCheck), Error: r.LastCheckError, ConsecutiveFailures: r.CheckFailures}
 			switch {
 			case r.LastCheck.IsZero():
@@ -182,10 +188,17 @@ func MembersJSON(ms []Member) []MemberJSON {
 //	labels    object  optional  workload labels subsets select on ({"version":"v1"})
 //	weight    number  optional  relative load-balancing weight; default 1
 //	ttl       string  optional  lease: removed unless PUT again within ttl; default none
-//	check     object  optional  TCP health check run by this node:
-//	  interval  string  required  time between dials
-//	  timeout   string  required  dial timeout
+//	check     object  optional  health check run by this node against addr:
+//	  interval  string  required  time between checks
+//	  timeout   string  required  dial (TCP) or whole-request (HTTP) timeout
 //	  failures  number  optional  consecutive failures that withdraw it; default 1
+//	  http      string  optional  make it an HTTP GET: "http://<addr>/path" (Consul's
+//	                              shape; the host:port must be addr itself) or just
+//	                              "/path"; 2xx passes. Default: a TCP dial
+//
+// A check only ever reaches the endpoint's own addr: an http URL naming any
+// other host is refused (check.http), so a registration cannot make the
+// node fetch an arbitrary URL.
 func ParseRegistration(id string, body []byte) (Registration, error) {
 	if len(body) > maxBodyBytes {
 		return Registration{}, &EndpointError{ID: id, Field: "body", Reason: fmt.Sprintf("larger than %d bytes", maxBodyBytes)}
@@ -217,18 +230,59 @@ func ParseRegistration(id string, body []byte) (Registration, error) {
 		return Registration{}, err
 	}
 	if b.Check != nil {
-		r.Check = &TCPCheck{Failures: b.Check.Failures}
+		r.Check = &Check{Failures: b.Check.Failures}
 		if r.Check.Interval, err = dur("check.interval", b.Check.Interval); err != nil {
 			return Registration{}, err
 		}
 		if r.Check.Timeout, err = dur("check.timeout", b.Check.Timeout); err != nil {
 			return Registration{}, err
 		}
+		if b.Check.HTTP != "" {
+			p, reason := checkPath(b.Check.HTTP, b.Addr)
+			if reason != "" {
+				return Registration{}, &EndpointError{ID: id, Field: "check.http", Reason: reason}
+			}
+			r.Check.HTTPPath = p
+		}
 	}
 	if err := r.Validate(); err != nil {
 		return Registration{}, err
 	}
 	return r, nil
+}
+
+// checkPath turns a registration's check.http into the path to GET from
+// addr: "/path" as is, or "http://<addr>/path" when its host:port is addr
+// (case-insensitively). It returns a reason when v is refused.
+func checkPath(v, addr string) (string, string) {
+	if len(v) > MaxAddrLen+MaxHTTPPathLen+len("http://") {
+		return "", "too long"
+	}
+	if strings.HasPrefix(v, "/") {
+		return v, validHTTPPath(v)
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		return "", "not a URL or path: " + err.Error()
+	}
+	switch {
+	case u.Scheme != "http":
+		return "", fmt.Sprintf("scheme %q: only http is checked (use a TCP check for TLS ports)", u.Scheme)
+	case u.Opaque != "" || u.User != nil:
+		return "", "URL has user info or no host"
+	case u.Fragment != "" || strings.Contains(v, "#"):
+		return "", "URL has a fragment"
+	case !strings.EqualFold(u.Host, addr):
+		return "", fmt.Sprintf("URL host %q is not the endpoint's addr %q: only the endpoint's own address is checked", u.Host, addr)
+	}
+	p := u.EscapedPath()
+	if p == "" {
+		p = "/"
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		p += "?" + u.RawQuery
+	}
+	return p, validHTTPPath(p)
 }
 
 // Handler returns the registration API for the admin listener:

@@ -55,6 +55,7 @@ type metrics struct {
 	members      prometheus.Gauge
 	signFailures prometheus.Counter
 	reconnects   prometheus.Counter
+	checks       *prometheus.CounterVec
 
 	droppedDecrypt, droppedPlaintext, droppedDecode, droppedQueueFull atomic.Uint64
 	droppedBadSig, droppedUntrusted, droppedReserved                  atomic.Uint64
@@ -95,6 +96,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meshgate_catalog_sign_failures_total",
 			Help: "Records this node could not sign with its node key (peers refuse them).",
 		}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshgate_catalog_checks_total",
+			Help: "Health checks of this node's registrations, by kind (tcp, http) and result (pass, fail).",
+		}, []string{"kind", "result"}),
 	}
 	if reg != nil {
 		m.dropped = promreg.MustRegister(reg, m.dropped)
@@ -105,6 +110,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.endpoints = promreg.MustRegister(reg, m.endpoints)
 		m.members = promreg.MustRegister(reg, m.members)
 		m.signFailures = promreg.MustRegister(reg, m.signFailures)
+		m.checks = promreg.MustRegister(reg, m.checks)
+	}
+	for _, k := range []string{"tcp", "http"} {
+		m.checks.WithLabelValues(k, "pass")
+		m.checks.WithLabelValues(k, "fail")
 	}
 	for _, r := range []string{DropDecrypt, DropPlaintext, DropDecode, DropQueueFull, DropBadSignature, DropUntrusted, DropReserved} {
 		m.dropped.WithLabelValues(r)

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,22 @@ var registrationRows = []struct {
 	{"negative ttl", "r", `{"service":"s","port":80,"addr":"1.2.3.4:80","ttl":"-1s"}`, "ttl"},
 	{"check timeout above interval", "r", `{"service":"s","port":80,"addr":"1.2.3.4:80","check":{"interval":"1s","timeout":"2s"}}`, "check.timeout"},
 	{"check without interval", "r", `{"service":"s","port":80,"addr":"1.2.3.4:80","check":{"timeout":"2s"}}`, "check.interval"},
+	{"http check url", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"http://10.0.0.5:8080/healthz?full=1"}}`, ""},
+	{"http check path", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"/healthz"}}`, ""},
+	{"http check ipv6", "r", `{"service":"s","port":80,"addr":"[2001:db8::1]:80","check":{"interval":"1s","timeout":"1s","http":"http://[2001:db8::1]:80/"}}`, ""},
+	{"http check other host", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"http://169.254.169.254/latest/meta-data/"}}`, "check.http"},
+	{"http check other port", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"http://10.0.0.5:22/"}}`, "check.http"},
+	{"http check host without port", "r", `{"service":"s","port":80,"addr":"10.0.0.5:80","check":{"interval":"1s","timeout":"1s","http":"http://10.0.0.5/"}}`, "check.http"},
+	{"http check userinfo smuggle", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"http://10.0.0.5:8080@evil.example:80/"}}`, "check.http"},
+	{"http check https", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"https://10.0.0.5:8080/"}}`, "check.http"},
+	{"http check file scheme", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"file:///etc/passwd"}}`, "check.http"},
+	{"http check scheme relative", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"//evil.example/x"}}`, "check.http"},
+	{"http check no slash", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"healthz"}}`, "check.http"},
+	{"http check crlf", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"/h\r\nHost: evil"}}`, "check.http"},
+	{"http check space", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"/a b"}}`, "check.http"},
+	{"http check fragment", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"http://10.0.0.5:8080/h#x"}}`, "check.http"},
+	{"http check huge path", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"/` + strings.Repeat("a", MaxHTTPPathLen) + `"}}`, "check.http"},
+	{"http check not string", "r", `{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":{"url":"/"}}}`, "body"},
 	{"label with space", "r", `{"service":"s","port":80,"addr":"1.2.3.4:80","labels":{"a b":"c"}}`, "labels"},
 	{"too many labels", "r", `{"service":"s","port":80,"addr":"1.2.3.4:80","labels":{` + manyLabels(MaxLabels+1) + `}}`, "labels"},
 	{"service with newline", "r", `{"service":"s\n","port":80,"addr":"1.2.3.4:80"}`, "service"},
@@ -69,6 +86,20 @@ func TestParseRegistration(t *testing.T) {
 	}
 }
 
+func TestParseRegistrationHTTPCheck(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{`{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"http://10.0.0.5:8080/healthz?full=1"}}`, "/healthz?full=1"},
+		{`{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"HTTP://10.0.0.5:8080"}}`, "/"},
+		{`{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s","http":"/ready"}}`, "/ready"},
+		{`{"service":"s","port":80,"addr":"10.0.0.5:8080","check":{"interval":"1s","timeout":"1s"}}`, ""},
+	} {
+		r, err := ParseRegistration("r", []byte(tc.body))
+		if err != nil || r.Check == nil || r.Check.HTTPPath != tc.want {
+			t.Errorf("ParseRegistration(%s) = check %+v, %v; want HTTPPath %q", tc.body, r.Check, err, tc.want)
+		}
+	}
+}
+
 func FuzzParseRegistration(f *testing.F) {
 	for _, tc := range registrationRows {
 		if len(tc.body) < 4096 {
@@ -82,6 +113,16 @@ func FuzzParseRegistration(f *testing.F) {
 		}
 		if verr := r.Validate(); verr != nil {
 			t.Fatalf("ParseRegistration accepted %+v that fails Validate: %v", r, verr)
+		}
+		if r.Check != nil && r.Check.HTTPPath != "" {
+			// The check may only ever reach the endpoint's own address.
+			u, err := url.Parse("http://" + r.Addr + r.Check.HTTPPath)
+			if err != nil {
+				t.Fatalf("accepted HTTP check path %q for addr %q does not make a URL: %v", r.Check.HTTPPath, r.Addr, err)
+			}
+			if u.Host != r.Addr || u.User != nil || u.Path == "" {
+				t.Fatalf("accepted HTTP check path %q for addr %q escapes the endpoint (host %q)", r.Check.HTTPPath, r.Addr, u.Host)
+			}
 		}
 		// An accepted endpoint must fit a gossip delta and decode back.
 		b := encodeDelta(delta{Owner: "o", Ver: version{1, 1}, ID: r.ID, Ep: r.Endpoint})

@@ -66,7 +66,8 @@ exists), then the built-in defaults; on a node they need no flags.`,
 		},
 	})
 	root.AddCommand(newDevCmd(), newAgentCmd(d), newValidateCmd(), newTokenCmd(), newCertCmd(), newCACmd(),
-		newApplyCmd(), newGetCmd(), newDeleteCmd(), newMembersCmd(), newJoinCmd(), newLeaveCmd(), newKeyringCmd(), newACLCmd())
+		newApplyCmd(), newGetCmd(), newDeleteCmd(), newMembersCmd(), newJoinCmd(), newLeaveCmd(), newKeyringCmd(), newACLCmd(),
+		newVMCmd(), newWorkloadCmd())
 	root.AddCommand(newDocCmd())
 	root.InitDefaultVersionFlag()
 	addBuiltinExamples(root)
