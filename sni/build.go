@@ -176,7 +176,7 @@ func (b *Builder) Build(in BuildInput) (*Table, error) {
 		gen:       b.gen,
 		in:        in,
 		cfg:       in.Config,
-		t:         &Table{node: in.Node, listeners: map[string]*tableListener{}, services: map[string]*tableService{}, env: b.env},
+		t:         &Table{node: in.Node, listeners: map[string]*tableListener{}, services: newTableShardMap[string, *tableService](len(in.Endpoints) / 2), env: b.env},
 		warnSet:   map[string]bool{},
 		routeMemo: map[string]*tableRoute{},
 		policies:  map[tablePolicyKey]*tableClusterPolicy{},
@@ -269,6 +269,16 @@ type tableService struct {
 	internal  bool
 	ports     []*tableServicePort // sorted by number
 	dr        *tableDR
+	// clusters are the clusters of this host.
+	clusters []*Cluster
+	// Catalog input, for endpoint changes (Builder.UpdateEndpoints): fp
+	// fingerprints the catalog endpoints of the host in input order,
+	// ncat counts them, warned says one of them was skipped with a
+	// warning. The scratch fields are the builder's, under Builder.mu.
+	fp     uint64
+	ncat   int32
+	warned bool
+	scr    tableServiceScratch
 }
 
 // port returns the service port numbered n, or nil.
@@ -370,7 +380,7 @@ func (tb *tableBuild) buildServices() {
 				tb.warn("ServiceEntry %s: wildcard host %s cannot be routed to (no endpoints can be selected by name); skipped", name, host)
 				continue
 			}
-			if old := tb.t.services[host]; old != nil {
+			if old := tb.t.service(host); old != nil {
 				tb.warn("ServiceEntry %s: host %s already defined by %s; skipped", name, host, old.source)
 				continue
 			}
@@ -388,7 +398,7 @@ func (tb *tableBuild) buildServices() {
 				}
 				svc.ports = append(svc.ports, &tableServicePort{number: p.Number, name: p.Name, targetPort: p.TargetPort, udp: strings.EqualFold(p.Protocol, "UDP")})
 			}
-			tb.t.services[host] = svc
+			tb.t.services.set(host, host, svc)
 			wes := slices.Clone(spec.Endpoints)
 			if sel := spec.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
 				var cand []*config.WorkloadEntry
@@ -437,10 +447,10 @@ func (tb *tableBuild) buildServices() {
 			tb.warn("catalog endpoint %s for %q port %d: invalid service; skipped", ce.Endpoint.Addr, ce.Host, ce.Port)
 			continue
 		}
-		svc := tb.t.services[host]
+		svc := tb.t.service(host)
 		if svc == nil {
 			svc = &tableService{host: host, source: "catalog", internal: true}
-			tb.t.services[host] = svc
+			tb.t.services.set(host, host, svc)
 		}
 		sp := svc.port(ce.Port)
 		if sp == nil {
@@ -449,11 +459,11 @@ func (tb *tableBuild) buildServices() {
 		}
 		tb.addEndpoint(svc, sp, ce.Endpoint, 0, "catalog")
 	}
-	for _, svc := range tb.t.services {
+	tb.t.services.all(func(_ string, svc *tableService) {
 		if len(svc.ports) > 1 {
 			slices.SortFunc(svc.ports, func(a, b *tableServicePort) int { return cmp.Compare(a.number, b.number) })
 		}
-	}
+	})
 }
 
 // addEndpoint places one endpoint in a service port. port != 0 joins the
@@ -679,7 +689,7 @@ func (tb *tableBuild) buildDestinationRules() {
 			continue
 		}
 		name := tableMetaName(d.Meta)
-		host := tableQualifyHost(d.Spec.Host, tableNamespace(d.Meta), tb.t.services)
+		host := tableQualifyHost(d.Spec.Host, tableNamespace(d.Meta), tb.t)
 		if host == "" {
 			continue
 		}
@@ -725,9 +735,9 @@ func (tb *tableBuild) buildDestinationRules() {
 			ix.exact[key] = append(ix.exact[key], dr)
 		}
 	}
-	for _, svc := range tb.t.services {
+	tb.t.services.all(func(_ string, svc *tableService) {
 		svc.dr = ix.lookup(svc.host, svc.namespace, svc.namespace)
-	}
+	})
 }
 
 // tableDRIndex holds the DestinationRules by host.
@@ -789,9 +799,9 @@ func (tb *tableBuild) drFor(svc *tableService, consumers ...string) *tableDR {
 // tableQualifyHost resolves a short destination host ("reviews") in the
 // rule's namespace as Istio does (config.ResolveHost), unless the short
 // name is itself a service host.
-func tableQualifyHost(host, ns string, known map[string]*tableService) string {
+func tableQualifyHost(host, ns string, known *Table) string {
 	host = strings.ToLower(strings.TrimSpace(host))
-	if known[host] != nil {
+	if known.service(host) != nil {
 		return host
 	}
 	return config.ResolveHost(host, ns)
@@ -1212,16 +1222,16 @@ func (tb *tableBuild) route(l *tableListener, ts *tableServer, vs *config.Virtua
 			}
 			w = uint64(d.Weight)
 		}
-		host := tableQualifyHost(strings.ToLower(strings.TrimSpace(d.Destination.Host)), vsNS, tb.t.services)
+		host := tableQualifyHost(strings.ToLower(strings.TrimSpace(d.Destination.Host)), vsNS, tb.t)
 		port := d.Destination.GetPort().GetNumber()
 		if port == 0 {
 			port = ts.port
-			if svc := tb.t.services[host]; svc != nil && svc.port(port) == nil && len(svc.ports) == 1 {
+			if svc := tb.t.service(host); svc != nil && svc.port(port) == nil && len(svc.ports) == 1 {
 				port = svc.ports[0].number
 			}
 		}
 		var cl *Cluster
-		if svc := tb.t.services[host]; svc != nil && !(config.ExportedTo(svc.exportTo, svc.namespace, ts.gatewayNS) && config.ExportedTo(svc.exportTo, svc.namespace, vsNS)) {
+		if svc := tb.t.service(host); svc != nil && !(config.ExportedTo(svc.exportTo, svc.namespace, ts.gatewayNS) && config.ExportedTo(svc.exportTo, svc.namespace, vsNS)) {
 			cl = tb.refusedCluster(host, port, d.Destination.Subset, ReasonNotExported,
 				fmt.Sprintf("service %s (%s) is not exported to namespace %s (exportTo %v); VirtualService %s and Gateway %s must both see it", host, svc.source, tableNotSeeing(svc, vsNS, ts.gatewayNS), svc.exportTo, vsName, ts.gateway))
 		} else {
@@ -1298,11 +1308,14 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 		return live.cluster
 	}
 	c := tb.slabCluster()
-	*c = Cluster{service: host, port: port, subset: subset, localOnly: localOnly, env: tb.b.env, live: live}
+	*c = Cluster{service: host, port: port, subset: subset, localOnly: localOnly, env: tb.b.env, live: live, dr: dr}
 	live.gen, live.cluster = tb.gen, c
-	tb.t.clusters = append(tb.t.clusters, c)
-
-	svc := tb.t.services[host]
+	svc := tb.t.service(host)
+	if svc != nil {
+		svc.clusters = append(svc.clusters, c)
+	} else {
+		tb.t.clusters = append(tb.t.clusters, c)
+	}
 	var sp *tableServicePort
 	var sub *networking.Subset
 	if svc != nil {
@@ -1506,32 +1519,36 @@ func (tb *tableBuild) buildAuto() {
 		if len(l.autoServers) == 0 {
 			continue
 		}
-		l.auto = make(map[tableAutoKey]tableAutoTarget, 2*len(tb.t.services))
-		for host, svc := range tb.t.services {
-			if !svc.internal {
-				continue
-			}
-			var srv *tableServer
-			for _, s := range l.autoServers {
-				if tableHostsMatchAny(s.hosts, host) && config.ExportedTo(svc.exportTo, svc.namespace, s.gatewayNS) {
-					srv = s
-					break
-				}
-			}
-			if srv == nil {
-				continue
-			}
-			dr := tb.drFor(svc, srv.gatewayNS)
-			for _, sp := range svc.ports {
-				if sp.udp {
-					continue
-				}
-				tb.addAuto(l, srv, host, sp.number, "", dr)
-				if dr != nil {
-					for _, s := range dr.subsetNames {
-						tb.addAuto(l, srv, host, sp.number, s, dr)
-					}
-				}
+		l.auto = newTableShardMap[tableAutoKey, tableAutoTarget](2 * tb.t.services.len())
+		tb.t.services.all(func(_ string, svc *tableService) { tb.autoService(l, svc) })
+	}
+}
+
+// autoService adds the AUTO_PASSTHROUGH keys of one service to l.
+func (tb *tableBuild) autoService(l *tableListener, svc *tableService) {
+	if !svc.internal {
+		return
+	}
+	host := svc.host
+	var srv *tableServer
+	for _, s := range l.autoServers {
+		if tableHostsMatchAny(s.hosts, host) && config.ExportedTo(svc.exportTo, svc.namespace, s.gatewayNS) {
+			srv = s
+			break
+		}
+	}
+	if srv == nil {
+		return
+	}
+	dr := tb.drFor(svc, srv.gatewayNS)
+	for _, sp := range svc.ports {
+		if sp.udp {
+			continue
+		}
+		tb.addAuto(l, srv, host, sp.number, "", dr)
+		if dr != nil {
+			for _, s := range dr.subsetNames {
+				tb.addAuto(l, srv, host, sp.number, s, dr)
 			}
 		}
 	}
@@ -1553,7 +1570,7 @@ func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, host string, p
 		o.Cluster, o.Policy = ocl, ocl.pol.conn
 		tgt.open = o
 	}
-	l.auto[tableAutoKey{host: host, port: port, subset: subset}] = tgt
+	l.auto.set(host, tableAutoKey{host: host, port: port, subset: subset}, tgt)
 }
 
 // ---- bridge (receiving side) ----
@@ -1567,29 +1584,33 @@ func (tb *tableBuild) buildBridge() {
 	if !tb.in.Node.Bridge {
 		return
 	}
+	tb.t.bridge = newTableShardMap[tableAutoKey, *Decision](2 * tb.t.services.len())
+	tb.t.services.all(func(_ string, svc *tableService) { tb.bridgeService(svc) })
+}
+
+// bridgeService adds the bridge keys of one service.
+func (tb *tableBuild) bridgeService(svc *tableService) {
 	ns := tb.in.Node.bridgeNamespace()
-	tb.t.bridge = make(map[tableAutoKey]*Decision, 2*len(tb.t.services))
 	route := "bridge/" + ns
-	for host, svc := range tb.t.services {
-		if !svc.internal || !config.ExportedTo(svc.exportTo, svc.namespace, ns) {
+	host := svc.host
+	if !svc.internal || !config.ExportedTo(svc.exportTo, svc.namespace, ns) {
+		return
+	}
+	dr := tb.drFor(svc, ns)
+	for _, sp := range svc.ports {
+		if sp.udp {
 			continue
 		}
-		dr := tb.drFor(svc, ns)
-		for _, sp := range svc.ports {
-			if sp.udp {
-				continue
-			}
-			add := func(subset string) {
-				cl := tb.cluster(host, sp.number, subset, true, dr)
-				d := tb.slabDecision()
-				*d = Decision{Route: route, Service: host, Subset: subset, Port: sp.number, Mode: ModeBridge, Policy: cl.pol.conn, Cluster: cl}
-				tb.t.bridge[tableAutoKey{host: host, port: sp.number, subset: subset}] = d
-			}
-			add("")
-			if dr != nil {
-				for _, s := range dr.subsetNames {
-					add(s)
-				}
+		add := func(subset string) {
+			cl := tb.cluster(host, sp.number, subset, true, dr)
+			d := tb.slabDecision()
+			*d = Decision{Route: route, Service: host, Subset: subset, Port: sp.number, Mode: ModeBridge, Policy: cl.pol.conn, Cluster: cl}
+			tb.t.bridge.set(host, tableAutoKey{host: host, port: sp.number, subset: subset}, d)
+		}
+		add("")
+		if dr != nil {
+			for _, s := range dr.subsetNames {
+				add(s)
 			}
 		}
 	}
@@ -1602,11 +1623,11 @@ func (tb *tableBuild) buildBridge() {
 // count active connections.
 func (tb *tableBuild) finish() {
 	b := tb.b
-	for _, svc := range tb.t.services {
+	tb.t.services.all(func(_ string, svc *tableService) {
 		for _, sp := range svc.ports {
 			sp.seen, sp.gw = nil, nil // build-time only
 		}
-	}
+	})
 	for _, l := range tb.order {
 		l.owners = nil // build-time only
 	}
@@ -1636,5 +1657,5 @@ func (tb *tableBuild) finish() {
 		b.lastWarn = tb.t.warnings
 	}
 	b.env.log.Debug("sni: route table built", "node", tb.in.Node.Name, "listeners", len(tb.t.specs),
-		"services", len(tb.t.services), "clusters", len(tb.t.clusters), "warnings", len(tb.t.warnings))
+		"services", tb.t.services.len(), "clusters", tb.t.clusterCount(), "warnings", len(tb.t.warnings))
 }
