@@ -170,6 +170,11 @@ func (b *Builder) Build(in BuildInput) (*Table, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.build(in), nil
+}
+
+// build is Build under b.mu.
+func (b *Builder) build(in BuildInput) *Table {
 	b.gen++
 	tb := &tableBuild{
 		b:         b,
@@ -181,6 +186,7 @@ func (b *Builder) Build(in BuildInput) (*Table, error) {
 		routeMemo: map[string]*tableRoute{},
 		policies:  map[tablePolicyKey]*tableClusterPolicy{},
 	}
+	tb.inc = &tableIncState{b: b, cfg: in.Config, routeHosts: map[string]struct{}{}, policies: tb.policies}
 	tb.buildServices()
 	tb.buildDestinationRules()
 	tb.buildListeners()
@@ -188,7 +194,8 @@ func (b *Builder) Build(in BuildInput) (*Table, error) {
 	tb.buildAuto()
 	tb.buildBridge()
 	tb.finish()
-	return tb.t, nil
+	tb.t.inc = tb.inc
+	return tb.t
 }
 
 // tableBuild is the state of one Build.
@@ -212,6 +219,10 @@ type tableBuild struct {
 	decisionSlab []Decision
 	endpointSlab []tableEndpoint
 	poolSlab     []tablePool
+	// warnCalls counts warn calls (duplicates included).
+	warnCalls int
+	// inc is the context kept for endpoint changes; nil on an update.
+	inc *tableIncState
 }
 
 const tableSlabSize = 256
@@ -324,6 +335,7 @@ type tableDR struct {
 }
 
 func (tb *tableBuild) warn(format string, args ...any) {
+	tb.warnCalls++
 	msg := fmt.Sprintf(format, args...)
 	if !tb.warnSet[msg] {
 		tb.warnSet[msg] = true
@@ -445,6 +457,7 @@ func (tb *tableBuild) buildServices() {
 		host := strings.ToLower(strings.TrimSpace(ce.Host))
 		if host == "" || ce.Port == 0 || ce.Port > 65535 {
 			tb.warn("catalog endpoint %s for %q port %d: invalid service; skipped", ce.Endpoint.Addr, ce.Host, ce.Port)
+			tb.inc.badFP = tableFPMix(tb.inc.badFP, tableCatalogHash(&ce))
 			continue
 		}
 		svc := tb.t.service(host)
@@ -452,12 +465,7 @@ func (tb *tableBuild) buildServices() {
 			svc = &tableService{host: host, source: "catalog", internal: true}
 			tb.t.services.set(host, host, svc)
 		}
-		sp := svc.port(ce.Port)
-		if sp == nil {
-			sp = &tableServicePort{number: ce.Port}
-			svc.ports = append(svc.ports, sp)
-		}
-		tb.addEndpoint(svc, sp, ce.Endpoint, 0, "catalog")
+		tb.addCatalog(svc, &ce)
 	}
 	tb.t.services.all(func(_ string, svc *tableService) {
 		if len(svc.ports) > 1 {
@@ -690,6 +698,7 @@ func (tb *tableBuild) buildDestinationRules() {
 		}
 		name := tableMetaName(d.Meta)
 		host := tableQualifyHost(d.Spec.Host, tableNamespace(d.Meta), tb.t)
+		tb.inc.routeHosts[strings.ToLower(strings.TrimSpace(d.Spec.Host))], tb.inc.routeHosts[host] = struct{}{}, struct{}{}
 		if host == "" {
 			continue
 		}
@@ -1222,7 +1231,9 @@ func (tb *tableBuild) route(l *tableListener, ts *tableServer, vs *config.Virtua
 			}
 			w = uint64(d.Weight)
 		}
-		host := tableQualifyHost(strings.ToLower(strings.TrimSpace(d.Destination.Host)), vsNS, tb.t)
+		raw := strings.ToLower(strings.TrimSpace(d.Destination.Host))
+		host := tableQualifyHost(raw, vsNS, tb.t)
+		tb.inc.routeHosts[raw], tb.inc.routeHosts[host] = struct{}{}, struct{}{}
 		port := d.Destination.GetPort().GetNumber()
 		if port == 0 {
 			port = ts.port
@@ -1630,6 +1641,7 @@ func (tb *tableBuild) finish() {
 	})
 	for _, l := range tb.order {
 		l.owners = nil // build-time only
+		tb.inc.order = append(tb.inc.order, l.spec.Key)
 	}
 	for k, v := range b.eps {
 		if v.gen != tb.gen && v.active.Load() <= 0 {

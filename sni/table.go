@@ -132,9 +132,9 @@ type Table struct {
 	// unknown hosts) and refused ones; the others are in their
 	// service's tableService.clusters.
 	clusters []*Cluster
-	warnings  []string
-	env       *tableEnv
-	drs       tableDRIndex
+	warnings []string
+	env      *tableEnv
+	drs      tableDRIndex
 	// bridge holds the (host, port, subset) keys served to the bridge's
 	// receiving side: services exported to the bridge namespace, own
 	// network endpoints only.

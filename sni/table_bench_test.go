@@ -135,24 +135,47 @@ func tableBenchChanged(in BuildInput, i, gen int) BuildInput {
 
 // BenchmarkTableEndpointChange makes one service's endpoints change (a
 // new address set) and measures the work until a table routing the new
-// endpoints is ready.
+// endpoints is ready: "delta" hands the changed service to
+// UpdateServices (as a catalog that reports deltas would), "diff" hands
+// the complete endpoint list to UpdateEndpoints (as the agent does) and
+// "rebuild" is a full Build of that list (as before incremental updates).
 func BenchmarkTableEndpointChange(b *testing.B) {
 	for _, n := range tableBenchSizes {
-		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
-			in, _ := tableBenchInput3(n)
-			builder := NewBuilder(DefaultBuilderConfig())
-			if _, err := builder.Build(in); err != nil {
-				b.Fatalf("Build() error = %v", err)
-			}
-			ins := []BuildInput{tableBenchChanged(in, n/2, 1), tableBenchChanged(in, n/2, 2)}
-			b.ReportAllocs()
-			k := 0
-			for b.Loop() {
-				if _, err := builder.Build(ins[k&1]); err != nil {
+		in, _ := tableBenchInput3(n)
+		ins := []BuildInput{tableBenchChanged(in, n/2, 1), tableBenchChanged(in, n/2, 2)}
+		deltas := []map[string][]CatalogEndpoint{
+			{tableBenchHost(n / 2): tableBenchEndpoints(n/2, 1)},
+			{tableBenchHost(n / 2): tableBenchEndpoints(n/2, 2)},
+		}
+		for _, how := range []string{"delta", "diff", "rebuild"} {
+			b.Run(fmt.Sprintf("services=%d/%s", n, how), func(b *testing.B) {
+				builder := NewBuilder(DefaultBuilderConfig())
+				cur, err := builder.Build(in)
+				if err != nil {
 					b.Fatalf("Build() error = %v", err)
 				}
-				k++
-			}
-		})
+				b.ReportAllocs()
+				k := 0
+				for b.Loop() {
+					var next *Table
+					switch how {
+					case "delta":
+						next, err = builder.UpdateServices(cur, deltas[k&1])
+					case "diff":
+						next, err = builder.UpdateEndpoints(cur, ins[k&1].Endpoints)
+					default:
+						next, err = builder.Build(ins[k&1])
+					}
+					if err != nil {
+						b.Fatalf("%s: error = %v", how, err)
+					}
+					if how != "rebuild" && next.inc != cur.inc {
+						b.Fatalf("%s rebuilt the table", how)
+					}
+					cur = next
+					k++
+				}
+			})
+		}
 	}
 }

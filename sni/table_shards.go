@@ -90,9 +90,6 @@ func (m *tableShardMap[K, V]) delWhere(host string, drop func(K) bool) {
 	}
 }
 
-// seal makes the map read-only: a later derive copies before writing.
-func (m *tableShardMap[K, V]) seal() { m.owned = [tableShardCount / 64]uint64{} }
-
 // all calls f for every entry, in no particular order.
 func (m *tableShardMap[K, V]) all(f func(K, V)) {
 	for _, s := range m.shards {
