@@ -61,9 +61,6 @@ type Cluster struct {
 	size   int
 	live   *tableClusterLive
 	env    *tableEnv
-	// dr is the DestinationRule applied (nil for none), which with the
-	// fields above keys the live state (tableClusterKey).
-	dr *tableDR
 }
 
 // tableClusterPolicy is the resolved DestinationRule traffic policy of a

@@ -93,8 +93,7 @@ type Builder struct {
 	// on the connection path.
 	mu       sync.Mutex
 	gen      uint64
-	eps      map[tableEPKey]*tableEndpointLive
-	clusters map[tableClusterKey]*tableClusterLive
+	hosts    map[string]*tableHostLive
 	routes   map[string]*tableRouteLive
 	lastWarn []string
 }
@@ -105,16 +104,6 @@ type Builder struct {
 type tableRouteLive struct {
 	ctr atomic.Uint64
 	gen uint64 // guarded by Builder.mu
-}
-
-type tableEPKey struct{ host, addr string }
-
-type tableClusterKey struct {
-	host      string
-	port      uint32
-	subset    string
-	localOnly bool
-	dr        string // the DestinationRule applied ("" for none); exportTo can make it differ by consumer
 }
 
 // NewBuilder returns a Builder. An invalid cfg (see Validate) makes every
@@ -150,8 +139,7 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 		},
 		bind:     bind,
 		cfErr:    cfg.Validate(),
-		eps:      map[tableEPKey]*tableEndpointLive{},
-		clusters: map[tableClusterKey]*tableClusterLive{},
+		hosts:    map[string]*tableHostLive{},
 		routes:   map[string]*tableRouteLive{},
 	}
 }
@@ -227,9 +215,18 @@ type tableBuild struct {
 
 const tableSlabSize = 256
 
+// slabSize is the chunk size: small for an update, which makes the
+// objects of a few services only.
+func (tb *tableBuild) slabSize() int {
+	if tb.inc == nil {
+		return 8
+	}
+	return tableSlabSize
+}
+
 func (tb *tableBuild) slabCluster() *Cluster {
 	if len(tb.clusterSlab) == 0 {
-		tb.clusterSlab = make([]Cluster, tableSlabSize)
+		tb.clusterSlab = make([]Cluster, tb.slabSize())
 	}
 	c := &tb.clusterSlab[0]
 	tb.clusterSlab = tb.clusterSlab[1:]
@@ -238,7 +235,7 @@ func (tb *tableBuild) slabCluster() *Cluster {
 
 func (tb *tableBuild) slabDecision() *Decision {
 	if len(tb.decisionSlab) == 0 {
-		tb.decisionSlab = make([]Decision, tableSlabSize)
+		tb.decisionSlab = make([]Decision, tb.slabSize())
 	}
 	d := &tb.decisionSlab[0]
 	tb.decisionSlab = tb.decisionSlab[1:]
@@ -247,7 +244,7 @@ func (tb *tableBuild) slabDecision() *Decision {
 
 func (tb *tableBuild) slabEndpoint() *tableEndpoint {
 	if len(tb.endpointSlab) == 0 {
-		tb.endpointSlab = make([]tableEndpoint, tableSlabSize)
+		tb.endpointSlab = make([]tableEndpoint, tb.slabSize())
 	}
 	e := &tb.endpointSlab[0]
 	tb.endpointSlab = tb.endpointSlab[1:]
@@ -257,7 +254,7 @@ func (tb *tableBuild) slabEndpoint() *tableEndpoint {
 // slabPool returns a one-element, full-capacity slice holding p.
 func (tb *tableBuild) slabPool(p tablePool) []tablePool {
 	if len(tb.poolSlab) == 0 {
-		tb.poolSlab = make([]tablePool, tableSlabSize)
+		tb.poolSlab = make([]tablePool, tb.slabSize())
 	}
 	tb.poolSlab[0] = p
 	out := tb.poolSlab[0:1:1]
@@ -282,6 +279,8 @@ type tableService struct {
 	dr        *tableDR
 	// clusters are the clusters of this host.
 	clusters []*Cluster
+	// hlive caches the host's live state during a build.
+	hlive *tableHostLive
 	// Catalog input, for endpoint changes (Builder.UpdateEndpoints): fp
 	// fingerprints the catalog endpoints of the host in input order,
 	// ncat counts them, warned says one of them was skipped with a
@@ -528,12 +527,7 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 	if local {
 		ep.Network = ""
 	}
-	key := tableEPKey{host: svc.host, addr: addr}
-	live := tb.b.eps[key]
-	if live == nil {
-		live = &tableEndpointLive{}
-		tb.b.eps[key] = live
-	}
+	live := tb.hostLive(svc.host, svc).endpoint(addr)
 	live.gen = tb.gen
 	e := tb.slabEndpoint()
 	*e = tableEndpoint{Endpoint: ep, local: local, live: live}
@@ -557,24 +551,12 @@ func (tb *tableBuild) addGatewayEntry(svc *tableService, sp *tableServicePort, e
 		e.Weight = tableAddWeight(e.Weight, ep.Weight)
 		return
 	}
-	live := tb.live(svc.host, addr)
+	live := tb.hostLive(svc.host, svc).endpoint(addr)
+	live.gen = tb.gen
 	e := tb.slabEndpoint()
 	*e = tableEndpoint{Endpoint: ep, live: live}
 	sp.gw[key] = e
 	sp.eps = append(sp.eps, e)
-}
-
-// live returns the live state of endpoint addr of host, marking it used
-// by this build.
-func (tb *tableBuild) live(host, addr string) *tableEndpointLive {
-	key := tableEPKey{host: host, addr: addr}
-	live := tb.b.eps[key]
-	if live == nil {
-		live = &tableEndpointLive{}
-		tb.b.eps[key] = live
-	}
-	live.gen = tb.gen
-	return live
 }
 
 // tableGatewayKey identifies a gateway and one label set.
@@ -1307,21 +1289,18 @@ func (tb *tableBuild) refusedCluster(host string, port uint32, subset string, re
 // hold only endpoints of the node's own network. dr is the
 // DestinationRule the consumer sees (subsets and traffic policy).
 func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly bool, dr *tableDR) *Cluster {
-	key := tableClusterKey{host: host, port: port, subset: subset, localOnly: localOnly}
+	drName := ""
 	if dr != nil {
-		key.dr = dr.name
+		drName = dr.name
 	}
-	live := tb.b.clusters[key]
-	if live == nil {
-		live = &tableClusterLive{}
-		tb.b.clusters[key] = live
-	} else if live.gen == tb.gen {
+	svc := tb.t.service(host)
+	live := tb.hostLive(host, svc).cluster(port, subset, localOnly, drName)
+	if live.gen == tb.gen && live.cluster != nil {
 		return live.cluster
 	}
 	c := tb.slabCluster()
-	*c = Cluster{service: host, port: port, subset: subset, localOnly: localOnly, env: tb.b.env, live: live, dr: dr}
+	*c = Cluster{service: host, port: port, subset: subset, localOnly: localOnly, env: tb.b.env, live: live}
 	live.gen, live.cluster = tb.gen, c
-	svc := tb.t.service(host)
 	if svc != nil {
 		svc.clusters = append(svc.clusters, c)
 	} else {
@@ -1643,17 +1622,9 @@ func (tb *tableBuild) finish() {
 		l.owners = nil // build-time only
 		tb.inc.order = append(tb.inc.order, l.spec.Key)
 	}
-	for k, v := range b.eps {
-		if v.gen != tb.gen && v.active.Load() <= 0 {
-			delete(b.eps, k)
-		}
-	}
-	for k, v := range b.clusters {
-		if v.gen != tb.gen {
-			v.cluster = nil
-			if v.active.Load() <= 0 {
-				delete(b.clusters, k)
-			}
+	for host, h := range b.hosts {
+		if h.prune(tb.gen) {
+			delete(b.hosts, host)
 		}
 	}
 	for k, v := range b.routes {

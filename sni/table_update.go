@@ -331,29 +331,8 @@ func (b *Builder) update(prev *Table, changes map[string][]CatalogEndpoint) (*Ta
 	// Prune the live state the old services used and the new ones do
 	// not, unless it still counts connections.
 	for _, host := range hosts {
-		old := prev.service(host)
-		if old == nil {
-			continue
-		}
-		for _, sp := range old.ports {
-			for _, e := range sp.eps {
-				k := tableEPKey{host: host, addr: e.Addr}
-				if v := b.eps[k]; v != nil && v.gen != tb.gen && v.active.Load() <= 0 {
-					delete(b.eps, k)
-				}
-			}
-		}
-		for _, c := range old.clusters {
-			k := tableClusterKey{host: c.service, port: c.port, subset: c.subset, localOnly: c.localOnly}
-			if c.dr != nil {
-				k.dr = c.dr.name
-			}
-			if v := b.clusters[k]; v != nil && v.gen != tb.gen {
-				v.cluster = nil
-				if v.active.Load() <= 0 {
-					delete(b.clusters, k)
-				}
-			}
+		if h := b.hosts[host]; h != nil && h.prune(tb.gen) {
+			delete(b.hosts, host)
 		}
 	}
 	b.env.log.Debug("sni: route table updated", "node", prev.node.Name, "services", len(hosts))
