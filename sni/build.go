@@ -137,10 +137,10 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 			rand:      rnd,
 			ejections: tableRegisterCounter(cfg.Registerer, ej, log),
 		},
-		bind:     bind,
-		cfErr:    cfg.Validate(),
-		hosts:    map[string]*tableHostLive{},
-		routes:   map[string]*tableRouteLive{},
+		bind:   bind,
+		cfErr:  cfg.Validate(),
+		hosts:  map[string]*tableHostLive{},
+		routes: map[string]*tableRouteLive{},
 	}
 }
 
