@@ -207,6 +207,8 @@ type tableBuild struct {
 	decisionSlab []Decision
 	endpointSlab []tableEndpoint
 	poolSlab     []tablePool
+	// bridgeRoute is Decision.Route of bridge decisions.
+	bridgeRoute string
 	// warnCalls counts warn calls (duplicates included).
 	warnCalls int
 	// inc is the context kept for endpoint changes; nil on an update.
@@ -531,6 +533,9 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 	live.gen = tb.gen
 	e := tb.slabEndpoint()
 	*e = tableEndpoint{Endpoint: ep, local: local, live: live}
+	if sp.eps == nil {
+		sp.eps = make([]*tableEndpoint, 0, 4)
+	}
 	sp.eps = append(sp.eps, e)
 }
 
@@ -1340,16 +1345,16 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 	c.pol = tb.policy(dr, sub, port)
 	var local, remote, gws []*tableEndpoint
 	matched := 0
-	allLocal := sub == nil
+	allLocal := true
 	for _, e := range sp.eps {
-		if !e.local {
+		if !e.local || (sub != nil && !config.LabelsMatch(sub.Labels, e.Labels)) {
 			allLocal = false
 			break
 		}
 	}
 	if allLocal {
-		// The common case: no subset, every endpoint local. Share the
-		// port's slice; it no longer changes.
+		// The common case: every endpoint local and in the subset.
+		// Share the port's slice; it no longer changes.
 		local, matched = sp.eps, len(sp.eps)
 	}
 	for _, e := range sp.eps {
@@ -1581,7 +1586,10 @@ func (tb *tableBuild) buildBridge() {
 // bridgeService adds the bridge keys of one service.
 func (tb *tableBuild) bridgeService(svc *tableService) {
 	ns := tb.in.Node.bridgeNamespace()
-	route := "bridge/" + ns
+	if tb.bridgeRoute == "" {
+		tb.bridgeRoute = "bridge/" + ns
+	}
+	route := tb.bridgeRoute
 	host := svc.host
 	if !svc.internal || !config.ExportedTo(svc.exportTo, svc.namespace, ns) {
 		return
@@ -1591,19 +1599,21 @@ func (tb *tableBuild) bridgeService(svc *tableService) {
 		if sp.udp {
 			continue
 		}
-		add := func(subset string) {
-			cl := tb.cluster(host, sp.number, subset, true, dr)
-			d := tb.slabDecision()
-			*d = Decision{Route: route, Service: host, Subset: subset, Port: sp.number, Mode: ModeBridge, Policy: cl.pol.conn, Cluster: cl}
-			tb.t.bridge.set(host, tableAutoKey{host: host, port: sp.number, subset: subset}, d)
-		}
-		add("")
+		tb.addBridge(route, host, sp.number, "", dr)
 		if dr != nil {
 			for _, s := range dr.subsetNames {
-				add(s)
+				tb.addBridge(route, host, sp.number, s, dr)
 			}
 		}
 	}
+}
+
+// addBridge adds one bridge key.
+func (tb *tableBuild) addBridge(route, host string, port uint32, subset string, dr *tableDR) {
+	cl := tb.cluster(host, port, subset, true, dr)
+	d := tb.slabDecision()
+	*d = Decision{Route: route, Service: host, Subset: subset, Port: port, Mode: ModeBridge, Policy: cl.pol.conn, Cluster: cl}
+	tb.t.bridge.set(host, tableAutoKey{host: host, port: port, subset: subset}, d)
 }
 
 // ---- finish ----
