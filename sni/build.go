@@ -690,6 +690,9 @@ func (tb *tableBuild) buildDestinationRules() {
 			continue
 		}
 		dr := &tableDR{name: name, namespace: tableNamespace(d.Meta), exportTo: d.Spec.ExportTo, host: host, rule: d.Spec, subsets: map[string]*networking.Subset{}}
+		if len(dr.exportTo) > 0 {
+			ix.scoped = true
+		}
 		for _, s := range d.Spec.Subsets {
 			if s == nil || s.Name == "" {
 				continue
@@ -738,9 +741,12 @@ func (tb *tableBuild) buildDestinationRules() {
 
 // tableDRIndex holds the DestinationRules by host.
 type tableDRIndex struct {
-	exact map[string][]*tableDR
-	wild  map[string][]*tableDR // keyed by suffix with leading dot
-	any   []*tableDR
+	// scoped says some rule has an exportTo, so what a lookup finds
+	// depends on the consumer.
+	scoped bool
+	exact  map[string][]*tableDR
+	wild   map[string][]*tableDR // keyed by suffix with leading dot
+	any    []*tableDR
 }
 
 // lookup is Istio's DestinationRule lookup (as
@@ -789,6 +795,9 @@ func (ix *tableDRIndex) lookup(host, ns string, consumers ...string) *tableDR {
 // drFor returns the DestinationRule of svc as seen from the consumer
 // namespaces (see lookup). Without exportTo anywhere it is svc.dr.
 func (tb *tableBuild) drFor(svc *tableService, consumers ...string) *tableDR {
+	if !tb.t.drs.scoped {
+		return svc.dr
+	}
 	return tb.t.drs.lookup(svc.host, svc.namespace, consumers...)
 }
 
