@@ -1303,11 +1303,16 @@ func (tb *tableBuild) refusedCluster(host string, port uint32, subset string, re
 // hold only endpoints of the node's own network. dr is the
 // DestinationRule the consumer sees (subsets and traffic policy).
 func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly bool, dr *tableDR) *Cluster {
+	return tb.svcCluster(tb.t.service(host), host, port, subset, localOnly, dr)
+}
+
+// svcCluster is cluster for the caller that has the service of host
+// (svc, nil when there is none).
+func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, subset string, localOnly bool, dr *tableDR) *Cluster {
 	drName := ""
 	if dr != nil {
 		drName = dr.name
 	}
-	svc := tb.t.service(host)
 	live := tb.hostLive(host, svc).cluster(port, subset, localOnly, drName)
 	if live.gen == tb.gen && live.cluster != nil {
 		return live.cluster
@@ -1549,17 +1554,18 @@ func (tb *tableBuild) autoService(l *tableListener, svc *tableService) {
 		if sp.udp {
 			continue
 		}
-		tb.addAuto(l, srv, host, sp.number, "", dr)
+		tb.addAuto(l, srv, svc, sp.number, "", dr)
 		if dr != nil {
 			for _, s := range dr.subsetNames {
-				tb.addAuto(l, srv, host, sp.number, s, dr)
+				tb.addAuto(l, srv, svc, sp.number, s, dr)
 			}
 		}
 	}
 }
 
-func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, host string, port uint32, subset string, dr *tableDR) {
-	cl := tb.cluster(host, port, subset, true, dr)
+func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, svc *tableService, port uint32, subset string, dr *tableDR) {
+	host := svc.host
+	cl := tb.svcCluster(svc, host, port, subset, true, dr)
 	d := tb.slabDecision()
 	*d = Decision{Route: srv.route, Service: host, Subset: subset, Port: port, Mode: ModeAutoPassthrough,
 		Gateway: srv.gateway, Server: srv.name, Policy: cl.pol.conn, Cluster: cl}
@@ -1568,7 +1574,7 @@ func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, host string, p
 		// Clients without a mesh ALPN are not Istio sidecars doing
 		// split horizon: other networks' endpoints are theirs too,
 		// through the bridge, after the local ones.
-		ocl := tb.cluster(host, port, subset, false, dr)
+		ocl := tb.svcCluster(svc, host, port, subset, false, dr)
 		o := tb.slabDecision()
 		*o = *d
 		o.Cluster, o.Policy = ocl, ocl.pol.conn
@@ -1599,7 +1605,6 @@ func (tb *tableBuild) bridgeService(svc *tableService) {
 		tb.bridgeRoute = "bridge/" + ns
 	}
 	route := tb.bridgeRoute
-	host := svc.host
 	if !svc.internal || !config.ExportedTo(svc.exportTo, svc.namespace, ns) {
 		return
 	}
@@ -1608,18 +1613,19 @@ func (tb *tableBuild) bridgeService(svc *tableService) {
 		if sp.udp {
 			continue
 		}
-		tb.addBridge(route, host, sp.number, "", dr)
+		tb.addBridge(route, svc, sp.number, "", dr)
 		if dr != nil {
 			for _, s := range dr.subsetNames {
-				tb.addBridge(route, host, sp.number, s, dr)
+				tb.addBridge(route, svc, sp.number, s, dr)
 			}
 		}
 	}
 }
 
 // addBridge adds one bridge key.
-func (tb *tableBuild) addBridge(route, host string, port uint32, subset string, dr *tableDR) {
-	cl := tb.cluster(host, port, subset, true, dr)
+func (tb *tableBuild) addBridge(route string, svc *tableService, port uint32, subset string, dr *tableDR) {
+	host := svc.host
+	cl := tb.svcCluster(svc, host, port, subset, true, dr)
 	d := tb.slabDecision()
 	*d = Decision{Route: route, Service: host, Subset: subset, Port: port, Mode: ModeBridge, Policy: cl.pol.conn, Cluster: cl}
 	tb.t.bridge.set(host, tableAutoKey{host: host, port: port, subset: subset}, d)
