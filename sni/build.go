@@ -454,19 +454,28 @@ func (tb *tableBuild) buildServices() {
 			}
 		}
 	}
-	for _, ce := range tb.in.Endpoints {
-		host := strings.ToLower(strings.TrimSpace(ce.Host))
+	// Catalogs list a service's endpoints together: the last host's
+	// service is reused without a lookup.
+	var lastRaw, host string
+	var svc *tableService
+	for i := range tb.in.Endpoints {
+		ce := &tb.in.Endpoints[i]
+		if svc == nil || ce.Host != lastRaw {
+			lastRaw, svc = ce.Host, nil
+			host = strings.ToLower(strings.TrimSpace(ce.Host))
+		}
 		if host == "" || ce.Port == 0 || ce.Port > 65535 {
 			tb.warn("catalog endpoint %s for %q port %d: invalid service; skipped", ce.Endpoint.Addr, ce.Host, ce.Port)
-			tb.inc.badFP = tableFPMix(tb.inc.badFP, tableCatalogHash(&ce))
+			tb.inc.badFP = tableFPMix(tb.inc.badFP, tableCatalogHash(ce))
 			continue
 		}
-		svc := tb.t.service(host)
 		if svc == nil {
-			svc = &tableService{host: host, source: "catalog", internal: true}
-			tb.t.services.set(host, host, svc)
+			if svc = tb.t.service(host); svc == nil {
+				svc = &tableService{host: host, source: "catalog", internal: true}
+				tb.t.services.set(host, host, svc)
+			}
 		}
-		tb.addCatalog(svc, &ce)
+		tb.addCatalog(svc, ce)
 	}
 	tb.t.services.all(func(_ string, svc *tableService) {
 		if len(svc.ports) > 1 {
