@@ -64,13 +64,13 @@ func (t *Table) ResolveBridge(service string, port uint32, subset string) (*Deci
 	if t.bridge == nil {
 		return nil, &RefusedError{Reason: ReasonNoRoute, Detail: "bridge: this node's table was built without NodeInfo.Bridge"}
 	}
-	if d, ok := t.bridge[tableAutoKey{host: service, port: port, subset: subset}]; ok {
+	if d, ok := t.bridge.get(service, tableAutoKey{host: service, port: port, subset: subset}); ok {
 		return d, nil
 	}
 	// Host names are case-insensitive and may end in a dot: retry with
 	// the canonical form the table stores.
 	if n, err := ParseName(service); err == nil && string(n) != service {
-		if d, ok := t.bridge[tableAutoKey{host: string(n), port: port, subset: subset}]; ok {
+		if d, ok := t.bridge.get(string(n), tableAutoKey{host: string(n), port: port, subset: subset}); ok {
 			return d, nil
 		}
 	}
@@ -91,7 +91,7 @@ func (t *Table) bridgeRefusal(service string, port uint32, subset string) *Refus
 	if err != nil {
 		return no(ReasonUnknownService, "service %q: %v", service, err)
 	}
-	svc := t.services[string(name)]
+	svc := t.service(string(name))
 	switch {
 	case svc == nil:
 		return no(ReasonUnknownService, "unknown service %s: no ServiceEntry host or catalog endpoint", name)

@@ -93,8 +93,7 @@ type Builder struct {
 	// on the connection path.
 	mu       sync.Mutex
 	gen      uint64
-	eps      map[tableEPKey]*tableEndpointLive
-	clusters map[tableClusterKey]*tableClusterLive
+	hosts    map[string]*tableHostLive
 	routes   map[string]*tableRouteLive
 	lastWarn []string
 }
@@ -105,16 +104,6 @@ type Builder struct {
 type tableRouteLive struct {
 	ctr atomic.Uint64
 	gen uint64 // guarded by Builder.mu
-}
-
-type tableEPKey struct{ host, addr string }
-
-type tableClusterKey struct {
-	host      string
-	port      uint32
-	subset    string
-	localOnly bool
-	dr        string // the DestinationRule applied ("" for none); exportTo can make it differ by consumer
 }
 
 // NewBuilder returns a Builder. An invalid cfg (see Validate) makes every
@@ -148,11 +137,10 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 			rand:      rnd,
 			ejections: tableRegisterCounter(cfg.Registerer, ej, log),
 		},
-		bind:     bind,
-		cfErr:    cfg.Validate(),
-		eps:      map[tableEPKey]*tableEndpointLive{},
-		clusters: map[tableClusterKey]*tableClusterLive{},
-		routes:   map[string]*tableRouteLive{},
+		bind:   bind,
+		cfErr:  cfg.Validate(),
+		hosts:  map[string]*tableHostLive{},
+		routes: map[string]*tableRouteLive{},
 	}
 }
 
@@ -170,17 +158,23 @@ func (b *Builder) Build(in BuildInput) (*Table, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.build(in), nil
+}
+
+// build is Build under b.mu.
+func (b *Builder) build(in BuildInput) *Table {
 	b.gen++
 	tb := &tableBuild{
 		b:         b,
 		gen:       b.gen,
 		in:        in,
 		cfg:       in.Config,
-		t:         &Table{node: in.Node, listeners: map[string]*tableListener{}, services: map[string]*tableService{}, env: b.env},
+		t:         &Table{node: in.Node, listeners: map[string]*tableListener{}, services: newTableShardMap[string, *tableService](len(in.Endpoints) / 2), env: b.env},
 		warnSet:   map[string]bool{},
 		routeMemo: map[string]*tableRoute{},
 		policies:  map[tablePolicyKey]*tableClusterPolicy{},
 	}
+	tb.inc = &tableIncState{b: b, cfg: in.Config, routeHosts: map[string]struct{}{}, policies: tb.policies}
 	tb.buildServices()
 	tb.buildDestinationRules()
 	tb.buildListeners()
@@ -188,7 +182,8 @@ func (b *Builder) Build(in BuildInput) (*Table, error) {
 	tb.buildAuto()
 	tb.buildBridge()
 	tb.finish()
-	return tb.t, nil
+	tb.t.inc = tb.inc
+	return tb.t
 }
 
 // tableBuild is the state of one Build.
@@ -212,13 +207,28 @@ type tableBuild struct {
 	decisionSlab []Decision
 	endpointSlab []tableEndpoint
 	poolSlab     []tablePool
+	// bridgeRoute is Decision.Route of bridge decisions.
+	bridgeRoute string
+	// warnCalls counts warn calls (duplicates included).
+	warnCalls int
+	// inc is the context kept for endpoint changes; nil on an update.
+	inc *tableIncState
 }
 
 const tableSlabSize = 256
 
+// slabSize is the chunk size: small for an update, which makes the
+// objects of a few services only.
+func (tb *tableBuild) slabSize() int {
+	if tb.inc == nil {
+		return 8
+	}
+	return tableSlabSize
+}
+
 func (tb *tableBuild) slabCluster() *Cluster {
 	if len(tb.clusterSlab) == 0 {
-		tb.clusterSlab = make([]Cluster, tableSlabSize)
+		tb.clusterSlab = make([]Cluster, tb.slabSize())
 	}
 	c := &tb.clusterSlab[0]
 	tb.clusterSlab = tb.clusterSlab[1:]
@@ -227,7 +237,7 @@ func (tb *tableBuild) slabCluster() *Cluster {
 
 func (tb *tableBuild) slabDecision() *Decision {
 	if len(tb.decisionSlab) == 0 {
-		tb.decisionSlab = make([]Decision, tableSlabSize)
+		tb.decisionSlab = make([]Decision, tb.slabSize())
 	}
 	d := &tb.decisionSlab[0]
 	tb.decisionSlab = tb.decisionSlab[1:]
@@ -236,7 +246,7 @@ func (tb *tableBuild) slabDecision() *Decision {
 
 func (tb *tableBuild) slabEndpoint() *tableEndpoint {
 	if len(tb.endpointSlab) == 0 {
-		tb.endpointSlab = make([]tableEndpoint, tableSlabSize)
+		tb.endpointSlab = make([]tableEndpoint, tb.slabSize())
 	}
 	e := &tb.endpointSlab[0]
 	tb.endpointSlab = tb.endpointSlab[1:]
@@ -246,7 +256,7 @@ func (tb *tableBuild) slabEndpoint() *tableEndpoint {
 // slabPool returns a one-element, full-capacity slice holding p.
 func (tb *tableBuild) slabPool(p tablePool) []tablePool {
 	if len(tb.poolSlab) == 0 {
-		tb.poolSlab = make([]tablePool, tableSlabSize)
+		tb.poolSlab = make([]tablePool, tb.slabSize())
 	}
 	tb.poolSlab[0] = p
 	out := tb.poolSlab[0:1:1]
@@ -269,6 +279,18 @@ type tableService struct {
 	internal  bool
 	ports     []*tableServicePort // sorted by number
 	dr        *tableDR
+	// clusters are the clusters of this host.
+	clusters []*Cluster
+	// hlive caches the host's live state during a build.
+	hlive *tableHostLive
+	// Catalog input, for endpoint changes (Builder.UpdateEndpoints): fp
+	// fingerprints the catalog endpoints of the host in input order,
+	// ncat counts them, warned says one of them was skipped with a
+	// warning. The scratch fields are the builder's, under Builder.mu.
+	fp     uint64
+	ncat   int32
+	warned bool
+	scr    tableServiceScratch
 }
 
 // port returns the service port numbered n, or nil.
@@ -314,6 +336,7 @@ type tableDR struct {
 }
 
 func (tb *tableBuild) warn(format string, args ...any) {
+	tb.warnCalls++
 	msg := fmt.Sprintf(format, args...)
 	if !tb.warnSet[msg] {
 		tb.warnSet[msg] = true
@@ -370,7 +393,7 @@ func (tb *tableBuild) buildServices() {
 				tb.warn("ServiceEntry %s: wildcard host %s cannot be routed to (no endpoints can be selected by name); skipped", name, host)
 				continue
 			}
-			if old := tb.t.services[host]; old != nil {
+			if old := tb.t.service(host); old != nil {
 				tb.warn("ServiceEntry %s: host %s already defined by %s; skipped", name, host, old.source)
 				continue
 			}
@@ -388,7 +411,7 @@ func (tb *tableBuild) buildServices() {
 				}
 				svc.ports = append(svc.ports, &tableServicePort{number: p.Number, name: p.Name, targetPort: p.TargetPort, udp: strings.EqualFold(p.Protocol, "UDP")})
 			}
-			tb.t.services[host] = svc
+			tb.t.services.set(host, host, svc)
 			wes := slices.Clone(spec.Endpoints)
 			if sel := spec.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
 				var cand []*config.WorkloadEntry
@@ -431,29 +454,34 @@ func (tb *tableBuild) buildServices() {
 			}
 		}
 	}
-	for _, ce := range tb.in.Endpoints {
-		host := strings.ToLower(strings.TrimSpace(ce.Host))
+	// Catalogs list a service's endpoints together: the last host's
+	// service is reused without a lookup.
+	var lastRaw, host string
+	var svc *tableService
+	for i := range tb.in.Endpoints {
+		ce := &tb.in.Endpoints[i]
+		if svc == nil || ce.Host != lastRaw {
+			lastRaw, svc = ce.Host, nil
+			host = strings.ToLower(strings.TrimSpace(ce.Host))
+		}
 		if host == "" || ce.Port == 0 || ce.Port > 65535 {
 			tb.warn("catalog endpoint %s for %q port %d: invalid service; skipped", ce.Endpoint.Addr, ce.Host, ce.Port)
+			tb.inc.badFP = tableFPMix(tb.inc.badFP, tableCatalogHash(ce))
 			continue
 		}
-		svc := tb.t.services[host]
 		if svc == nil {
-			svc = &tableService{host: host, source: "catalog", internal: true}
-			tb.t.services[host] = svc
+			if svc = tb.t.service(host); svc == nil {
+				svc = &tableService{host: host, source: "catalog", internal: true}
+				tb.t.services.set(host, host, svc)
+			}
 		}
-		sp := svc.port(ce.Port)
-		if sp == nil {
-			sp = &tableServicePort{number: ce.Port}
-			svc.ports = append(svc.ports, sp)
-		}
-		tb.addEndpoint(svc, sp, ce.Endpoint, 0, "catalog")
+		tb.addCatalog(svc, ce)
 	}
-	for _, svc := range tb.t.services {
+	tb.t.services.all(func(_ string, svc *tableService) {
 		if len(svc.ports) > 1 {
 			slices.SortFunc(svc.ports, func(a, b *tableServicePort) int { return cmp.Compare(a.number, b.number) })
 		}
-	}
+	})
 }
 
 // addEndpoint places one endpoint in a service port. port != 0 joins the
@@ -510,15 +538,13 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 	if local {
 		ep.Network = ""
 	}
-	key := tableEPKey{host: svc.host, addr: addr}
-	live := tb.b.eps[key]
-	if live == nil {
-		live = &tableEndpointLive{}
-		tb.b.eps[key] = live
-	}
+	live := tb.hostLive(svc.host, svc).endpoint(addr)
 	live.gen = tb.gen
 	e := tb.slabEndpoint()
 	*e = tableEndpoint{Endpoint: ep, local: local, live: live}
+	if sp.eps == nil {
+		sp.eps = make([]*tableEndpoint, 0, 4)
+	}
 	sp.eps = append(sp.eps, e)
 }
 
@@ -539,24 +565,12 @@ func (tb *tableBuild) addGatewayEntry(svc *tableService, sp *tableServicePort, e
 		e.Weight = tableAddWeight(e.Weight, ep.Weight)
 		return
 	}
-	live := tb.live(svc.host, addr)
+	live := tb.hostLive(svc.host, svc).endpoint(addr)
+	live.gen = tb.gen
 	e := tb.slabEndpoint()
 	*e = tableEndpoint{Endpoint: ep, live: live}
 	sp.gw[key] = e
 	sp.eps = append(sp.eps, e)
-}
-
-// live returns the live state of endpoint addr of host, marking it used
-// by this build.
-func (tb *tableBuild) live(host, addr string) *tableEndpointLive {
-	key := tableEPKey{host: host, addr: addr}
-	live := tb.b.eps[key]
-	if live == nil {
-		live = &tableEndpointLive{}
-		tb.b.eps[key] = live
-	}
-	live.gen = tb.gen
-	return live
 }
 
 // tableGatewayKey identifies a gateway and one label set.
@@ -679,11 +693,15 @@ func (tb *tableBuild) buildDestinationRules() {
 			continue
 		}
 		name := tableMetaName(d.Meta)
-		host := tableQualifyHost(d.Spec.Host, tableNamespace(d.Meta), tb.t.services)
+		host := tableQualifyHost(d.Spec.Host, tableNamespace(d.Meta), tb.t)
+		tb.inc.routeHosts[strings.ToLower(strings.TrimSpace(d.Spec.Host))], tb.inc.routeHosts[host] = struct{}{}, struct{}{}
 		if host == "" {
 			continue
 		}
 		dr := &tableDR{name: name, namespace: tableNamespace(d.Meta), exportTo: d.Spec.ExportTo, host: host, rule: d.Spec, subsets: map[string]*networking.Subset{}}
+		if len(dr.exportTo) > 0 {
+			ix.scoped = true
+		}
 		for _, s := range d.Spec.Subsets {
 			if s == nil || s.Name == "" {
 				continue
@@ -725,16 +743,19 @@ func (tb *tableBuild) buildDestinationRules() {
 			ix.exact[key] = append(ix.exact[key], dr)
 		}
 	}
-	for _, svc := range tb.t.services {
+	tb.t.services.all(func(_ string, svc *tableService) {
 		svc.dr = ix.lookup(svc.host, svc.namespace, svc.namespace)
-	}
+	})
 }
 
 // tableDRIndex holds the DestinationRules by host.
 type tableDRIndex struct {
-	exact map[string][]*tableDR
-	wild  map[string][]*tableDR // keyed by suffix with leading dot
-	any   []*tableDR
+	// scoped says some rule has an exportTo, so what a lookup finds
+	// depends on the consumer.
+	scoped bool
+	exact  map[string][]*tableDR
+	wild   map[string][]*tableDR // keyed by suffix with leading dot
+	any    []*tableDR
 }
 
 // lookup is Istio's DestinationRule lookup (as
@@ -783,15 +804,18 @@ func (ix *tableDRIndex) lookup(host, ns string, consumers ...string) *tableDR {
 // drFor returns the DestinationRule of svc as seen from the consumer
 // namespaces (see lookup). Without exportTo anywhere it is svc.dr.
 func (tb *tableBuild) drFor(svc *tableService, consumers ...string) *tableDR {
+	if !tb.t.drs.scoped {
+		return svc.dr
+	}
 	return tb.t.drs.lookup(svc.host, svc.namespace, consumers...)
 }
 
 // tableQualifyHost resolves a short destination host ("reviews") in the
 // rule's namespace as Istio does (config.ResolveHost), unless the short
 // name is itself a service host.
-func tableQualifyHost(host, ns string, known map[string]*tableService) string {
+func tableQualifyHost(host, ns string, known *Table) string {
 	host = strings.ToLower(strings.TrimSpace(host))
-	if known[host] != nil {
+	if known.service(host) != nil {
 		return host
 	}
 	return config.ResolveHost(host, ns)
@@ -1212,16 +1236,18 @@ func (tb *tableBuild) route(l *tableListener, ts *tableServer, vs *config.Virtua
 			}
 			w = uint64(d.Weight)
 		}
-		host := tableQualifyHost(strings.ToLower(strings.TrimSpace(d.Destination.Host)), vsNS, tb.t.services)
+		raw := strings.ToLower(strings.TrimSpace(d.Destination.Host))
+		host := tableQualifyHost(raw, vsNS, tb.t)
+		tb.inc.routeHosts[raw], tb.inc.routeHosts[host] = struct{}{}, struct{}{}
 		port := d.Destination.GetPort().GetNumber()
 		if port == 0 {
 			port = ts.port
-			if svc := tb.t.services[host]; svc != nil && svc.port(port) == nil && len(svc.ports) == 1 {
+			if svc := tb.t.service(host); svc != nil && svc.port(port) == nil && len(svc.ports) == 1 {
 				port = svc.ports[0].number
 			}
 		}
 		var cl *Cluster
-		if svc := tb.t.services[host]; svc != nil && !(config.ExportedTo(svc.exportTo, svc.namespace, ts.gatewayNS) && config.ExportedTo(svc.exportTo, svc.namespace, vsNS)) {
+		if svc := tb.t.service(host); svc != nil && !(config.ExportedTo(svc.exportTo, svc.namespace, ts.gatewayNS) && config.ExportedTo(svc.exportTo, svc.namespace, vsNS)) {
 			cl = tb.refusedCluster(host, port, d.Destination.Subset, ReasonNotExported,
 				fmt.Sprintf("service %s (%s) is not exported to namespace %s (exportTo %v); VirtualService %s and Gateway %s must both see it", host, svc.source, tableNotSeeing(svc, vsNS, ts.gatewayNS), svc.exportTo, vsName, ts.gateway))
 		} else {
@@ -1286,23 +1312,28 @@ func (tb *tableBuild) refusedCluster(host string, port uint32, subset string, re
 // hold only endpoints of the node's own network. dr is the
 // DestinationRule the consumer sees (subsets and traffic policy).
 func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly bool, dr *tableDR) *Cluster {
-	key := tableClusterKey{host: host, port: port, subset: subset, localOnly: localOnly}
+	return tb.svcCluster(tb.t.service(host), host, port, subset, localOnly, dr)
+}
+
+// svcCluster is cluster for the caller that has the service of host
+// (svc, nil when there is none).
+func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, subset string, localOnly bool, dr *tableDR) *Cluster {
+	drName := ""
 	if dr != nil {
-		key.dr = dr.name
+		drName = dr.name
 	}
-	live := tb.b.clusters[key]
-	if live == nil {
-		live = &tableClusterLive{}
-		tb.b.clusters[key] = live
-	} else if live.gen == tb.gen {
+	live := tb.hostLive(host, svc).cluster(port, subset, localOnly, drName)
+	if live.gen == tb.gen && live.cluster != nil {
 		return live.cluster
 	}
 	c := tb.slabCluster()
 	*c = Cluster{service: host, port: port, subset: subset, localOnly: localOnly, env: tb.b.env, live: live}
 	live.gen, live.cluster = tb.gen, c
-	tb.t.clusters = append(tb.t.clusters, c)
-
-	svc := tb.t.services[host]
+	if svc != nil {
+		svc.clusters = append(svc.clusters, c)
+	} else {
+		tb.t.clusters = append(tb.t.clusters, c)
+	}
 	var sp *tableServicePort
 	var sub *networking.Subset
 	if svc != nil {
@@ -1337,16 +1368,16 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 	c.pol = tb.policy(dr, sub, port)
 	var local, remote, gws []*tableEndpoint
 	matched := 0
-	allLocal := sub == nil
+	allLocal := true
 	for _, e := range sp.eps {
-		if !e.local {
+		if !e.local || (sub != nil && !config.LabelsMatch(sub.Labels, e.Labels)) {
 			allLocal = false
 			break
 		}
 	}
 	if allLocal {
-		// The common case: no subset, every endpoint local. Share the
-		// port's slice; it no longer changes.
+		// The common case: every endpoint local and in the subset.
+		// Share the port's slice; it no longer changes.
 		local, matched = sp.eps, len(sp.eps)
 	}
 	for _, e := range sp.eps {
@@ -1506,39 +1537,44 @@ func (tb *tableBuild) buildAuto() {
 		if len(l.autoServers) == 0 {
 			continue
 		}
-		l.auto = make(map[tableAutoKey]tableAutoTarget, 2*len(tb.t.services))
-		for host, svc := range tb.t.services {
-			if !svc.internal {
-				continue
-			}
-			var srv *tableServer
-			for _, s := range l.autoServers {
-				if tableHostsMatchAny(s.hosts, host) && config.ExportedTo(svc.exportTo, svc.namespace, s.gatewayNS) {
-					srv = s
-					break
-				}
-			}
-			if srv == nil {
-				continue
-			}
-			dr := tb.drFor(svc, srv.gatewayNS)
-			for _, sp := range svc.ports {
-				if sp.udp {
-					continue
-				}
-				tb.addAuto(l, srv, host, sp.number, "", dr)
-				if dr != nil {
-					for _, s := range dr.subsetNames {
-						tb.addAuto(l, srv, host, sp.number, s, dr)
-					}
-				}
+		l.auto = newTableShardMap[tableAutoKey, tableAutoTarget](2 * tb.t.services.len())
+		tb.t.services.all(func(_ string, svc *tableService) { tb.autoService(l, svc) })
+	}
+}
+
+// autoService adds the AUTO_PASSTHROUGH keys of one service to l.
+func (tb *tableBuild) autoService(l *tableListener, svc *tableService) {
+	if !svc.internal {
+		return
+	}
+	host := svc.host
+	var srv *tableServer
+	for _, s := range l.autoServers {
+		if tableHostsMatchAny(s.hosts, host) && config.ExportedTo(svc.exportTo, svc.namespace, s.gatewayNS) {
+			srv = s
+			break
+		}
+	}
+	if srv == nil {
+		return
+	}
+	dr := tb.drFor(svc, srv.gatewayNS)
+	for _, sp := range svc.ports {
+		if sp.udp {
+			continue
+		}
+		tb.addAuto(l, srv, svc, sp.number, "", dr)
+		if dr != nil {
+			for _, s := range dr.subsetNames {
+				tb.addAuto(l, srv, svc, sp.number, s, dr)
 			}
 		}
 	}
 }
 
-func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, host string, port uint32, subset string, dr *tableDR) {
-	cl := tb.cluster(host, port, subset, true, dr)
+func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, svc *tableService, port uint32, subset string, dr *tableDR) {
+	host := svc.host
+	cl := tb.svcCluster(svc, host, port, subset, true, dr)
 	d := tb.slabDecision()
 	*d = Decision{Route: srv.route, Service: host, Subset: subset, Port: port, Mode: ModeAutoPassthrough,
 		Gateway: srv.gateway, Server: srv.name, Policy: cl.pol.conn, Cluster: cl}
@@ -1547,13 +1583,13 @@ func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, host string, p
 		// Clients without a mesh ALPN are not Istio sidecars doing
 		// split horizon: other networks' endpoints are theirs too,
 		// through the bridge, after the local ones.
-		ocl := tb.cluster(host, port, subset, false, dr)
+		ocl := tb.svcCluster(svc, host, port, subset, false, dr)
 		o := tb.slabDecision()
 		*o = *d
 		o.Cluster, o.Policy = ocl, ocl.pol.conn
 		tgt.open = o
 	}
-	l.auto[tableAutoKey{host: host, port: port, subset: subset}] = tgt
+	l.auto.set(host, tableAutoKey{host: host, port: port, subset: subset}, tgt)
 }
 
 // ---- bridge (receiving side) ----
@@ -1567,32 +1603,41 @@ func (tb *tableBuild) buildBridge() {
 	if !tb.in.Node.Bridge {
 		return
 	}
+	tb.t.bridge = newTableShardMap[tableAutoKey, *Decision](2 * tb.t.services.len())
+	tb.t.services.all(func(_ string, svc *tableService) { tb.bridgeService(svc) })
+}
+
+// bridgeService adds the bridge keys of one service.
+func (tb *tableBuild) bridgeService(svc *tableService) {
 	ns := tb.in.Node.bridgeNamespace()
-	tb.t.bridge = make(map[tableAutoKey]*Decision, 2*len(tb.t.services))
-	route := "bridge/" + ns
-	for host, svc := range tb.t.services {
-		if !svc.internal || !config.ExportedTo(svc.exportTo, svc.namespace, ns) {
+	if tb.bridgeRoute == "" {
+		tb.bridgeRoute = "bridge/" + ns
+	}
+	route := tb.bridgeRoute
+	if !svc.internal || !config.ExportedTo(svc.exportTo, svc.namespace, ns) {
+		return
+	}
+	dr := tb.drFor(svc, ns)
+	for _, sp := range svc.ports {
+		if sp.udp {
 			continue
 		}
-		dr := tb.drFor(svc, ns)
-		for _, sp := range svc.ports {
-			if sp.udp {
-				continue
-			}
-			add := func(subset string) {
-				cl := tb.cluster(host, sp.number, subset, true, dr)
-				d := tb.slabDecision()
-				*d = Decision{Route: route, Service: host, Subset: subset, Port: sp.number, Mode: ModeBridge, Policy: cl.pol.conn, Cluster: cl}
-				tb.t.bridge[tableAutoKey{host: host, port: sp.number, subset: subset}] = d
-			}
-			add("")
-			if dr != nil {
-				for _, s := range dr.subsetNames {
-					add(s)
-				}
+		tb.addBridge(route, svc, sp.number, "", dr)
+		if dr != nil {
+			for _, s := range dr.subsetNames {
+				tb.addBridge(route, svc, sp.number, s, dr)
 			}
 		}
 	}
+}
+
+// addBridge adds one bridge key.
+func (tb *tableBuild) addBridge(route string, svc *tableService, port uint32, subset string, dr *tableDR) {
+	host := svc.host
+	cl := tb.svcCluster(svc, host, port, subset, true, dr)
+	d := tb.slabDecision()
+	*d = Decision{Route: route, Service: host, Subset: subset, Port: port, Mode: ModeBridge, Policy: cl.pol.conn, Cluster: cl}
+	tb.t.bridge.set(host, tableAutoKey{host: host, port: port, subset: subset}, d)
 }
 
 // ---- finish ----
@@ -1602,25 +1647,18 @@ func (tb *tableBuild) buildBridge() {
 // count active connections.
 func (tb *tableBuild) finish() {
 	b := tb.b
-	for _, svc := range tb.t.services {
+	tb.t.services.all(func(_ string, svc *tableService) {
 		for _, sp := range svc.ports {
 			sp.seen, sp.gw = nil, nil // build-time only
 		}
-	}
+	})
 	for _, l := range tb.order {
 		l.owners = nil // build-time only
+		tb.inc.order = append(tb.inc.order, l.spec.Key)
 	}
-	for k, v := range b.eps {
-		if v.gen != tb.gen && v.active.Load() <= 0 {
-			delete(b.eps, k)
-		}
-	}
-	for k, v := range b.clusters {
-		if v.gen != tb.gen {
-			v.cluster = nil
-			if v.active.Load() <= 0 {
-				delete(b.clusters, k)
-			}
+	for host, h := range b.hosts {
+		if h.prune(tb.gen) {
+			delete(b.hosts, host)
 		}
 	}
 	for k, v := range b.routes {
@@ -1636,5 +1674,5 @@ func (tb *tableBuild) finish() {
 		b.lastWarn = tb.t.warnings
 	}
 	b.env.log.Debug("sni: route table built", "node", tb.in.Node.Name, "listeners", len(tb.t.specs),
-		"services", len(tb.t.services), "clusters", len(tb.t.clusters), "warnings", len(tb.t.warnings))
+		"services", tb.t.services.len(), "clusters", tb.t.clusterCount(), "warnings", len(tb.t.warnings))
 }

@@ -327,7 +327,7 @@ func (t *Table) Dump() any {
 	d := tableDump{
 		Node: dumpNode{Name: t.node.Name, Network: t.node.Network, Labels: t.node.Labels,
 			Bridge: t.node.Bridge, BridgeNamespace: t.node.bridgeNamespace()},
-		BridgeNames: len(t.bridge),
+		BridgeNames: t.bridgeLen(),
 		Listeners:   []dumpListener{},
 		Clusters:    []dumpCluster{},
 		Warnings:    slices.Clone(t.warnings),
@@ -374,7 +374,7 @@ func (t *Table) Dump() any {
 			dl.TCP = &r
 		}
 		if len(l.autoServers) > 0 {
-			dl.AutoPassthroughNames = len(l.auto)
+			dl.AutoPassthroughNames = l.autoLen()
 		}
 		d.Listeners = append(d.Listeners, dl)
 	}
@@ -382,8 +382,9 @@ func (t *Table) Dump() any {
 		name string
 		c    *Cluster
 	}
-	cls := make([]named, 0, len(t.clusters))
-	for _, c := range t.clusters {
+	all := t.allClusters()
+	cls := make([]named, 0, len(all))
+	for _, c := range all {
 		cls = append(cls, named{c.Name(), c})
 	}
 	slices.SortFunc(cls, func(a, b named) int { return strings.Compare(a.name, b.name) })

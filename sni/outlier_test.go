@@ -291,7 +291,7 @@ func TestLiveStateSurvivesRebuild(t *testing.T) {
 	// Endpoints removed from config and idle are forgotten.
 	router.Publish(tableTestBuild(t, b, balanceTestSet([]uint32{1}, nil)))
 	b.mu.Lock()
-	n := len(b.eps)
+	n := b.liveEndpoints()
 	b.mu.Unlock()
 	if n != 1 {
 		t.Fatalf("builder keeps %d endpoint states after shrinking to one endpoint, want 1", n)

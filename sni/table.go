@@ -127,15 +127,41 @@ type Table struct {
 	node      NodeInfo
 	specs     []ListenerSpec
 	listeners map[string]*tableListener
-	services  map[string]*tableService
-	clusters  []*Cluster
-	warnings  []string
-	env       *tableEnv
-	drs       tableDRIndex
+	services  *tableShardMap[string, *tableService]
+	// clusters are the clusters of hosts that have no service (routes to
+	// unknown hosts) and refused ones; the others are in their
+	// service's tableService.clusters.
+	clusters []*Cluster
+	warnings []string
+	env      *tableEnv
+	drs      tableDRIndex
 	// bridge holds the (host, port, subset) keys served to the bridge's
 	// receiving side: services exported to the bridge namespace, own
 	// network endpoints only.
-	bridge map[tableAutoKey]*Decision
+	bridge *tableShardMap[tableAutoKey, *Decision]
+	// inc is what an endpoint change needs to update the table in
+	// place of a rebuild (Builder.UpdateEndpoints).
+	inc *tableIncState
+}
+
+// service returns the service of host, or nil.
+func (t *Table) service(host string) *tableService {
+	svc, _ := t.services.get(host, host)
+	return svc
+}
+
+// allClusters returns every cluster of the table, in no order.
+func (t *Table) allClusters() []*Cluster {
+	out := slices.Clone(t.clusters)
+	t.services.all(func(_ string, svc *tableService) { out = append(out, svc.clusters...) })
+	return out
+}
+
+// clusterCount returns the number of clusters.
+func (t *Table) clusterCount() int {
+	n := len(t.clusters)
+	t.services.all(func(_ string, svc *tableService) { n += len(svc.clusters) })
+	return n
 }
 
 // tableListener is one socket and everything routed through it.
@@ -154,7 +180,7 @@ type tableListener struct {
 	owners map[string]string
 	// AUTO_PASSTHROUGH: exported (host, port, subset) keys.
 	autoServers []*tableServer
-	auto        map[tableAutoKey]tableAutoTarget
+	auto        *tableShardMap[tableAutoKey, tableAutoTarget]
 	// Plain TCP route (no SNI), also the fallback for TLS connections whose
 	// SNI matched nothing, as Envoy's chain without server_names.
 	tcp       *tableRoute
@@ -306,7 +332,7 @@ func (l *tableListener) match(name string, alpn []string, hello bool) (tableMatc
 		ap, apErr = tableParseAuto(name)
 		if apErr == nil {
 			autoName = true
-			if tgt, ok := l.auto[ap]; ok {
+			if tgt, ok := l.auto.get(ap.host, ap); ok {
 				mesh := IsMeshALPN(alpn)
 				if tgt.server.requireALPN && !mesh {
 					return tableMatch{}, &RefusedError{Reason: ReasonALPN, Detail: fmt.Sprintf("SNI %q on %s: AUTO_PASSTHROUGH requires an Istio mesh ALPN (istio, istio-peer-exchange, istio-http/1.0, istio-http/1.1, istio-h2); client offered %q", name, l.spec.Key, tableFirst(alpn, 4))}
@@ -392,7 +418,7 @@ func (l *tableListener) autoRefusal(name string, k tableAutoKey) *RefusedError {
 	if t == nil {
 		return no("no route")
 	}
-	svc := t.services[k.host]
+	svc := t.service(k.host)
 	if svc != nil && svc.exportTo != nil {
 		srv = nil
 		var nss []string
@@ -497,4 +523,20 @@ func tableFirst(s []string, n int) []string {
 		return s[:n]
 	}
 	return s
+}
+
+// bridgeLen returns the number of bridge keys (0 without a bridge index).
+func (t *Table) bridgeLen() int {
+	if t.bridge == nil {
+		return 0
+	}
+	return t.bridge.len()
+}
+
+// autoLen returns the number of AUTO_PASSTHROUGH keys of l.
+func (l *tableListener) autoLen() int {
+	if l.auto == nil {
+		return 0
+	}
+	return l.auto.len()
 }

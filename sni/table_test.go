@@ -906,12 +906,12 @@ func TestTableEndpointDedup(t *testing.T) {
 // clusterFor finds the cluster of host:port/subset that is not
 // AUTO_PASSTHROUGH-only, building nothing (tests).
 func (t *Table) clusterFor(host string, port uint32, subset string) *Cluster {
-	for _, c := range t.clusters {
+	for _, c := range t.allClusters() {
 		if c.service == host && c.port == port && c.subset == subset && !c.localOnly {
 			return c
 		}
 	}
-	for _, c := range t.clusters {
+	for _, c := range t.allClusters() {
 		if c.service == host && c.port == port && c.subset == subset {
 			return c
 		}

@@ -134,9 +134,11 @@ type Agent struct {
 
 	reloadMu sync.Mutex // serializes Reload (file watch, sources, SIGHUP)
 
-	// mu guards current (the last config that loaded cleanly).
+	// mu guards current (the last config that loaded cleanly) and table
+	// (the last route table built from it).
 	mu      sync.Mutex
 	current *config.Set
+	table   *sni.Table
 
 	reloads        *prometheus.CounterVec
 	configResource *prometheus.GaugeVec
@@ -263,7 +265,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := a.apply(ctx, set); err != nil {
+	if err := a.apply(ctx, set, false); err != nil {
 		return err
 	}
 	if a.cfg.AdminAddr != "" {
@@ -361,22 +363,23 @@ func (a *Agent) Reload(ctx context.Context) error {
 		prev = a.current.Hash()
 	}
 	a.mu.Unlock()
-	same := prev == set.Hash() && len(a.cfg.Endpoints) == 0
+	hash := set.Hash()
+	same := prev == hash && len(a.cfg.Endpoints) == 0
 	if same {
 		a.reloads.WithLabelValues("unchanged").Inc()
 		return nil
 	}
-	if err := a.apply(ctx, set); err != nil {
+	if err := a.apply(ctx, set, prev == hash); err != nil {
 		a.reloads.WithLabelValues("error").Inc()
 		a.log.Error("reload applied with errors", "err", err)
 		return err
 	}
 	a.reloads.WithLabelValues("ok").Inc()
-	if prev == set.Hash() {
+	if prev == hash {
 		// Same resources, new endpoints (catalog or store change).
-		a.log.Debug("routes rebuilt", "hash", set.Hash()[:12])
+		a.log.Debug("routes updated", "hash", hash[:12])
 	} else {
-		a.log.Info("configuration reloaded", "hash", set.Hash()[:12])
+		a.log.Info("configuration reloaded", "hash", hash[:12])
 	}
 	return nil
 }
@@ -425,13 +428,27 @@ func (a *Agent) endpoints() []sni.CatalogEndpoint {
 	return eps
 }
 
-func (a *Agent) apply(ctx context.Context, set *config.Set) error {
-	t, err := a.builder.Build(sni.BuildInput{Config: set, Node: a.cfg.Node, Endpoints: a.endpoints()})
+// apply builds the routes for set and publishes them. sameConfig says set
+// has the resources of the running table: only endpoints changed, and the
+// table is updated for the services whose endpoints changed instead of
+// rebuilt.
+func (a *Agent) apply(ctx context.Context, set *config.Set, sameConfig bool) error {
+	eps := a.endpoints()
+	a.mu.Lock()
+	prev := a.table
+	a.mu.Unlock()
+	var t *sni.Table
+	var err error
+	if sameConfig && prev != nil {
+		t, err = a.builder.UpdateEndpoints(prev, eps)
+	} else {
+		t, err = a.builder.Build(sni.BuildInput{Config: set, Node: a.cfg.Node, Endpoints: eps})
+	}
 	if err != nil {
 		return fmt.Errorf("agent: building routes: %w", err)
 	}
 	a.mu.Lock()
-	a.current = set
+	a.current, a.table = set, t
 	a.mu.Unlock()
 	for kind, n := range map[config.Kind]int{
 		config.KindGateway:         len(set.Gateways),
