@@ -25,6 +25,14 @@ const (
 	backendHandshakeTimeout = 10 * time.Second
 	// sinkBufSize is the read size of the raw sink.
 	sinkBufSize = 256 << 10
+	// cmdDownload asks the TLS backend for a download: 8 more bytes give the
+	// budget, see tlsBackend.download.
+	cmdDownload = 'D'
+	// downloadChunk is the size of one write of the download server: four
+	// full TLS records.
+	downloadChunk = 64 << 10
+	// maxDownload bounds one download, whatever the client asks.
+	maxDownload = 1 << 40
 )
 
 // server accepts connections on one loopback listener and runs handle on
@@ -118,27 +126,103 @@ func (s *server) Close() error {
 	return err
 }
 
-// serveTLS is the handler of the TLS backend: a full handshake, then one
-// ackByte per cmdPing until the client closes.
-func serveTLS(cfg *tls.Config) func(net.Conn) {
-	return func(c net.Conn) {
-		tc := tls.Server(c, cfg)
-		_ = c.SetDeadline(time.Now().Add(backendHandshakeTimeout))
-		if err := tc.Handshake(); err != nil {
+// tlsBackend is the handler of the TLS backend: a full handshake, then
+// commands until the client closes. cmdPing gets one ackByte; cmdDownload
+// ends the command loop with a download (see download).
+type tlsBackend struct {
+	cfg *tls.Config
+	// maxLife bounds a download connection.
+	maxLife time.Duration
+	// sent counts the payload bytes of downloads whose trailer went out,
+	// so that each download sample can be matched against what the clients
+	// received.
+	sent atomic.Int64
+}
+
+// serve handles one connection.
+func (b *tlsBackend) serve(c net.Conn) {
+	tc := tls.Server(c, b.cfg)
+	_ = c.SetDeadline(time.Now().Add(backendHandshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	var cmd [1]byte
+	ack := []byte{ackByte}
+	for {
+		if _, err := io.ReadFull(tc, cmd[:]); err != nil {
 			return
 		}
-		_ = c.SetDeadline(time.Time{})
-		var cmd [1]byte
-		ack := []byte{ackByte}
-		for {
-			if _, err := io.ReadFull(tc, cmd[:]); err != nil || cmd[0] != cmdPing {
-				return
-			}
+		switch cmd[0] {
+		case cmdPing:
 			if _, err := tc.Write(ack); err != nil {
 				return
 			}
+		case cmdDownload:
+			b.download(c, tc)
+			return
+		default:
+			return
 		}
 	}
+}
+
+var downloadBufs = sync.Pool{New: func() any { b := make([]byte, downloadChunk); return &b }}
+
+// download serves one download: it reads the client's byte budget (uint64,
+// big-endian), then writes payload in downloadChunk writes (TLS records of
+// 16 KiB) until the budget is spent, maxDownload is reached or the client
+// sends any byte (its stop), then an 8-byte trailer with the payload count,
+// then close_notify. It returns once the client has stopped or closed, or
+// maxLife has passed.
+func (b *tlsBackend) download(c net.Conn, tc *tls.Conn) {
+	_ = c.SetDeadline(time.Now().Add(b.maxLife))
+	var req [8]byte
+	if _, err := io.ReadFull(tc, req[:]); err != nil {
+		return
+	}
+	budget := min(binary.BigEndian.Uint64(req[:]), maxDownload)
+	stop := make(chan struct{})
+	go func() {
+		defer close(stop)
+		var s [1]byte
+		_, _ = tc.Read(s[:]) // the stop byte, EOF or the deadline
+	}()
+	defer func() {
+		c.Close() // ends the stop reader if the client did not
+		<-stop
+	}()
+	bp := downloadBufs.Get().(*[]byte)
+	defer downloadBufs.Put(bp)
+	var sent uint64
+loop:
+	for sent < budget {
+		select {
+		case <-stop:
+			break loop
+		default:
+		}
+		k, err := tc.Write((*bp)[:min(uint64(len(*bp)), budget-sent)])
+		sent += uint64(k)
+		if err != nil {
+			return
+		}
+	}
+	var trailer [8]byte
+	binary.BigEndian.PutUint64(trailer[:], sent)
+	if _, err := tc.Write(trailer[:]); err != nil {
+		return
+	}
+	// Counted before close_notify goes out, so that a client that saw it
+	// also sees the count.
+	b.sent.Add(int64(sent))
+	if err := tc.CloseWrite(); err != nil {
+		return
+	}
+	// The deferred close waits for the client's stop byte or close (the
+	// deadline bounds it): closing first could reset the connection while
+	// the client still reads.
+	<-stop
 }
 
 var sinkBufs = sync.Pool{New: func() any { b := make([]byte, sinkBufSize); return &b }}

@@ -280,3 +280,104 @@ func closeAll(conns []*tls.Conn) {
 	}
 	wg.Wait()
 }
+
+// runDownload opens streams TLS connections through addr with cfg; each
+// asks the backend for a download of at most maxBytes, reads for d, sends
+// its stop and reads to close_notify. Bytes counts only payload whose count
+// matched the backend's trailer.
+func runDownload(ctx context.Context, addr string, cfg *tls.Config, streams int, d time.Duration, maxBytes int64) throughputRun {
+	var (
+		mu  sync.Mutex // guards run
+		run throughputRun
+		wg  sync.WaitGroup
+	)
+	begin := time.Now()
+	for range streams {
+		wg.Go(func() {
+			n, err := downloadStream(ctx, addr, cfg, begin.Add(d), maxBytes)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				run.Errors++
+				if run.FirstErr == nil {
+					run.FirstErr = err
+				}
+				return
+			}
+			run.Bytes += n
+		})
+	}
+	wg.Wait()
+	run.Elapsed = time.Since(begin)
+	return run
+}
+
+// downloadReadSize is the client's read buffer for downloads.
+const downloadReadSize = 256 << 10
+
+// downloadStream is one connection of runDownload. It returns the payload
+// received, after checking it against the trailer (the last 8 bytes).
+func downloadStream(ctx context.Context, addr string, cfg *tls.Config, until time.Time, maxBytes int64) (int64, error) {
+	dl := net.Dialer{Timeout: dialTimeout}
+	raw, err := dl.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return 0, fmt.Errorf("proxybench: dial %s: %w", addr, err)
+	}
+	defer raw.Close()
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Now()) })
+	defer stop()
+	_ = raw.SetDeadline(until.Add(ackTimeout))
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return 0, fmt.Errorf("proxybench: TLS handshake via %s: %w", addr, err)
+	}
+	req := make([]byte, 9)
+	req[0] = cmdDownload
+	binary.BigEndian.PutUint64(req[1:], uint64(max(maxBytes, 0)))
+	if _, err := tc.Write(req); err != nil {
+		return 0, fmt.Errorf("proxybench: download request via %s: %w", addr, err)
+	}
+	buf := make([]byte, downloadReadSize)
+	var (
+		total   int64
+		tail    [8]byte // the last 8 bytes received
+		stopped bool
+	)
+	for {
+		k, err := tc.Read(buf)
+		if k >= len(tail) {
+			copy(tail[:], buf[k-len(tail):k])
+		} else if k > 0 {
+			copy(tail[:], tail[k:])
+			copy(tail[len(tail)-k:], buf[:k])
+		}
+		total += int64(k)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("proxybench: download via %s after %d bytes: %w", addr, total, err)
+		}
+		if !stopped && !time.Now().Before(until) {
+			stopped = true
+			if _, err := tc.Write([]byte{'S'}); err != nil {
+				return 0, fmt.Errorf("proxybench: download stop via %s after %d bytes: %w", addr, total, err)
+			}
+		}
+	}
+	return checkTrailer(total, tail)
+}
+
+// checkTrailer splits what a download received (total bytes, the last 8
+// of them in tail) into payload and trailer, and returns the payload count
+// when the trailer states it.
+func checkTrailer(total int64, tail [8]byte) (int64, error) {
+	if total < int64(len(tail)) {
+		return 0, fmt.Errorf("%w: download ended after %d bytes, before its 8-byte trailer", errShortAck, total)
+	}
+	payload := total - int64(len(tail))
+	if got := binary.BigEndian.Uint64(tail[:]); got != uint64(payload) {
+		return 0, fmt.Errorf("%w: received %d payload bytes, backend sent %d", errShortAck, payload, got)
+	}
+	return payload, nil
+}

@@ -16,22 +16,32 @@ var errConfig = errors.New("proxybench: invalid config")
 
 // config is one benchmark run. Build it with defaultConfig or shortConfig.
 type config struct {
-	// Duration is the length of each handshake and throughput cell.
-	// Default 5s (short: 1s).
+	// Duration is the length of one sample: one peer, one cell, one run.
+	// Default 2s (short: 300ms).
 	Duration time.Duration
-	// Rounds cuts each cell into rounds of Duration/Rounds; every round
-	// visits all peers in a rotating order, so that outside load falls on
-	// all of them alike. Default 5 (short: 1).
-	Rounds int
+	// Runs is how many times every figure is measured. Each run starts the
+	// proxies afresh, measures idle connections first, then visits every
+	// peer for every cell in a rotating order, so that outside load falls
+	// on all peers alike; modes alternate from run to run. The report gives
+	// median, min and max. Default 3 (short: 1).
+	Runs int
+	// Modes lists the modes to measure, in report order: modePinned (each
+	// proxy on one CPU of its own with one worker, this program on the
+	// others) and modeUnpinned (no affinity, Workers workers). Default both.
+	Modes []string
+	// ProxyCPU is the CPU of the proxy in the pinned mode; negative picks
+	// the highest CPU this process may use. Default -1.
+	ProxyCPU int
 	// Concurrency lists the handshake test's client counts. Default 1, 16, 64.
 	Concurrency []int
-	// DetailAt is the concurrency whose cell gives latency and CPU figures.
-	// Default 16; it must be in Concurrency.
+	// DetailAt is the concurrency whose cell gives the proxy-cores figure of
+	// the summary. Default 64; it must be in Concurrency.
 	DetailAt int
-	// Streams lists the throughput test's parallel stream counts. Default 1, 8.
+	// Streams lists the parallel stream counts of the TLS download and raw
+	// copy tests. Default 1, 8.
 	Streams []int
 	// IdleConns is how many idle connections the memory test opens through
-	// each proxy. Default 9000 (short: 500). Lowered when the open-file
+	// each proxy. Default 9500 (short: 200). Lowered when the open-file
 	// limit cannot hold them, and the report says so.
 	IdleConns int
 	// SkipIdle leaves out the idle-connection test.
@@ -46,13 +56,14 @@ type config struct {
 	// Install lets the run apt-get HAProxy and nginx when missing (root
 	// only). Default true.
 	Install bool
-	// Workers is the proxies' worker count: GOMAXPROCS for meshgate, nbthread
-	// for HAProxy, worker_processes for nginx. Default 2.
+	// Workers is the proxies' worker count in the unpinned mode: GOMAXPROCS
+	// for meshgate, nbthread for HAProxy, worker_processes for nginx (the
+	// pinned mode uses 1). Default 2.
 	Workers int
-	// MaxBytesPerCell bounds what one throughput cell sends, summed over
+	// MaxBytesPerCell bounds what one throughput sample moves, summed over
 	// streams. Default 64 GiB.
 	MaxBytesPerCell int64
-	// MaxConnsPerCell bounds the connections of one handshake cell.
+	// MaxConnsPerCell bounds the connections of one handshake sample.
 	// Default 1,000,000.
 	MaxConnsPerCell int64
 	// IdleOpenTimeout bounds opening the idle connections of one peer.
@@ -70,12 +81,14 @@ type config struct {
 // defaultConfig is the full benchmark that `make bench` runs.
 func defaultConfig() config {
 	return config{
-		Duration:        5 * time.Second,
-		Rounds:          5,
+		Duration:        2 * time.Second,
+		Runs:            3,
+		Modes:           slices.Clone(allModes),
+		ProxyCPU:        -1,
 		Concurrency:     []int{1, 16, 64},
-		DetailAt:        16,
+		DetailAt:        64,
 		Streams:         []int{1, 8},
-		IdleConns:       9000,
+		IdleConns:       9500,
 		Peers:           slices.Clone(allPeers),
 		Install:         true,
 		Workers:         2,
@@ -86,13 +99,13 @@ func defaultConfig() config {
 	}
 }
 
-// shortConfig is defaultConfig with 1 s cells and 500 idle connections: a
-// smoke run that proves every figure is still produced.
+// shortConfig is defaultConfig with one run of 300 ms samples and 200 idle
+// connections: a smoke run that proves every figure is still produced.
 func shortConfig() config {
 	c := defaultConfig()
-	c.Duration = time.Second
-	c.Rounds = 1
-	c.IdleConns = 500
+	c.Duration = 300 * time.Millisecond
+	c.Runs = 1
+	c.IdleConns = 200
 	c.IdleOpenTimeout = time.Minute
 	c.Timeout = 10 * time.Minute
 	return c
@@ -106,8 +119,12 @@ func (c config) validate() error {
 	switch {
 	case c.Duration < 100*time.Millisecond || c.Duration > 10*time.Minute:
 		return bad("Duration", "%s not in [100ms, 10m]", c.Duration)
-	case c.Rounds < 1 || c.Duration/time.Duration(c.Rounds) < 100*time.Millisecond:
-		return bad("Rounds", "%d: rounds of Duration/Rounds must last at least 100ms", c.Rounds)
+	case c.Runs < 1 || c.Runs > 100:
+		return bad("Runs", "%d not in [1, 100]", c.Runs)
+	case len(c.Modes) == 0:
+		return bad("Modes", "empty")
+	case c.ProxyCPU > maxCPU:
+		return bad("ProxyCPU", "%d > %d", c.ProxyCPU, maxCPU)
 	case len(c.Concurrency) == 0:
 		return bad("Concurrency", "empty")
 	case len(c.Streams) == 0:
@@ -140,6 +157,16 @@ func (c config) validate() error {
 			return bad("Streams", "%d not in [1, 256]", n)
 		}
 	}
+	modes := make(map[string]bool)
+	for _, m := range c.Modes {
+		if !slices.Contains(allModes, m) {
+			return bad("Modes", "unknown mode %q (known: %s)", m, strings.Join(allModes, ","))
+		}
+		if modes[m] {
+			return bad("Modes", "%q listed twice", m)
+		}
+		modes[m] = true
+	}
 	seen := make(map[string]bool)
 	for _, p := range c.Peers {
 		if !slices.Contains(allPeers, p) {
@@ -160,25 +187,28 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 	fs.SetOutput(out)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: proxybench [flags]\n\n"+
-			"Compares direct, meshgate, HAProxy and nginx SNI passthrough on loopback:\n"+
-			"handshake conn/s, proxy CPU per 1,000 connections, copy throughput, and\n"+
-			"memory and fds per idle connection.\n\nflags:\n")
+			"Compares direct, meshgate, HAProxy and nginx SNI passthrough on loopback,\n"+
+			"with each proxy pinned to a CPU of its own and unpinned: handshake conn/s\n"+
+			"and proxy cores, TLS download and raw copy throughput, and memory and fds\n"+
+			"per idle connection.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	def := defaultConfig()
 	var (
-		short    = fs.Bool("short", false, "smoke run: 1s cells and 500 idle connections (explicit flags still win)")
-		duration = fs.Duration("duration", def.Duration, "length of each handshake and throughput cell")
+		short    = fs.Bool("short", false, "smoke run: 1 run of 300ms samples and 200 idle connections (explicit flags still win)")
+		duration = fs.Duration("duration", def.Duration, "length of one sample (one peer, one cell, one run)")
+		modes    = fs.String("modes", strings.Join(def.Modes, ","), "comma-separated modes: pinned (proxy on a CPU of its own, 1 worker), unpinned")
+		proxyCPU = fs.Int("proxy-cpu", def.ProxyCPU, "CPU of the proxy in the pinned mode (-1: the highest allowed)")
 		conns    = fs.Int("conns", def.IdleConns, "idle connections opened through each proxy")
 		only     = fs.String("only", strings.Join(def.Peers, ","), "comma-separated peers to measure: "+strings.Join(allPeers, ","))
 		skipIdle = fs.Bool("skip-idle", false, "leave out the idle-connection memory test")
 		jsonFile = fs.String("json", "", "also write the results as JSON to `FILE`")
 		meshgate = fs.String("meshgate", getenv("MESHGATE_BIN"), "meshgate binary (default $MESHGATE_BIN)")
 		install  = fs.Bool("install", def.Install, "apt-get install haproxy / nginx when missing (root only)")
-		workers  = fs.Int("workers", def.Workers, "worker threads/processes per proxy")
+		workers  = fs.Int("workers", def.Workers, "worker threads/processes per proxy in the unpinned mode")
 		timeout  = fs.Duration("timeout", def.Timeout, "bound on the whole run")
 		keep     = fs.Bool("keep", false, "keep the folder with the proxies' configs and print its path")
-		rounds   = fs.Int("rounds", def.Rounds, "rounds per cell; each round visits every peer (short: 1)")
+		runs     = fs.Int("runs", def.Runs, "interleaved runs; figures are median [min..max] over them (short: 1)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -199,8 +229,8 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 	if set["conns"] || !*short {
 		c.IdleConns = *conns
 	}
-	if set["rounds"] || !*short {
-		c.Rounds = *rounds
+	if set["runs"] || !*short {
+		c.Runs = *runs
 	}
 	if set["timeout"] || !*short {
 		c.Timeout = *timeout
@@ -211,6 +241,13 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 			c.Peers = append(c.Peers, p)
 		}
 	}
+	c.Modes = nil
+	for _, m := range strings.Split(*modes, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			c.Modes = append(c.Modes, m)
+		}
+	}
+	c.ProxyCPU = *proxyCPU
 	c.SkipIdle = *skipIdle
 	c.JSONFile = *jsonFile
 	c.MeshgateBin = *meshgate

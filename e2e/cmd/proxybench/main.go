@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -19,9 +20,10 @@ import (
 )
 
 const (
-	// fdReserve is what each process keeps for itself besides two fds per
-	// idle connection (bench: client + backend side; proxy: both sides).
-	fdReserve = 512
+	// fdReserve is the fds each process keeps for itself besides two per
+	// idle connection (bench: client + backend side; proxy: both sides):
+	// with the usual limit of 20,000, 9,616 connections fit.
+	fdReserve = 768
 	// idleWorkers open the idle connections in parallel.
 	idleWorkers = 16
 	// idleMaxErrors stops the idle test of a peer after so many failures.
@@ -31,6 +33,11 @@ const (
 	quiesceTimeout = 30 * time.Second
 	// settleTimeout bounds the wait for a proxy's memory to stop moving.
 	settleTimeout = 5 * time.Second
+	// afterFill is when, after the last idle connection opened, the RSS a
+	// user would see right after a burst is taken.
+	afterFill = 2 * time.Second
+	// peakInterval is how often the RSS is sampled during a fill.
+	peakInterval = 100 * time.Millisecond
 )
 
 func main() {
@@ -114,9 +121,31 @@ func busy(loadavg string, cores int) bool {
 	return err == nil && v > float64(cores)
 }
 
-// run measures every peer of cfg and returns what it measured. On an error
-// or cancellation it returns the figures gathered so far with the error.
-// Every process it started has stopped when it returns.
+// modePlan is one mode as run will measure it.
+type modePlan struct {
+	name    string
+	workers int
+	pin     *pinPlan // nil: unpinned
+}
+
+// bench holds what every run of every mode shares.
+type bench struct {
+	cfg       config
+	log       *slog.Logger
+	res       *results
+	tlsB      *tlsBackend
+	tlsSrv    *server
+	rawSrv    *server
+	clientCfg *tls.Config
+	hello     []byte
+	dir       string
+	nofile    uint64
+	idleN     int
+}
+
+// run measures every peer of cfg in every mode and returns what it
+// measured. On an error or cancellation it returns the figures gathered so
+// far with the error. Every process it started has stopped when it returns.
 func run(ctx context.Context, cfg config) (*results, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -151,11 +180,11 @@ func run(ctx context.Context, cfg config) (*results, error) {
 		Started: time.Now(),
 		Host:    hostInfo{Cores: runtime.NumCPU(), Kernel: kernelRelease(), GoVersion: runtime.Version(), NoFile: nofile, LoadStart: loadAvg()},
 		Settings: settings{
-			CellSeconds: cfg.Duration.Seconds(), Rounds: cfg.Rounds, Workers: cfg.Workers, DetailAt: cfg.DetailAt, IdleConns: cfg.IdleConns,
+			SampleSeconds: cfg.Duration.Seconds(), Runs: cfg.Runs, Workers: cfg.Workers, DetailAt: cfg.DetailAt, IdleConns: cfg.IdleConns,
 		},
 	}
 	idleN := cfg.IdleConns
-	if fit := int(nofile/2) - fdReserve; !cfg.SkipIdle && idleN > fit {
+	if fit := int(nofile-fdReserve) / 2; !cfg.SkipIdle && idleN > fit {
 		idleN = max(fit, 1)
 		res.Notes = append(res.Notes, fmt.Sprintf(
 			"%d idle connections asked, %d used: open-file limit %d per process must hold 2 fds per connection in this process (client + backend) and in the proxy, plus %d spare",
@@ -163,11 +192,35 @@ func run(ctx context.Context, cfg config) (*results, error) {
 		res.Settings.IdleConns = idleN
 	}
 
+	var plans []modePlan
+	for _, m := range cfg.Modes {
+		switch m {
+		case modeUnpinned:
+			plans = append(plans, modePlan{name: m, workers: cfg.Workers})
+		case modePinned:
+			allowed, err := allowedCPUs(0)
+			if err != nil {
+				res.Notes = append(res.Notes, "pinned mode skipped: "+err.Error())
+				continue
+			}
+			pin, err := planPinning(allowed, cfg.ProxyCPU)
+			if err != nil {
+				res.Notes = append(res.Notes, "pinned mode skipped: "+err.Error())
+				continue
+			}
+			plans = append(plans, modePlan{name: m, workers: 1, pin: &pin})
+		}
+	}
+	if len(plans) == 0 {
+		return res, fmt.Errorf("proxybench: no mode can run (see the notes)")
+	}
+
 	pki, err := newPKI(tlsName)
 	if err != nil {
 		return nil, err
 	}
-	tlsSrv, err := listenServer(serveTLS(pki.serverConfig()))
+	tlsB := &tlsBackend{cfg: pki.serverConfig(), maxLife: cfg.Duration + 2*ackTimeout}
+	tlsSrv, err := listenServer(tlsB.serve)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +230,6 @@ func run(ctx context.Context, cfg config) (*results, error) {
 		return nil, err
 	}
 	defer rawSrv.Close()
-	clientCfg := pki.clientConfig(tlsName)
 	hello, err := clientHello(pki.clientConfig(rawName))
 	if err != nil {
 		return nil, err
@@ -191,108 +243,241 @@ func run(ctx context.Context, cfg config) (*results, error) {
 	} else {
 		defer os.RemoveAll(dir)
 	}
+	for _, name := range cfg.Peers {
+		res.Peers = append(res.Peers, peerInfo{Name: name})
+	}
+	b := &bench{cfg: cfg, log: log, res: res, tlsB: tlsB, tlsSrv: tlsSrv, rawSrv: rawSrv, clientCfg: pki.clientConfig(tlsName),
+		hello: hello, dir: dir, nofile: nofile, idleN: idleN}
+	modes := make([]modeResult, len(plans))
+	for i, pl := range plans {
+		modes[i] = modeResult{Mode: pl.name, Setup: "no CPU affinity; proxies get " + strconv.Itoa(pl.workers) + " workers"}
+		if pl.pin != nil {
+			modes[i].Setup = fmt.Sprintf("each proxy on CPU %s (taskset -c) with 1 worker; load generator and backends on CPU %s",
+				formatCPUList(pl.pin.proxy), formatCPUList(pl.pin.load))
+		}
+		for _, name := range cfg.Peers {
+			modes[i].Peers = append(modes[i].Peers, peerInfo{Name: name})
+		}
+	}
+	finish := func() {
+		for i := range modes {
+			sortCells(&modes[i], cfg.Peers)
+			modes[i].finish()
+		}
+		res.Modes = modes
+		fillGoals(res)
+	}
+	// Runs alternate the order of the modes, and within a mode rotate the
+	// order of the peers, so that load from outside this program weighs on
+	// every mode and peer alike.
+	for r := range cfg.Runs {
+		for k := range plans {
+			i := (k + r) % len(plans)
+			if err := b.runMode(ctx, plans[i], r, &modes[i]); err != nil {
+				finish()
+				return res, err
+			}
+		}
+	}
+	finish()
+	for _, p := range res.Peers {
+		if p.Skipped == "" && p.Version == "" && p.Setup == "" {
+			return res, fmt.Errorf("proxybench: peer %s never started", p.Name)
+		}
+	}
+	return res, nil
+}
 
+// runMode starts the peers in mode pl, measures every figure once (run r)
+// into m, and stops them.
+func (b *bench) runMode(ctx context.Context, pl modePlan, r int, m *modeResult) error {
+	cfg, log := b.cfg, b.log
+	var env peerEnv
+	if pl.pin != nil {
+		if err := pinSelf(ctx, pl.pin.taskset, pl.pin.load); err != nil {
+			return err
+		}
+		// Restore the CPUs even when ctx is done.
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if err := pinSelf(rctx, pl.pin.taskset, pl.pin.all); err != nil {
+				log.Warn("restoring CPU affinity", "err", err)
+			}
+		}()
+		env.taskset, env.cpus = pl.pin.taskset, pl.pin.proxy
+	}
+	probe := func(ctx context.Context, addr string) error {
+		c, _, err := exchange(ctx, addr, b.clientCfg)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
 	var peers []peer
 	defer func() {
 		for _, p := range peers {
 			p.Close()
 		}
 	}()
-	probe := func(ctx context.Context, addr string) error {
-		c, _, err := exchange(ctx, addr, clientCfg)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	}
-	for _, name := range cfg.Peers {
-		pdir := filepath.Join(dir, name)
+	for i, name := range cfg.Peers {
+		pdir := filepath.Join(b.dir, fmt.Sprintf("%s-%s-%d", name, pl.name, r))
 		if err := os.MkdirAll(pdir, 0o755); err != nil {
-			return res, fmt.Errorf("proxybench: %w", err)
+			return fmt.Errorf("proxybench: %w", err)
 		}
-		log.Info("starting peer", "peer", name)
-		p, err := startPeer(ctx, name, peerEnv{
-			dir: pdir, tlsBackend: tlsSrv.Addr(), rawBackend: rawSrv.Addr(), workers: cfg.Workers,
-			maxConns: idleN + 256, nofile: nofile, install: cfg.Install, meshgate: cfg.MeshgateBin,
-			log: log, probe: probe,
-		})
+		log.Info("starting peer", "peer", name, "mode", pl.name, "run", r+1)
+		e := env
+		e.dir, e.tlsBackend, e.rawBackend, e.workers = pdir, b.tlsSrv.Addr(), b.rawSrv.Addr(), pl.workers
+		e.maxConns, e.nofile, e.install, e.meshgate, e.log, e.probe = b.idleN+256, b.nofile, cfg.Install, cfg.MeshgateBin, log, probe
+		p, err := startPeer(ctx, name, e)
 		if ctx.Err() != nil {
-			return res, fmt.Errorf("proxybench: starting %s: %w", name, context.Cause(ctx))
+			return fmt.Errorf("proxybench: starting %s: %w", name, context.Cause(ctx))
 		}
 		if err != nil {
-			log.Warn("skipping peer", "peer", name, "err", err)
-			res.Peers = append(res.Peers, peerInfo{Name: name, Skipped: err.Error()})
+			log.Warn("skipping peer", "peer", name, "mode", pl.name, "run", r+1, "err", err)
+			if m.Peers[i].Setup == "" {
+				m.Peers[i].Skipped = err.Error()
+			}
+			if b.res.Peers[i].Version == "" && b.res.Peers[i].Setup == "" {
+				b.res.Peers[i].Skipped = err.Error()
+			}
 			continue
 		}
 		peers = append(peers, p)
-		res.Peers = append(res.Peers, peerInfo{Name: name, Version: p.Version(), Setup: peerSetup(name, cfg.Workers)})
+		setup := peerSetup(name, pl.workers)
+		if p.PID() != 0 {
+			if cpus, err := allowedCPUs(p.PID()); err == nil {
+				setup += "; runs on CPUs " + formatCPUList(cpus)
+			}
+		}
+		m.Peers[i].Setup, m.Peers[i].Skipped = setup, ""
+		b.res.Peers[i].Skipped = ""
+		if b.res.Peers[i].Version = p.Version(); p.Version() == "" {
+			b.res.Peers[i].Setup = peerSetup(name, pl.workers)
+		}
 	}
 	if len(peers) == 0 {
-		return res, fmt.Errorf("proxybench: no peer could be started")
+		return fmt.Errorf("proxybench: no peer could be started in mode %s", pl.name)
 	}
+	rot := func(k int) peer { return peers[(k+r)%len(peers)] }
 
 	// The idle test goes first, on freshly started proxies, so that memory
 	// left over from the load tests cannot hide what idle connections cost.
 	if !cfg.SkipIdle {
-		for _, p := range peers {
+		for k := range peers {
+			p := rot(k)
 			if p.PID() == 0 {
 				continue
 			}
-			if err := quiesce(ctx, tlsSrv, rawSrv); err != nil {
-				return res, err
+			if err := quiesce(ctx, b.tlsSrv, b.rawSrv); err != nil {
+				return err
 			}
-			log.Info("idle connections", "peer", p.Name(), "conns", idleN)
-			res.Idle = append(res.Idle, measureIdle(ctx, p, clientCfg, idleN, cfg.IdleOpenTimeout, tlsSrv))
+			log.Info("idle connections", "peer", p.Name(), "mode", pl.name, "run", r+1, "conns", b.idleN)
+			s := measureIdle(ctx, p, b.clientCfg, b.idleN, cfg.IdleOpenTimeout, b.tlsSrv)
+			s.Run = r
+			c := idleCellFor(m, p.Name())
+			c.Runs = append(c.Runs, s)
 			if ctx.Err() != nil {
-				return res, context.Cause(ctx)
+				return context.Cause(ctx)
 			}
 		}
 	}
-	// Each cell is cut into rounds, and every round visits all peers in a
-	// rotating order: load from outside this program then weighs on all
-	// peers alike instead of on whichever ran during a burst.
-	roundLen := cfg.Duration / time.Duration(cfg.Rounds)
-	for _, c := range cfg.Concurrency {
-		accs := make([]handshakeAcc, len(peers))
-		for r := range cfg.Rounds {
+	for _, conc := range cfg.Concurrency {
+		for k := range peers {
+			p := rot(k)
+			if err := quiesce(ctx, b.tlsSrv, b.rawSrv); err != nil {
+				return err
+			}
+			log.Info("handshakes", "peer", p.Name(), "mode", pl.name, "run", r+1, "concurrency", conc)
+			hr, ticks, cpuErr := handshakeRound(ctx, p, b.clientCfg, conc, cfg.Duration, cfg.MaxConnsPerCell)
+			s := handshakeSampleOf(hr, ticks, cpuErr, p.PID() != 0)
+			s.Run = r
+			c := hsCellFor(m, p.Name(), conc)
+			c.Runs = append(c.Runs, s)
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+		}
+	}
+	for _, kind := range []string{"download", "raw"} {
+		for _, streams := range cfg.Streams {
 			for k := range peers {
-				i := (k + r) % len(peers)
-				if err := quiesce(ctx, tlsSrv, rawSrv); err != nil {
-					return res, err
+				p := rot(k)
+				if err := quiesce(ctx, b.tlsSrv, b.rawSrv); err != nil {
+					return err
 				}
-				log.Info("handshakes", "peer", peers[i].Name(), "concurrency", c, "round", r+1)
-				accs[i].add(handshakeRound(ctx, peers[i], clientCfg, c, roundLen, max(1, cfg.MaxConnsPerCell/int64(cfg.Rounds))))
+				log.Info(kind, "peer", p.Name(), "mode", pl.name, "run", r+1, "streams", streams)
+				per := max(1, cfg.MaxBytesPerCell/int64(streams))
+				var tr throughputRun
+				cells := &m.Raw
+				var sent int64
+				if kind == "download" {
+					before := b.tlsB.sent.Load()
+					tr = runDownload(ctx, p.TLSAddr(), b.clientCfg, streams, cfg.Duration, per)
+					sent = b.tlsB.sent.Load() - before
+					cells = &m.Download
+				} else {
+					tr = runThroughput(ctx, p.RawAddr(), b.hello, streams, cfg.Duration, per)
+				}
+				s := throughputSampleOf(tr)
+				if kind == "download" {
+					s.BackendBytes = &sent
+					if s.Errors == 0 && sent != s.Bytes {
+						s.Errors++
+						s.FirstError = fmt.Sprintf("%v: clients received %d payload bytes, the backend sent %d", errShortAck, s.Bytes, sent)
+					}
+				}
+				s.Run = r
+				c := tpCellFor(cells, p.Name(), streams)
+				c.Runs = append(c.Runs, s)
 				if ctx.Err() != nil {
-					return res, context.Cause(ctx)
+					return context.Cause(ctx)
 				}
 			}
 		}
-		for i, p := range peers {
-			res.Handshakes = append(res.Handshakes, accs[i].cell(p, c))
-		}
 	}
-	for _, s := range cfg.Streams {
-		accs := make([]throughputRun, len(peers))
-		for r := range cfg.Rounds {
-			for k := range peers {
-				i := (k + r) % len(peers)
-				if err := quiesce(ctx, tlsSrv, rawSrv); err != nil {
-					return res, err
-				}
-				log.Info("throughput", "peer", peers[i].Name(), "streams", s, "round", r+1)
-				accs[i].add(runThroughput(ctx, peers[i].RawAddr(), hello, s, roundLen, max(1, cfg.MaxBytesPerCell/int64(cfg.Rounds*s))))
-				if ctx.Err() != nil {
-					return res, context.Cause(ctx)
-				}
-			}
-		}
-		for i, p := range peers {
-			res.Throughput = append(res.Throughput, throughputCellOf(p.Name(), s, accs[i]))
-		}
+	return nil
+}
+
+// hsCellFor, tpCellFor and idleCellFor return the cell for the key,
+// appending an empty one when there is none yet.
+func hsCellFor(m *modeResult, peer string, conc int) *handshakeCell {
+	if c := m.hsCell(peer, conc); c != nil {
+		return c
 	}
-	fillRatios(res)
-	fillGoals(res)
-	return res, nil
+	m.Handshakes = append(m.Handshakes, handshakeCell{Peer: peer, Concurrency: conc})
+	return &m.Handshakes[len(m.Handshakes)-1]
+}
+
+func tpCellFor(cells *[]throughputCell, peer string, streams int) *throughputCell {
+	if c := tpCell(*cells, peer, streams); c != nil {
+		return c
+	}
+	*cells = append(*cells, throughputCell{Peer: peer, Streams: streams})
+	return &(*cells)[len(*cells)-1]
+}
+
+func idleCellFor(m *modeResult, peer string) *idleCell {
+	if c := m.idleOf(peer); c != nil {
+		return c
+	}
+	m.Idle = append(m.Idle, idleCell{Peer: peer})
+	return &m.Idle[len(m.Idle)-1]
+}
+
+// sortCells puts the cells of m in report order: by concurrency or streams,
+// then by the order of peers.
+func sortCells(m *modeResult, peers []string) {
+	pi := func(name string) int { return slices.Index(peers, name) }
+	slices.SortStableFunc(m.Handshakes, func(a, b handshakeCell) int {
+		return cmp.Or(cmp.Compare(a.Concurrency, b.Concurrency), cmp.Compare(pi(a.Peer), pi(b.Peer)))
+	})
+	for _, cells := range [][]throughputCell{m.Download, m.Raw} {
+		slices.SortStableFunc(cells, func(a, b throughputCell) int {
+			return cmp.Or(cmp.Compare(a.Streams, b.Streams), cmp.Compare(pi(a.Peer), pi(b.Peer)))
+		})
+	}
+	slices.SortStableFunc(m.Idle, func(a, b idleCell) int { return cmp.Compare(pi(a.Peer), pi(b.Peer)) })
 }
 
 // quiesce waits until the backends serve no connection.
@@ -325,15 +510,8 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// handshakeAcc sums the rounds of one handshake cell.
-type handshakeAcc struct {
-	run      handshakeRun
-	cpuTicks uint64
-	cpuErr   error
-}
-
-// handshakeRound runs one round of a handshake cell and measures the proxy's
-// CPU ticks over it (0 for direct).
+// handshakeRound runs one handshake sample and measures the proxy's CPU
+// ticks over it (0 for direct).
 func handshakeRound(ctx context.Context, p peer, cfg *tls.Config, conc int, d time.Duration, maxConns int64) (handshakeRun, uint64, error) {
 	if p.PID() == 0 {
 		return runHandshakes(ctx, p.TLSAddr(), cfg, conc, d, maxConns), 0, nil
@@ -350,104 +528,119 @@ func handshakeRound(ctx context.Context, p peer, cfg *tls.Config, conc int, d ti
 	return run, after.CPUTicks - min(before.CPUTicks, after.CPUTicks), nil
 }
 
-// add folds one round into a.
-func (a *handshakeAcc) add(run handshakeRun, cpuTicks uint64, cpuErr error) {
-	a.run.Conns += run.Conns
-	a.run.Errors += run.Errors
-	if a.run.FirstErr == nil {
-		a.run.FirstErr = run.FirstErr
+// handshakeSampleOf turns one handshake round into a sample; cpuTicks
+// count only when a proxy is in the path (withCPU).
+func handshakeSampleOf(run handshakeRun, cpuTicks uint64, cpuErr error, withCPU bool) handshakeSample {
+	slices.Sort(run.Latencies)
+	s := handshakeSample{
+		Conns: run.Conns, Errors: run.Errors, FirstError: errString(run.FirstErr), Seconds: run.Elapsed.Seconds(),
+		P50Ms: float64(percentile(run.Latencies, 0.50)) / 1e6,
+		P99Ms: float64(percentile(run.Latencies, 0.99)) / 1e6,
 	}
-	a.run.Elapsed += run.Elapsed
-	a.run.Latencies = append(a.run.Latencies, run.Latencies...)
-	a.cpuTicks += cpuTicks
-	if a.cpuErr == nil {
-		a.cpuErr = cpuErr
+	if s.Seconds > 0 {
+		s.ConnsPerSec = float64(s.Conns) / s.Seconds
 	}
-}
-
-// cell turns the sums into figures 1 and 2 for peer p at concurrency conc.
-func (a *handshakeAcc) cell(p peer, conc int) handshakeCell {
-	slices.Sort(a.run.Latencies)
-	cell := handshakeCell{
-		Peer: p.Name(), Concurrency: conc, Conns: a.run.Conns, Errors: a.run.Errors,
-		FirstError: errString(a.run.FirstErr), Seconds: a.run.Elapsed.Seconds(),
-		P50Ms: float64(percentile(a.run.Latencies, 0.50)) / 1e6,
-		P99Ms: float64(percentile(a.run.Latencies, 0.99)) / 1e6,
-	}
-	if cell.Seconds > 0 {
-		cell.ConnsPerSec = float64(cell.Conns) / cell.Seconds
-	}
-	if p.PID() == 0 {
-		return cell
-	}
-	if a.cpuErr != nil {
-		if cell.FirstError == "" {
-			cell.FirstError = a.cpuErr.Error()
+	switch {
+	case cpuErr != nil:
+		if s.FirstError == "" {
+			s.FirstError = cpuErr.Error()
 		}
-		return cell
+	case withCPU:
+		cpu := float64(cpuTicks) / clockTicks
+		s.ProxyCPUSeconds = &cpu
 	}
-	cpu := float64(a.cpuTicks) / clockTicks
-	cell.ProxyCPUSeconds = &cpu
-	if cell.Conns > 0 {
-		per := cpu * 1000 / float64(cell.Conns) * 1000
-		cell.CPUMsPer1000 = &per
-	}
-	return cell
+	return s
 }
 
-// add folds one round into t.
-func (t *throughputRun) add(r throughputRun) {
-	t.Bytes += r.Bytes
-	t.Errors += r.Errors
-	if t.FirstErr == nil {
-		t.FirstErr = r.FirstErr
+// throughputSampleOf turns one throughput run into a sample.
+func throughputSampleOf(run throughputRun) throughputSample {
+	s := throughputSample{Bytes: run.Bytes, Errors: run.Errors, FirstError: errString(run.FirstErr), Seconds: run.Elapsed.Seconds()}
+	if s.Seconds > 0 {
+		s.MBPerSec = float64(run.Bytes) / 1e6 / s.Seconds
 	}
-	t.Elapsed += r.Elapsed
+	return s
 }
 
-// throughputCellOf turns the sums of a throughput cell into figure 3.
-func throughputCellOf(peer string, streams int, run throughputRun) throughputCell {
-	cell := throughputCell{
-		Peer: peer, Streams: streams, Bytes: run.Bytes, Errors: run.Errors,
-		FirstError: errString(run.FirstErr), Seconds: run.Elapsed.Seconds(),
-	}
-	if cell.Seconds > 0 {
-		cell.MBPerSec = float64(run.Bytes) / 1e6 / cell.Seconds
-	}
-	return cell
-}
-
-// measureIdle runs figure 4 for one proxy: the proxy's growth in Pss, RSS
-// and fds when n idle connections pass through it, per connection.
-func measureIdle(ctx context.Context, p peer, cfg *tls.Config, n int, openTimeout time.Duration, backend *server) idleCell {
-	cell := idleCell{Peer: p.Name(), Requested: n}
+// measureIdle fills a proxy with n idle connections and returns its growth
+// per connection: RSS 2 s after the last connection opened, the peak RSS
+// until then, and Pss, RSS and fds once settled.
+func measureIdle(ctx context.Context, p peer, cfg *tls.Config, n int, openTimeout time.Duration, backend *server) idleSample {
+	s := idleSample{Requested: n}
 	before, err := settle(ctx, p.PID())
 	if err != nil {
-		cell.FirstError = err.Error()
-		return cell
+		s.FirstError = err.Error()
+		return s
 	}
+	pids, err := processTree(p.PID())
+	if err != nil {
+		s.FirstError = err.Error()
+		return s
+	}
+	pctx, stopPeak := context.WithCancel(ctx)
+	peakc := make(chan uint64, 1)
+	go func() { peakc <- peakRSS(pctx, pids, peakInterval) }()
 	octx, cancel := context.WithTimeout(ctx, openTimeout)
 	conns, errs, firstErr := openIdle(octx, p.TLSAddr(), cfg, n, idleWorkers, idleMaxErrors)
 	cancel()
+	opened := time.Now()
 	defer closeAll(conns)
-	cell.Opened, cell.Errors, cell.FirstError = len(conns), errs, errString(firstErr)
+	s.Opened, s.Errors, s.FirstError = len(conns), errs, errString(firstErr)
+	// The 2 s figure is what users see right after a burst; it is a fixed
+	// point in time by definition, not a wait for a condition.
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Until(opened.Add(afterFill))):
+	}
+	at2s, err := sampleTree(p.PID())
+	stopPeak()
+	peak := <-peakc
 	if len(conns) == 0 {
-		return cell
+		return s
+	}
+	if err != nil {
+		s.FirstError = err.Error()
+		return s
 	}
 	after, err := settle(ctx, p.PID())
 	if err != nil {
-		cell.FirstError = err.Error()
-		return cell
+		s.FirstError = err.Error()
+		return s
 	}
 	if got := backend.Active(); got < int64(len(conns)) {
-		cell.FirstError = fmt.Sprintf("backend holds %d connections, want at least %d: the proxy dropped some", got, len(conns))
+		s.FirstError = fmt.Sprintf("backend holds %d connections, want at least %d: the proxy dropped some", got, len(conns))
 	}
-	cell.Before, cell.After = before, after
+	s.Before, s.At2s, s.After, s.PeakRSSKiB = before, at2s, after, max(peak, at2s.RSSKiB)
 	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(len(conns)) }
-	cell.PssKiBPerConn = per(after.PssKiB, before.PssKiB)
-	cell.RSSKiBPerConn = per(after.RSSKiB, before.RSSKiB)
-	cell.FDsPerConn = (float64(after.FDs) - float64(before.FDs)) / float64(len(conns))
-	return cell
+	s.RSS2sKiBPerConn = per(at2s.RSSKiB, before.RSSKiB)
+	s.PeakRSSKiBPerConn = per(s.PeakRSSKiB, before.RSSKiB)
+	s.PssKiBPerConn = per(after.PssKiB, before.PssKiB)
+	s.RSSKiBPerConn = per(after.RSSKiB, before.RSSKiB)
+	s.FDsPerConn = (float64(after.FDs) - float64(before.FDs)) / float64(len(conns))
+	return s
+}
+
+// peakRSS sums VmRSS over pids every interval until ctx is done and returns
+// the highest sum seen.
+func peakRSS(ctx context.Context, pids []int, interval time.Duration) uint64 {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var peak uint64
+	for {
+		var sum uint64
+		for _, pid := range pids {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+				if v, err := parseKiB(b, "VmRSS"); err == nil {
+					sum += v
+				}
+			}
+		}
+		peak = max(peak, sum)
+		select {
+		case <-ctx.Done():
+			return peak
+		case <-tick.C:
+		}
+	}
 }
 
 // settle samples pid until its Pss stops moving (two samples 250 ms apart

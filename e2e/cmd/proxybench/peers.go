@@ -83,6 +83,8 @@ type peerEnv struct {
 	nofile     uint64 // RLIMIT_NOFILE hard limit
 	install    bool   // may apt-get missing packages
 	meshgate   string // binary path
+	taskset    string // taskset binary, when cpus is set
+	cpus       []int  // CPUs the proxy runs on (taskset -c); nil: any
 	log        *slog.Logger
 	probe      func(ctx context.Context, addr string) error
 }
@@ -355,9 +357,8 @@ func startMeshgate(ctx context.Context, env peerEnv) (peer, error) {
 	if out, err := runOut(ctx, env.meshgate, "version"); err == nil {
 		version = firstLine(out)
 	}
-	p, err := startProc(peerMeshgate, env.meshgate,
-		[]string{"agent", "--config", node, "--resources", resDir},
-		[]string{"GOMAXPROCS=" + strconv.Itoa(env.workers)}, env.dir)
+	bin, args := pinnedCommand(env.taskset, env.cpus, env.meshgate, []string{"agent", "--config", node, "--resources", resDir})
+	p, err := startProc(peerMeshgate, bin, args, []string{"GOMAXPROCS=" + strconv.Itoa(env.workers)}, env.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -471,7 +472,8 @@ func startHAProxy(ctx context.Context, env peerEnv) (peer, error) {
 	if out, err := runOut(ctx, bin, "-v"); err == nil {
 		version = firstLine(out)
 	}
-	p, err := startProc(peerHAProxy, bin, []string{"-db", "-f", cfg}, nil, env.dir)
+	bin, args := pinnedCommand(env.taskset, env.cpus, bin, []string{"-db", "-f", cfg})
+	p, err := startProc(peerHAProxy, bin, args, nil, env.dir)
 	if err != nil {
 		return nil, err
 	}
@@ -602,6 +604,7 @@ func startNginx(ctx context.Context, env peerEnv) (peer, error) {
 	if out, err := runOut(ctx, bin, "-v"); err == nil {
 		version = strings.TrimPrefix(firstLine(out), "nginx version: ")
 	}
+	bin, args = pinnedCommand(env.taskset, env.cpus, bin, args)
 	p, err := startProc(peerNginx, bin, args, nil, env.dir)
 	if err != nil {
 		return nil, err
