@@ -143,7 +143,7 @@ func TestPackageDpkgLifecycle(t *testing.T) {
 
 	list := dpkg("-L", "meshgate")
 	for _, p := range []string{
-		"/usr/bin/meshgate", "/lib/systemd/system/meshgate.service",
+		"/usr/bin/meshgate", "/lib/systemd/system/meshgate.service", "/lib/systemd/system/meshgate-workload.service",
 		"/etc/meshgate/node.yaml", "/etc/meshgate/resources/gateway.yaml",
 		"/usr/share/doc/meshgate/README.md",
 		"/usr/share/man/man1/meshgate.1.gz", "/usr/share/man/man1/meshgate-agent.1.gz",
@@ -166,6 +166,10 @@ func TestPackageDpkgLifecycle(t *testing.T) {
 	}
 	wantFile(t, r, "usr/bin/meshgate", 0o755, 0, 0)
 	wantFile(t, r, "lib/systemd/system/meshgate.service", 0o644, 0, 0)
+	wantFile(t, r, "lib/systemd/system/meshgate-workload.service", 0o644, 0, 0)
+	if _, err := os.Lstat(filepath.Join(r, "etc/systemd/system/multi-user.target.wants/meshgate-workload.service")); err == nil {
+		t.Errorf("the package enabled meshgate-workload.service; it is for workload VMs and must stay disabled")
+	}
 	wantFile(t, r, "etc/meshgate", 0o750, 0, gid)
 	wantFile(t, r, "etc/meshgate/resources", 0o750, 0, gid)
 	wantFile(t, r, "etc/meshgate/node.yaml", 0o640, 0, gid)
