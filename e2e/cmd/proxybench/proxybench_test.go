@@ -609,8 +609,10 @@ func checkFigures(t *testing.T, r *results, cfg config) {
 			if c.Peer == peerDirect {
 				continue
 			}
-			if c.CoresUsed == nil || c.CoresUsed.Median <= 0 || c.CoresUsed.Max > float64(runtime.NumCPU())+0.5 {
-				t.Errorf("%s handshakes %s c=%d: proxy cores %s (%s), want a positive figure within the core count", m.Mode, c.Peer, c.Concurrency, c.CoresUsed.format("%.2f"), c.FirstError)
+			// CPU time comes in clock ticks (10 ms): a short cell of a
+			// light proxy can read 0 ticks, so 0 is allowed here.
+			if c.CoresUsed == nil || c.CoresUsed.Median < 0 || c.CoresUsed.Max > float64(runtime.NumCPU())+0.5 {
+				t.Errorf("%s handshakes %s c=%d: proxy cores %s (%s), want a figure within the core count", m.Mode, c.Peer, c.Concurrency, c.CoresUsed.format("%.2f"), c.FirstError)
 			}
 			if c.ConnsVsDirect == nil || c.ConnsVsDirect.Median <= 0 {
 				t.Errorf("%s handshakes %s c=%d: conn/s vs direct %s, want a ratio", m.Mode, c.Peer, c.Concurrency, c.ConnsVsDirect.format("%.2f"))
