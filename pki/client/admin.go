@@ -133,7 +133,7 @@ func FetchRoots(ctx context.Context, cfg Config) ([]*x509.Certificate, error) {
 	}
 	var roots []*x509.Certificate
 	for _, p := range out.RootCerts {
-		certs, err := parseCerts([]byte(p))
+		certs, err := ParseCerts([]byte(p))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBadResponse, err)
 		}

@@ -169,13 +169,13 @@ func bundleFromChain(id pki.Identity, key crypto.Signer, chainPEM []string) (*Bu
 	}
 	var chain []*x509.Certificate
 	for i, p := range chainPEM[:len(chainPEM)-1] {
-		certs, err := parseCerts([]byte(p))
+		certs, err := ParseCerts([]byte(p))
 		if err != nil || len(certs) != 1 {
 			return nil, fmt.Errorf("%w: chain element %d: %v", ErrBadResponse, i, err)
 		}
 		chain = append(chain, certs[0])
 	}
-	roots, err := parseCerts([]byte(chainPEM[len(chainPEM)-1]))
+	roots, err := ParseCerts([]byte(chainPEM[len(chainPEM)-1]))
 	if err != nil {
 		return nil, fmt.Errorf("%w: root bundle: %v", ErrBadResponse, err)
 	}
@@ -206,7 +206,9 @@ func (b *Bundle) check() error {
 	return nil
 }
 
-func parseCerts(data []byte) ([]*x509.Certificate, error) {
+// ParseCerts returns every CERTIFICATE block of data in order, skipping
+// blocks of other types; no certificate at all is an error.
+func ParseCerts(data []byte) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
 	for rest := data; ; {
 		var b *pem.Block

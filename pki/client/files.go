@@ -104,11 +104,11 @@ func LoadBundle(dir string) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: %s: %w", FileKey, err)
 	}
-	chain, err := parseCerts(chainPEM)
+	chain, err := ParseCerts(chainPEM)
 	if err != nil {
 		return nil, fmt.Errorf("client: %s: %w", FileCertChain, err)
 	}
-	roots, err := parseCerts(rootPEM)
+	roots, err := ParseCerts(rootPEM)
 	if err != nil {
 		return nil, fmt.Errorf("client: %s: %w", FileRootCert, err)
 	}
@@ -133,7 +133,7 @@ func LoadRoots(path string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	certs, err := parseCerts(b)
+	certs, err := ParseCerts(b)
 	if err != nil {
 		return nil, fmt.Errorf("client: %s: %w", path, err)
 	}

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshgate/meshgate/pki"
+	"github.com/meshgate/meshgate/pki/client"
 )
 
 // Files of a bundle directory. The first five are what Istio's
@@ -539,7 +540,7 @@ func LoadBundle(dir string) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
-	if b.Roots, err = parseCerts(rootPEM); err != nil {
+	if b.Roots, err = client.ParseCerts(rootPEM); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBundle, filepath.Join(dir, FileRootCert), err)
 	}
 	tok, err := read(FileJoinToken, false)
@@ -576,27 +577,4 @@ func ParseManifest(data []byte) (Spec, error) {
 		return Spec{}, err
 	}
 	return s, nil
-}
-
-func parseCerts(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for rest := data; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM certificate")
-	}
-	return out, nil
 }
