@@ -270,13 +270,9 @@ func (s *splicer) crowded() bool { return s.nLive.Load() > s.crowd }
 // readiness event. Both fds are held open for the duration of the call, so
 // a concurrent close can never make it act on a reused fd number.
 func (s *splicer) arm(d *spliceDir, op int) error {
-	sc, ok := d.src.(syscall.Conn)
-	if !ok {
-		return fmt.Errorf("sni: splice: %T has no raw fd", d.src)
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := d.srcRaw()
 	if err != nil {
-		return fmt.Errorf("sni: splice: %w", err)
+		return err
 	}
 	var ctlErr error
 	err = s.raw.Control(func(epfd uintptr) {
@@ -383,16 +379,7 @@ func (d *spliceDir) pump() {
 			// A bulk transfer: wait for bytes without reading them, and
 			// splice them when there are many.
 			n, eof, err := d.park()
-			switch {
-			case errors.Is(err, os.ErrDeadlineExceeded):
-				d.bulk.Store(false)
-				d.handOver()
-				return
-			case err != nil:
-				r.fail(d.src, err)
-				return
-			case eof:
-				d.halfClose()
+			if d.ended(eof, err) {
 				return
 			}
 			if n > spliceSmall {
@@ -404,15 +391,7 @@ func (d *spliceDir) pump() {
 			d.bulk.Store(false)
 		}
 		bp, n, eof, err := d.readBurst()
-		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			d.handOver()
-			return
-		case err != nil:
-			r.fail(d.src, err)
-			return
-		case eof:
-			d.halfClose()
+		if d.ended(eof, err) {
 			return
 		}
 		r.lastActive.Store(r.sp.now())
@@ -442,6 +421,24 @@ func (d *spliceDir) pump() {
 			return
 		}
 	}
+}
+
+// ended acts on the outcome of a wait for the source and reports whether
+// the pump must exit: an eviction hands the direction to epoll, an error
+// fails the relay, EOF half-closes.
+func (d *spliceDir) ended(eof bool, err error) bool {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		d.bulk.Store(false)
+		d.handOver()
+	case err != nil:
+		d.r.fail(d.src, err)
+	case eof:
+		d.halfClose()
+	default:
+		return false
+	}
+	return true
 }
 
 // handOver moves d's wait to epoll after the sweeper evicted its pump
