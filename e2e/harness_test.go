@@ -263,13 +263,24 @@ type backend struct {
 
 func startBackend(t *testing.T, ca *testCA, id string, names ...string) *backend {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
-		Certificates: []tls.Certificate{ca.leaf(t, names...)},
-		NextProtos:   []string{"istio", "istio-peer-exchange", "http/1.1"},
-	})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", backendTLS(t, ca, names...))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveBackend(t, ln, id)
+}
+
+// backendTLS is a backend's server config: a leaf for names, and the mesh
+// and HTTP ALPNs a gateway may forward.
+func backendTLS(t *testing.T, ca *testCA, names ...string) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{ca.leaf(t, names...)},
+		NextProtos:   []string{"istio", "istio-peer-exchange", "http/1.1"},
+	}
+}
+
+// serveBackend runs a backend's accept loop on ln until cleanup.
+func serveBackend(t *testing.T, ln net.Listener, id string) *backend {
 	b := &backend{id: id, ln: ln}
 	b.wg.Go(func() {
 		for {

@@ -26,28 +26,13 @@ func startBackendIn(t *testing.T, ns, addr string, ca *testCA, id string, names 
 	var ln net.Listener
 	err := inNetns(ns, func() error {
 		var err error
-		ln, err = tls.Listen("tcp", addr, &tls.Config{
-			Certificates: []tls.Certificate{ca.leaf(t, names...)},
-			NextProtos:   []string{"istio", "istio-peer-exchange", "http/1.1"},
-		})
+		ln, err = tls.Listen("tcp", addr, backendTLS(t, ca, names...))
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &backend{id: id, ln: ln}
-	b.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.accepted.Add(1)
-			b.wg.Go(func() { b.serve(c) })
-		}
-	})
-	t.Cleanup(func() { ln.Close(); b.wg.Wait() })
-	return b
+	return serveBackend(t, ln, id)
 }
 
 // leafSerial reads the serial of the leaf in a cert-chain.pem.

@@ -164,19 +164,27 @@ func clientHello(cfg *tls.Config) ([]byte, error) {
 // plain bytes for d (at least one chunk, at most maxBytes), half-closes and waits for the sink's
 // count. Bytes counts only what the sink acknowledged.
 func runThroughput(ctx context.Context, addr string, hello []byte, streams int, d time.Duration, maxBytes int64) throughputRun {
+	chunk := make([]byte, writeChunk)
+	for i := range chunk {
+		chunk[i] = byte(i)
+	}
+	return runStreams(streams, d, func(until time.Time) (int64, error) {
+		return oneStream(ctx, addr, hello, chunk, until, maxBytes)
+	})
+}
+
+// runStreams runs one(until) on streams goroutines at once, until = now + d,
+// and sums what they moved; errors are counted and the first one kept.
+func runStreams(streams int, d time.Duration, one func(until time.Time) (int64, error)) throughputRun {
 	var (
 		mu  sync.Mutex // guards run
 		run throughputRun
 		wg  sync.WaitGroup
 	)
-	chunk := make([]byte, writeChunk)
-	for i := range chunk {
-		chunk[i] = byte(i)
-	}
 	begin := time.Now()
 	for range streams {
 		wg.Go(func() {
-			n, err := oneStream(ctx, addr, hello, chunk, begin.Add(d), maxBytes)
+			n, err := one(begin.Add(d))
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -286,30 +294,9 @@ func closeAll(conns []*tls.Conn) {
 // its stop and reads to close_notify. Bytes counts only payload whose count
 // matched the backend's trailer.
 func runDownload(ctx context.Context, addr string, cfg *tls.Config, streams int, d time.Duration, maxBytes int64) throughputRun {
-	var (
-		mu  sync.Mutex // guards run
-		run throughputRun
-		wg  sync.WaitGroup
-	)
-	begin := time.Now()
-	for range streams {
-		wg.Go(func() {
-			n, err := downloadStream(ctx, addr, cfg, begin.Add(d), maxBytes)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				run.Errors++
-				if run.FirstErr == nil {
-					run.FirstErr = err
-				}
-				return
-			}
-			run.Bytes += n
-		})
-	}
-	wg.Wait()
-	run.Elapsed = time.Since(begin)
-	return run
+	return runStreams(streams, d, func(until time.Time) (int64, error) {
+		return downloadStream(ctx, addr, cfg, until, maxBytes)
+	})
 }
 
 // downloadReadSize is the client's read buffer for downloads.
