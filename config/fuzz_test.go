@@ -1,10 +1,12 @@
 package config
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -100,6 +102,22 @@ func FuzzParseNode(f *testing.F) {
 		}
 		if err := n.Validate(); err != nil {
 			t.Fatalf("ParseNode accepted settings that Validate refuses: %v", err)
+		}
+		if !bytes.Contains(data, []byte("{{")) { // templates would be rendered against this host
+			dns, ips, err := n.CAServerNames()
+			if err != nil {
+				t.Fatalf("CAServerNames of accepted settings: %v", err)
+			}
+			for _, d := range dns {
+				if !slices.Contains(n.CA.ServerNames, d) || checkServerName(d) != "" {
+					t.Fatalf("CAServerNames gave DNS name %q, not a valid ca.server_names entry %q", d, n.CA.ServerNames)
+				}
+			}
+			for _, ip := range ips {
+				if ip.IsUnspecified() {
+					t.Fatalf("CAServerNames gave the unspecified address %v", ip)
+				}
+			}
 		}
 		js, err := json.Marshal(n)
 		if err != nil {

@@ -188,7 +188,18 @@ type NodeCA struct {
 	// otherwise (see CAListenAddr); write "0.0.0.0:15012" to listen on all
 	// addresses whatever bind_addr says. "" turns the CA off on this node.
 	Addr string `json:"addr" yaml:"addr"`
+	// ServerNames are extra DNS names or IP addresses the certificate
+	// API's server certificate carries, for clients that dial it by a name
+	// or address the node cannot know (a NAT address, a load balancer, a
+	// DNS name). The certificate always carries istiod.istio-system.svc,
+	// localhost, loopback and the node's own listen and advertised
+	// addresses (see CAServerNames). Default none; at most
+	// MaxCAServerNames.
+	ServerNames []string `json:"server_names,omitempty" yaml:"server_names,omitempty"`
 }
+
+// MaxCAServerNames is the most ca.server_names entries accepted.
+const MaxCAServerNames = 64
 
 // NodeBridge configures the cross-network bridge: an HBONE listener (TLS
 // 1.3, ALPN h2, HTTP/2 CONNECT) that gateways of other networks open
@@ -611,6 +622,14 @@ func (n *Node) Validate() error {
 	}
 	if n.CA.Addr != "" {
 		checkListenAddr(c, "ca.addr", n.CA.Addr)
+	}
+	if len(n.CA.ServerNames) > MaxCAServerNames {
+		c.invalid("ca.server_names", "%d ca.server_names, at most %d", len(n.CA.ServerNames), MaxCAServerNames)
+	}
+	for i, h := range n.CA.ServerNames {
+		if msg := checkServerName(h); msg != "" {
+			c.invalid(fieldIndex("ca.server_names", i), "ca.server_names entry %q %s", h, msg)
+		}
 	}
 	if n.Bridge.Addr != "" {
 		checkListenAddr(c, "bridge.addr", n.Bridge.Addr)

@@ -83,6 +83,9 @@ labels arrives.`,
 				}
 			} else if node.CA.Addr != "" {
 				// A node outside any fleet keeps its CA in a local journal.
+				if err := addCAServerNames(node, &caCfg); err != nil {
+					return fmt.Errorf("%s: %w", nodeFile, err)
+				}
 				if ca, err = agent.NewCA(ctx, caCfg); err != nil {
 					return err
 				}

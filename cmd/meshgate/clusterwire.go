@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"time"
 
@@ -247,7 +246,9 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		}
 		caCfg.Routes = map[string]http.Handler{cluster.KeyringPath: h}
 	}
-	caCfg.IPs = append(caCfg.IPs, nodeIPs(n)...)
+	if err := addCAServerNames(n, &caCfg); err != nil {
+		return nil, err
+	}
 	ca, err := agent.NewCA(ctx, caCfg)
 	if err != nil {
 		return nil, err
@@ -353,23 +354,19 @@ func fetchGossipKeys(ctx context.Context, addr string, ident *nodeid.Identity, l
 // kekWait bounds how long a joining node waits for the fleet's KEK.
 const kekWait = 30 * time.Second
 
-// nodeIPs are the literal IP addresses node.yaml gives this node (bind and
-// advertise addresses), for the certificate API's server certificate.
-func nodeIPs(n *config.Node) []net.IP {
-	var ips []net.IP
-	for _, s := range []string{n.BindAddr, n.Raft.Bind, n.Raft.Advertise, n.Gossip.Bind, n.Gossip.Advertise} {
-		ip := net.ParseIP(s)
-		if ip == nil || ip.IsUnspecified() || slices.ContainsFunc(ips, ip.Equal) {
-			continue
-		}
-		ips = append(ips, ip)
+// addCAServerNames adds to c the names and addresses the certificate
+// API's server certificate carries besides its defaults: node.yaml's
+// ca.server_names and the node's listen and advertised addresses (see
+// config.Node.CAServerNames), so the CLI and VMs on other hosts verify it
+// by the address they dial.
+func addCAServerNames(n *config.Node, c *agent.CAConfig) error {
+	dns, ips, err := n.CAServerNames()
+	if err != nil {
+		return fmt.Errorf("node.yaml: certificate API server names: %w", err)
 	}
-	if host, _, err := net.SplitHostPort(n.GatewayAddr); err == nil {
-		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() && !slices.ContainsFunc(ips, ip.Equal) {
-			ips = append(ips, ip)
-		}
-	}
-	return ips
+	c.DNSNames = append(c.DNSNames, dns...)
+	c.IPs = append(c.IPs, ips...)
+	return nil
 }
 
 // addCluster makes the fleet a source of resources and endpoints and a
