@@ -359,7 +359,7 @@ tls: {token_file: %s, ca_addr: "%s", ca_file: %s}
 	certDir := filepath.Join(root, "vm", "etc", "certs")
 	chain := filepath.Join(certDir, "cert-chain.pem")
 	joinArgs := []string{"workload", "join", bundle, "--cert-dir", certDir, "--advertise", bnBackendIP,
-		"--check", "tcp", "--check-interval", "300ms", "--check-timeout", "300ms", "--ttl", "5s", "--cert-ttl", "10s"}
+		"--check", "tcp", "--check-interval", "300ms", "--check-timeout", "300ms", "--ttl", "5s", "--cert-ttl", "30s"}
 	join := startCmd(t, root, cliCmd(t, &nets.netB, joinArgs...))
 
 	// routedFromA: gw-a's view holds the VM only through gw-b's gateway
