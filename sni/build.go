@@ -179,8 +179,7 @@ func (b *Builder) build(in BuildInput) *Table {
 	tb.buildDestinationRules()
 	tb.buildListeners()
 	tb.buildRoutes()
-	tb.buildAuto()
-	tb.buildBridge()
+	tb.buildKeys()
 	tb.finish()
 	tb.t.inc = tb.inc
 	return tb.t
@@ -207,6 +206,9 @@ type tableBuild struct {
 	decisionSlab []Decision
 	endpointSlab []tableEndpoint
 	poolSlab     []tablePool
+	keySlab      []tableSvcKey
+	// keys collects the keys of one service (serviceKeys).
+	keys []tableSvcKey
 	// bridgeRoute is Decision.Route of bridge decisions.
 	bridgeRoute string
 	// warnCalls counts warn calls (duplicates included).
@@ -281,6 +283,8 @@ type tableService struct {
 	dr        *tableDR
 	// clusters are the clusters of this host.
 	clusters []*Cluster
+	// keys are the AUTO_PASSTHROUGH and bridge keys the host answers.
+	keys []tableSvcKey
 	// hlive caches the host's live state during a build.
 	hlive *tableHostLive
 	// Catalog input, for endpoint changes (Builder.UpdateEndpoints): fp
@@ -858,7 +862,7 @@ func (tb *tableBuild) buildListeners() {
 			}
 			l := tb.t.listeners[spec.Key]
 			if l == nil {
-				l = &tableListener{table: tb.t, spec: spec, port: srv.Port.Number,
+				l = &tableListener{table: tb.t, spec: spec, port: srv.Port.Number, idx: int32(len(tb.order)),
 					exact: map[string]*tableSNIRoute{}, wild: map[string]*tableSNIRoute{}, owners: map[string]string{}}
 				tb.t.listeners[spec.Key] = l
 				tb.order = append(tb.order, l)
@@ -1525,24 +1529,50 @@ func (tb *tableBuild) policy(dr *tableDR, sub *networking.Subset, port uint32) *
 
 // ---- AUTO_PASSTHROUGH ----
 
-// buildAuto indexes, for every listener with AUTO_PASSTHROUGH servers,
-// each (host, port, subset) that a server exports: MESH_INTERNAL (or
-// catalog) services whose host matches a server host, every non-UDP port,
-// no subset and every subset of the host's DestinationRule. The first
-// server that exports a host owns it. exportTo: a server exports only the
-// services (and DestinationRule subsets) exported to its Gateway's
-// namespace; "~" hides a service from every gateway.
-func (tb *tableBuild) buildAuto() {
+// buildKeys gives every service its AUTO_PASSTHROUGH keys (autoService)
+// and bridge keys (bridgeService), in one pass over the services, and
+// drops the build-time indexes of their ports.
+func (tb *tableBuild) buildKeys() {
+	var auto []*tableListener
 	for _, l := range tb.order {
-		if len(l.autoServers) == 0 {
-			continue
+		if len(l.autoServers) > 0 {
+			auto = append(auto, l)
 		}
-		l.auto = newTableShardMap[tableAutoKey, tableAutoTarget](2 * tb.t.services.len())
-		tb.t.services.all(func(_ string, svc *tableService) { tb.autoService(l, svc) })
+	}
+	tb.t.services.all(func(_ string, svc *tableService) { tb.serviceKeys(svc, auto) })
+}
+
+// serviceKeys makes the keys of one service for the AUTO_PASSTHROUGH
+// listeners auto and, on a bridge node, the bridge.
+func (tb *tableBuild) serviceKeys(svc *tableService, auto []*tableListener) {
+	tb.keys = tb.keys[:0]
+	for _, l := range auto {
+		tb.autoService(l, svc)
+	}
+	if tb.in.Node.Bridge {
+		tb.bridgeService(svc)
+	}
+	if n := len(tb.keys); n > 0 {
+		// Exactly sized, carved from a chunk.
+		if len(tb.keySlab) < n {
+			tb.keySlab = make([]tableSvcKey, max(n, 4*tb.slabSize()))
+		}
+		svc.keys = tb.keySlab[:n:n]
+		tb.keySlab = tb.keySlab[n:]
+		copy(svc.keys, tb.keys)
+	}
+	for _, sp := range svc.ports {
+		sp.seen, sp.gw = nil, nil // build-time only
 	}
 }
 
-// autoService adds the AUTO_PASSTHROUGH keys of one service to l.
+// autoService indexes, for one listener with AUTO_PASSTHROUGH servers,
+// each (host, port, subset) of svc that a server exports: MESH_INTERNAL
+// (or catalog) services whose host matches a server host, every non-UDP
+// port, no subset and every subset of the host's DestinationRule. The
+// first server that exports a host owns it. exportTo: a server exports
+// only the services (and DestinationRule subsets) exported to its
+// Gateway's namespace; "~" hides a service from every gateway.
 func (tb *tableBuild) autoService(l *tableListener, svc *tableService) {
 	if !svc.internal {
 		return
@@ -1589,25 +1619,17 @@ func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, svc *tableServ
 		o.Cluster, o.Policy = ocl, ocl.pol.conn
 		tgt.open = o
 	}
-	l.auto.set(host, tableAutoKey{host: host, port: port, subset: subset}, tgt)
+	tb.keys = append(tb.keys, tableSvcKey{li: l.idx, port: port, subset: subset, tgt: tgt})
 }
 
 // ---- bridge (receiving side) ----
 
-// buildBridge indexes what Server.ConnectBridge may serve: every non-UDP
-// port of every MESH_INTERNAL (or catalog) service exported to the
-// bridge namespace, with no subset and with each subset of the
-// DestinationRule visible there. Clusters hold only this network's
-// endpoints: the bridge never forwards to another gateway.
-func (tb *tableBuild) buildBridge() {
-	if !tb.in.Node.Bridge {
-		return
-	}
-	tb.t.bridge = newTableShardMap[tableAutoKey, *Decision](2 * tb.t.services.len())
-	tb.t.services.all(func(_ string, svc *tableService) { tb.bridgeService(svc) })
-}
-
-// bridgeService adds the bridge keys of one service.
+// bridgeService adds the bridge keys of one service: what
+// Server.ConnectBridge may serve is every non-UDP port of every
+// MESH_INTERNAL (or catalog) service exported to the bridge namespace,
+// with no subset and with each subset of the DestinationRule visible
+// there. Clusters hold only this network's endpoints: the bridge never
+// forwards to another gateway.
 func (tb *tableBuild) bridgeService(svc *tableService) {
 	ns := tb.in.Node.bridgeNamespace()
 	if tb.bridgeRoute == "" {
@@ -1637,7 +1659,7 @@ func (tb *tableBuild) addBridge(route string, svc *tableService, port uint32, su
 	cl := tb.svcCluster(svc, host, port, subset, true, dr)
 	d := tb.slabDecision()
 	*d = Decision{Route: route, Service: host, Subset: subset, Port: port, Mode: ModeBridge, Policy: cl.pol.conn, Cluster: cl}
-	tb.t.bridge.set(host, tableAutoKey{host: host, port: port, subset: subset}, d)
+	tb.keys = append(tb.keys, tableSvcKey{li: tableBridgeKey, port: port, subset: subset, tgt: tableAutoTarget{dec: d}})
 }
 
 // ---- finish ----
@@ -1647,11 +1669,6 @@ func (tb *tableBuild) addBridge(route string, svc *tableService, port uint32, su
 // count active connections.
 func (tb *tableBuild) finish() {
 	b := tb.b
-	tb.t.services.all(func(_ string, svc *tableService) {
-		for _, sp := range svc.ports {
-			sp.seen, sp.gw = nil, nil // build-time only
-		}
-	})
 	for _, l := range tb.order {
 		l.owners = nil // build-time only
 		tb.inc.order = append(tb.inc.order, l.spec.Key)

@@ -135,10 +135,6 @@ type Table struct {
 	warnings []string
 	env      *tableEnv
 	drs      tableDRIndex
-	// bridge holds the (host, port, subset) keys served to the bridge's
-	// receiving side: services exported to the bridge namespace, own
-	// network endpoints only.
-	bridge *tableShardMap[tableAutoKey, *Decision]
 	// inc is what an endpoint change needs to update the table in
 	// place of a rebuild (Builder.UpdateEndpoints).
 	inc *tableIncState
@@ -178,9 +174,11 @@ type tableListener struct {
 	any   *tableSNIRoute
 	// owners records which rule defined each SNI host, for duplicates.
 	owners map[string]string
-	// AUTO_PASSTHROUGH: exported (host, port, subset) keys.
+	// AUTO_PASSTHROUGH servers. The exported (host, port, subset) keys
+	// are kept by each service (tableService.keys) under idx, the
+	// listener's position in build order.
 	autoServers []*tableServer
-	auto        *tableShardMap[tableAutoKey, tableAutoTarget]
+	idx         int32
 	// Plain TCP route (no SNI), also the fallback for TLS connections whose
 	// SNI matched nothing, as Envoy's chain without server_names.
 	tcp       *tableRoute
@@ -332,7 +330,7 @@ func (l *tableListener) match(name string, alpn []string, hello bool) (tableMatc
 		ap, apErr = tableParseAuto(name)
 		if apErr == nil {
 			autoName = true
-			if tgt, ok := l.auto.get(ap.host, ap); ok {
+			if tgt := l.table.autoTarget(l.idx, ap); tgt != nil {
 				mesh := IsMeshALPN(alpn)
 				if tgt.server.requireALPN && !mesh {
 					return tableMatch{}, &RefusedError{Reason: ReasonALPN, Detail: fmt.Sprintf("SNI %q on %s: AUTO_PASSTHROUGH requires an Istio mesh ALPN (istio, istio-peer-exchange, istio-http/1.0, istio-http/1.1, istio-h2); client offered %q", name, l.spec.Key, tableFirst(alpn, 4))}
@@ -525,18 +523,67 @@ func tableFirst(s []string, n int) []string {
 	return s
 }
 
+// tableSvcKey is one key a service answers: an AUTO_PASSTHROUGH
+// (port, subset) on the listener numbered li, or with li
+// tableBridgeKey, a key of the bridge's receiving side (tgt.dec only).
+type tableSvcKey struct {
+	li     int32
+	port   uint32
+	subset string
+	tgt    tableAutoTarget
+}
+
+// tableBridgeKey is tableSvcKey.li of bridge keys.
+const tableBridgeKey = -1
+
+// key returns the target of (li, port, subset), or nil. A service has a
+// few keys (ports x subsets x listeners): a scan beats a map.
+func (s *tableService) key(li int32, port uint32, subset string) *tableAutoTarget {
+	for i := range s.keys {
+		k := &s.keys[i]
+		if k.li == li && k.port == port && k.subset == subset {
+			return &k.tgt
+		}
+	}
+	return nil
+}
+
+// autoTarget looks an AUTO_PASSTHROUGH key up for listener li. It does
+// not allocate.
+func (t *Table) autoTarget(li int32, k tableAutoKey) *tableAutoTarget {
+	svc := t.service(k.host)
+	if svc == nil {
+		return nil
+	}
+	return svc.key(li, k.port, k.subset)
+}
+
+// countKeys returns the number of keys of listener li (tableBridgeKey:
+// bridge keys).
+func (t *Table) countKeys(li int32) int {
+	n := 0
+	t.services.all(func(_ string, svc *tableService) {
+		for i := range svc.keys {
+			if svc.keys[i].li == li {
+				n++
+			}
+		}
+	})
+	return n
+}
+
 // bridgeLen returns the number of bridge keys (0 without a bridge index).
 func (t *Table) bridgeLen() int {
-	if t.bridge == nil {
+	if !t.node.Bridge {
 		return 0
 	}
-	return t.bridge.len()
+	return t.countKeys(tableBridgeKey)
 }
 
 // autoLen returns the number of AUTO_PASSTHROUGH keys of l.
 func (l *tableListener) autoLen() int {
-	if l.auto == nil {
+	if len(l.autoServers) == 0 {
 		return 0
 	}
-	return l.auto.len()
+	return l.table.countKeys(l.idx)
 }

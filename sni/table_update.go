@@ -268,32 +268,24 @@ func (b *Builder) update(prev *Table, changes map[string][]CatalogEndpoint) (*Ta
 	b.gen++
 	t := &Table{node: prev.node, specs: prev.specs, listeners: make(map[string]*tableListener, len(prev.listeners)),
 		services: prev.services.derive(), clusters: prev.clusters, env: prev.env, drs: prev.drs, inc: st}
-	if prev.bridge != nil {
-		t.bridge = prev.bridge.derive()
-	}
 	tb := &tableBuild{b: b, gen: b.gen, in: BuildInput{Config: st.cfg, Node: prev.node}, cfg: st.cfg, t: t,
 		warnSet: map[string]bool{}, policies: st.policies}
 	for k, l := range prev.listeners {
 		nl := *l
 		nl.table = t
-		if l.auto != nil {
-			nl.auto = l.auto.derive()
-		}
 		t.listeners[k] = &nl
 	}
 	for _, k := range st.order {
 		tb.order = append(tb.order, t.listeners[k])
 	}
+	var auto []*tableListener
+	for _, l := range tb.order {
+		if len(l.autoServers) > 0 {
+			auto = append(auto, l)
+		}
+	}
 	hosts := slices.Sorted(maps.Keys(changes))
 	for _, host := range hosts {
-		for _, l := range tb.order {
-			if l.auto != nil {
-				l.auto.delWhere(host, func(k tableAutoKey) bool { return k.host == host })
-			}
-		}
-		if t.bridge != nil {
-			t.bridge.delWhere(host, func(k tableAutoKey) bool { return k.host == host })
-		}
 		t.services.delWhere(host, func(k string) bool { return k == host })
 		eps := changes[host]
 		if len(eps) == 0 {
@@ -308,17 +300,7 @@ func (b *Builder) update(prev *Table, changes map[string][]CatalogEndpoint) (*Ta
 			slices.SortFunc(svc.ports, func(a, b *tableServicePort) int { return cmp.Compare(a.number, b.number) })
 		}
 		svc.dr = t.drs.lookup(svc.host, svc.namespace, svc.namespace)
-		for _, l := range tb.order {
-			if l.auto != nil {
-				tb.autoService(l, svc)
-			}
-		}
-		if t.bridge != nil {
-			tb.bridgeService(svc)
-		}
-		for _, sp := range svc.ports {
-			sp.seen, sp.gw = nil, nil
-		}
+		tb.serviceKeys(svc, auto)
 	}
 	// A new warning (an invalid endpoint, a policy problem) must show in
 	// Warnings and the log: leave that to a rebuild.

@@ -122,6 +122,13 @@ type Catalog struct {
 	snapEntries []Entry
 	snapMembers []Member
 
+	// chg records which services changed, for Changes; ownIdx lists
+	// the published own registrations by service and ownSvc the
+	// service each is published under.
+	chg    changeLog
+	ownIdx map[string][]string
+	ownSvc map[string]string
+
 	changed  chan struct{} // endpoints changed (buffer 1)
 	memberCh chan struct{} // membership or meta changed (buffer 1)
 	work     chan job
@@ -206,7 +213,11 @@ func New(cfg Config) (*Catalog, error) {
 		memberCh:   make(chan struct{}, 1),
 		work:       make(chan job, 256),
 		checks:     make(chan struct{}, cfg.MaxChecks),
+		chg:        newChangeLog(),
+		ownIdx:     make(map[string][]string),
+		ownSvc:     make(map[string]string),
 	}
+	c.view.touch = c.chg.note
 	if cfg.GatewayAddr != "" {
 		gw, err := ResolveAddr(cfg.GatewayAddr)
 		if err != nil {
@@ -616,7 +627,8 @@ func (c *Catalog) publishLocked(id string, r *reg, on bool) {
 	if had != (len(c.own.pub) > 0) {
 		c.enqueueLocked(job{kind: jobMeta})
 	}
-	c.markChangedLocked()
+	c.ownPublishedLocked(id, r.Service, on)
+	c.endpointsChangedLocked()
 	if c.numNodes.Load() <= 1 {
 		// Alone there is nobody to tell. A peer met later gets the full
 		// state (push-pull at join, a fetch when it sees FlagEndpoints, or
@@ -639,7 +651,16 @@ func (c *Catalog) queue(name string, msg []byte, done chan struct{}) {
 	c.q.QueueBroadcast(&broadcast{name: name, msg: msg, done: done})
 }
 
+// markChangedLocked invalidates the snapshot after a change that may
+// touch any service, and signals Changed.
 func (c *Catalog) markChangedLocked() {
+	c.chg.all()
+	c.endpointsChangedLocked()
+}
+
+// endpointsChangedLocked invalidates the snapshot and signals Changed
+// after a change whose services are already in the change log.
+func (c *Catalog) endpointsChangedLocked() {
 	c.snap, c.snapEntries = nil, nil
 	select {
 	case c.changed <- struct{}{}:
@@ -660,10 +681,8 @@ func (c *Catalog) markMembersLocked() {
 func (c *Catalog) Snapshot() *Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if g := reserverGen(c.cfg.Reserved); g != c.reservedGen {
-		// This node's listeners changed: filter the entries again.
-		c.snap, c.snapEntries, c.reservedGen = nil, nil, g
-	}
+	// This node's listeners changed: filter the entries again.
+	c.checkReservedLocked()
 	if c.snap != nil {
 		return c.snap
 	}
@@ -947,7 +966,7 @@ func (d *delegate) NotifyMsg(b []byte) {
 			c.queue("d/"+msg.Delta.Owner+"/"+msg.Delta.ID, append([]byte(nil), b...), nil)
 			c.m.deltasRelayed.Add(1)
 			c.m.deltas.WithLabelValues("relay").Inc()
-			c.markChangedLocked()
+			c.endpointsChangedLocked()
 		}
 		if gap {
 			c.enqueueLocked(job{kind: jobRequest, to: msg.Delta.Owner})
@@ -969,7 +988,7 @@ func (d *delegate) NotifyMsg(b []byte) {
 				mi.status, mi.since = StatusLeft, now
 				c.markMembersLocked()
 			}
-			c.markChangedLocked()
+			c.endpointsChangedLocked()
 		}
 	}
 }
@@ -991,7 +1010,7 @@ func (c *Catalog) mergeStateLocked(s *state, body []byte, now time.Time) {
 	}
 	changed, behind := c.view.applyState(s, now)
 	if changed {
-		c.markChangedLocked()
+		c.endpointsChangedLocked()
 	}
 	for _, o := range behind {
 		c.enqueueLocked(job{kind: jobRequest, to: o})
@@ -1096,7 +1115,7 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 	delete(c.trust, n.Name)
 	delete(c.probed, n.Name)
 	if c.view.setAlive(n.Name, false) {
-		c.markChangedLocked()
+		c.endpointsChangedLocked()
 	}
 	c.m.members.Set(float64(c.numNodes.Load()))
 }
@@ -1106,15 +1125,20 @@ func (e *events) NotifyUpdate(n *memberlist.Node) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	status := StatusAlive
+	oldNet, known := "", false
 	if mi := c.members[n.Name]; mi != nil {
-		status = mi.status
+		status, oldNet, known = mi.status, mi.meta.Network, true
 	}
 	c.setMemberLocked(n, status)
 	if n.Name != c.cfg.Name && status == StatusAlive {
 		c.fetchIfOwnsLocked(n.Name)
 	}
 	// An endpoint without a network takes its owner's; that may have moved.
-	c.markChangedLocked()
+	// (This node's own endpoints take the configured network.)
+	if mi := c.members[n.Name]; n.Name != c.cfg.Name && (!known || mi.meta.Network != oldNet) {
+		c.view.touchOwner(n.Name)
+		c.endpointsChangedLocked()
+	}
 }
 
 // fetchIfOwnsLocked asks a member for its full state when its meta says it

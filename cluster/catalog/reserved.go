@@ -61,6 +61,10 @@ func (l *Listeners) Set(name string, addrs ...any) {
 		}
 	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if old, ok := l.named[name]; ok == (len(aps) > 0) && slices.Equal(old, aps) {
+		return // unchanged: snapshots need no new filtering
+	}
 	if l.named == nil {
 		l.named = map[string][]netip.AddrPort{}
 	}
@@ -69,11 +73,10 @@ func (l *Listeners) Set(name string, addrs ...any) {
 	} else {
 		l.named[name] = aps
 	}
-	l.mu.Unlock()
 	l.gen.Add(1)
 }
 
-// Generation grows on every Set.
+// Generation grows on every Set that changes the addresses.
 func (l *Listeners) Generation() uint64 { return l.gen.Load() }
 
 // Reserved reports which listener, if any, addr reaches on this node.

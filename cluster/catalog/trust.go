@@ -320,10 +320,9 @@ func (c *Catalog) recheckTrustLocked(now time.Time) {
 			t.pub, t.err = nil, err
 			if was {
 				c.log.Warn("catalog: member's identity no longer verifies; its endpoints are withdrawn here", "peer", owner, "err", err)
-				if len(c.view.visibleOf(owner)) > 0 {
-					c.markChangedLocked()
+				if c.view.dropOwner(owner) {
+					c.endpointsChangedLocked()
 				}
-				delete(c.view.owners, owner)
 				c.markMembersLocked()
 				c.enqueueLocked(job{kind: jobRequest, to: owner})
 			}

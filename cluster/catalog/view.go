@@ -25,6 +25,10 @@ type view struct {
 	owners map[string]*ownerView
 	alive  map[string]bool   // owners memberlist lists as alive or suspect
 	floor  map[string]uint64 // highest incarnation that announced leaving
+	// idx finds the visible endpoints of a service; touch (may be nil)
+	// is told every service whose visible endpoints changed.
+	idx   svcIndex
+	touch func(service string)
 }
 
 type ownerView struct {
@@ -84,6 +88,68 @@ func newView(self string) *view {
 		owners: make(map[string]*ownerView),
 		alive:  make(map[string]bool),
 		floor:  make(map[string]uint64),
+		idx:    make(svcIndex),
+	}
+}
+
+// touched reports a change of svc's visible endpoints.
+func (v *view) touched(svc string) {
+	if v.touch != nil {
+		v.touch(svc)
+	}
+}
+
+// put stores rec (a record or a tombstone) as endpoint id of owner o,
+// keeping the service index and reporting visible changes.
+func (v *view) put(owner string, o *ownerView, id string, rec *epRec) {
+	old := o.eps[id]
+	o.eps[id] = rec
+	oldVis := old != nil && !old.deleted
+	newVis := !rec.deleted
+	if oldVis && newVis && old.ep.Service == rec.ep.Service {
+		if !old.ep.Equal(rec.ep) {
+			v.touched(rec.ep.Service)
+		}
+		return
+	}
+	if oldVis {
+		v.idx.remove(old.ep.Service, epRef{owner, id})
+		v.touched(old.ep.Service)
+	}
+	if newVis {
+		v.idx.add(rec.ep.Service, epRef{owner, id})
+		v.touched(rec.ep.Service)
+	}
+}
+
+// dropOwner forgets owner's record and unindexes its visible endpoints.
+// It reports whether any was visible.
+func (v *view) dropOwner(name string) bool {
+	o := v.owners[name]
+	if o == nil {
+		return false
+	}
+	had := false
+	for id, r := range o.eps {
+		if !r.deleted {
+			had = true
+			v.idx.remove(r.ep.Service, epRef{name, id})
+			v.touched(r.ep.Service)
+		}
+	}
+	delete(v.owners, name)
+	return had
+}
+
+// touchOwner reports every service of owner's visible endpoints as
+// changed (its network, which endpoints without one take, moved).
+func (v *view) touchOwner(name string) {
+	if o := v.owners[name]; o != nil {
+		for _, r := range o.eps {
+			if !r.deleted {
+				v.touched(r.ep.Service)
+			}
+		}
 	}
 }
 
@@ -102,6 +168,7 @@ func (v *view) accepts(owner string, inc uint64) bool {
 func (v *view) owner(name string, inc uint64) *ownerView {
 	o := v.owners[name]
 	if o == nil || o.ver.Inc < inc {
+		v.dropOwner(name)
 		o = &ownerView{ver: version{Inc: inc}, eps: make(map[string]*epRec)}
 		v.owners[name] = o
 	}
@@ -157,9 +224,9 @@ func (v *view) applyDelta(d *delta, now time.Time) (news, gap bool) {
 		return false, o.holes()
 	}
 	if d.Delete {
-		o.eps[d.ID] = &epRec{ctr: d.Ver.Ctr, deleted: true, at: now}
+		v.put(d.Owner, o, d.ID, &epRec{ctr: d.Ver.Ctr, deleted: true, at: now})
 	} else {
-		o.eps[d.ID] = &epRec{ctr: d.Ver.Ctr, ep: d.Ep.clone()}
+		v.put(d.Owner, o, d.ID, &epRec{ctr: d.Ver.Ctr, ep: d.Ep.clone()})
 	}
 	o.ver.Ctr = max(o.ver.Ctr, d.Ver.Ctr)
 	return true, o.holes()
@@ -206,7 +273,20 @@ func (v *view) mergeFull(s *state, now time.Time) bool {
 			merged[id] = r
 		}
 	}
-	o.eps = merged
+	for id, r := range o.eps {
+		if _, keep := merged[id]; !keep {
+			if !r.deleted {
+				v.idx.remove(r.ep.Service, epRef{s.Owner, id})
+				v.touched(r.ep.Service)
+			}
+			delete(o.eps, id)
+		}
+	}
+	for id, r := range merged {
+		if o.eps[id] != r {
+			v.put(s.Owner, o, id, r)
+		}
+	}
 	o.base = s.Ver.Ctr
 	o.ver.Ctr = max(o.ver.Ctr, s.Ver.Ctr)
 	o.contig = max(o.contig, s.Ver.Ctr)
@@ -226,7 +306,7 @@ func (v *view) applyLeave(l *leaveIntent) bool {
 		return false
 	}
 	v.floor[l.Owner] = l.Ver.Inc
-	delete(v.owners, l.Owner)
+	v.dropOwner(l.Owner)
 	return true
 }
 
@@ -239,9 +319,7 @@ func (v *view) setAlive(name string, alive bool) bool {
 		return false
 	}
 	delete(v.alive, name)
-	had := len(v.visibleOf(name)) > 0
-	delete(v.owners, name)
-	return had
+	return v.dropOwner(name)
 }
 
 // visibleOf returns the live (not deleted) endpoints of one owner.

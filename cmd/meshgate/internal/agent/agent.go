@@ -132,7 +132,10 @@ type Agent struct {
 	admin    net.Listener
 	guard    *acl.Guard
 
-	reloadMu sync.Mutex // serializes Reload (file watch, sources, SIGHUP)
+	reloadMu sync.Mutex // serializes Reload (file watch, sources, SIGHUP) and endpoint updates
+	// epCursor is the position in the endpoint change source's changes
+	// that the published table reflects; guarded by reloadMu.
+	epCursor uint64
 
 	// mu guards current (the last config that loaded cleanly) and table
 	// (the last route table built from it).
@@ -420,6 +423,79 @@ func (a *Agent) load() (*config.Set, error) {
 	return config.Merge(sets...)
 }
 
+// changeSource returns the endpoint source whose changes the agent
+// applies one service at a time: the only endpoint source, when it
+// reports changes. nil otherwise.
+func (a *Agent) changeSource() EndpointChangeSource {
+	if len(a.cfg.Endpoints) != 1 {
+		return nil
+	}
+	src, _ := a.cfg.Endpoints[0].(EndpointChangeSource)
+	return src
+}
+
+// updateEndpoints applies the endpoint changes of the change source to
+// the running table (updateTable) and publishes the result. Without a
+// table or a change source it reloads.
+func (a *Agent) updateEndpoints(ctx context.Context) error {
+	src := a.changeSource()
+	a.reloadMu.Lock()
+	a.mu.Lock()
+	prev := a.table
+	a.mu.Unlock()
+	if src == nil || prev == nil {
+		a.reloadMu.Unlock()
+		return a.Reload(ctx)
+	}
+	defer a.reloadMu.Unlock()
+	t, cursor, err := updateTable(a.builder, prev, src, a.epCursor)
+	if err != nil {
+		a.reloads.WithLabelValues("error").Inc()
+		a.log.Error("endpoint update failed", "err", err)
+		return fmt.Errorf("agent: updating routes: %w", err)
+	}
+	a.epCursor = cursor
+	if t == prev {
+		return nil
+	}
+	a.mu.Lock()
+	a.table = t
+	a.mu.Unlock()
+	if err := a.server.Apply(ctx, t); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return nil
+}
+
+// updateTable derives the table for the endpoint changes src reports
+// after cursor from prev, and returns it with the cursor it reflects.
+// Changes known service by service go to UpdateServices (work in
+// proportion to the change); the rest, and changes UpdateServices
+// refuses (sni.ErrNeedsRebuild), go to UpdateEndpoints with the whole
+// list. It returns prev itself when nothing changed.
+func updateTable(b *sni.Builder, prev *sni.Table, src EndpointChangeSource, cursor uint64) (*sni.Table, uint64, error) {
+	d := src.EndpointChanges(cursor)
+	if !d.Full {
+		if len(d.Services) == 0 {
+			return prev, d.Cursor, nil
+		}
+		t, err := b.UpdateServices(prev, d.Services)
+		if err == nil {
+			return t, d.Cursor, nil
+		}
+		if !errors.Is(err, sni.ErrNeedsRebuild) {
+			return nil, cursor, err
+		}
+	}
+	// Endpoints is read after the cursor was taken, so it is at least
+	// as new as the cursor says.
+	t, err := b.UpdateEndpoints(prev, src.Endpoints())
+	if err != nil {
+		return nil, cursor, err
+	}
+	return t, d.Cursor, nil
+}
+
 func (a *Agent) endpoints() []sni.CatalogEndpoint {
 	var eps []sni.CatalogEndpoint
 	for _, src := range a.cfg.Endpoints {
@@ -433,6 +509,11 @@ func (a *Agent) endpoints() []sni.CatalogEndpoint {
 // table is updated for the services whose endpoints changed instead of
 // rebuilt.
 func (a *Agent) apply(ctx context.Context, set *config.Set, sameConfig bool) error {
+	// The change cursor is taken before the endpoints are read: the
+	// table then holds every change up to it (called under reloadMu).
+	if src := a.changeSource(); src != nil {
+		a.epCursor = src.EndpointChanges(0).Cursor
+	}
 	eps := a.endpoints()
 	a.mu.Lock()
 	prev := a.table

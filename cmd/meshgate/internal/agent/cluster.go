@@ -26,17 +26,21 @@ type Cluster struct {
 
 	regPolicy catalog.RegistrationPolicy
 
-	changed chan struct{}
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	once    sync.Once
+	eps catalogEndpoints
+
+	changed   chan struct{} // resources or members changed
+	epChanged chan struct{} // catalog endpoints changed
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	once      sync.Once
 }
 
 var (
-	_ Component      = (*Cluster)(nil)
-	_ ConfigSource   = (*Cluster)(nil)
-	_ EndpointSource = (*Cluster)(nil)
-	_ AdminRouter    = (*Cluster)(nil)
+	_ Component            = (*Cluster)(nil)
+	_ ConfigSource         = (*Cluster)(nil)
+	_ EndpointSource       = (*Cluster)(nil)
+	_ EndpointChangeSource = (*Cluster)(nil)
+	_ AdminRouter          = (*Cluster)(nil)
 )
 
 // leaveTimeout bounds the graceful departure at shutdown.
@@ -49,20 +53,23 @@ func NewCluster(ctx context.Context, cfg cluster.Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	c := &Cluster{node: n, network: cfg.Network, changed: make(chan struct{}, 1), stop: make(chan struct{})}
+	c := &Cluster{node: n, network: cfg.Network, eps: catalogEndpoints{cat: n.Catalog(), network: cfg.Network},
+		changed: make(chan struct{}, 1), epChanged: make(chan struct{}, 1), stop: make(chan struct{})}
 	cfgCh, cancel := n.Watch("config/")
 	c.wg.Go(func() {
 		defer cancel()
 		for {
+			out := c.changed
 			select {
 			case <-c.stop:
 				return
 			case <-cfgCh:
 			case <-n.Catalog().Changed():
+				out = c.epChanged
 			case <-n.Catalog().MembersChanged():
 			}
 			select {
-			case c.changed <- struct{}{}:
+			case out <- struct{}{}:
 			default:
 			}
 		}
@@ -107,8 +114,18 @@ func (c *Cluster) Close() error {
 // Resources implements ConfigSource: the replicated resources.
 func (c *Cluster) Resources(context.Context) (*config.Set, error) { return c.node.ConfigSet() }
 
-// Changed implements ConfigSource and EndpointSource.
+// Changed implements ConfigSource and EndpointSource: the replicated
+// resources or the members (gateways) changed. Endpoint changes are
+// signalled by EndpointsChanged.
 func (c *Cluster) Changed() <-chan struct{} { return c.changed }
+
+// EndpointsChanged implements EndpointChangeSource.
+func (c *Cluster) EndpointsChanged() <-chan struct{} { return c.epChanged }
+
+// EndpointChanges implements EndpointChangeSource from the catalog's
+// change log (catalog.Catalog.Changes), with the split horizon of
+// Endpoints.
+func (c *Cluster) EndpointChanges(cursor uint64) EndpointChanges { return c.eps.changes(cursor) }
 
 // Endpoints implements EndpointSource with Istio's split horizon: this
 // network's endpoints are dialled directly; an endpoint of a remote
@@ -119,24 +136,7 @@ func (c *Cluster) Changed() <-chan struct{} { return c.changed }
 // table merges the entries of each gateway and splits the network's
 // weight across its gateways (sni.Endpoint.Gateway). Endpoints of a
 // network with no known gateway are left out.
-func (c *Cluster) Endpoints() []sni.CatalogEndpoint {
-	snap := c.node.Catalog().Snapshot()
-	gateways := catalog.Gateways(snap, c.network)
-	var out []sni.CatalogEndpoint
-	for _, e := range snap.Entries {
-		ep := sni.Endpoint{Addr: e.Addr, Labels: e.Labels, Network: e.Network, Weight: max(e.Weight, 1)}
-		if e.Network == c.network {
-			out = append(out, sni.CatalogEndpoint{Host: e.Service, Port: e.Port, Endpoint: ep})
-			continue
-		}
-		for _, gw := range gateways[e.Network] {
-			g := ep
-			g.Addr, g.Bridge, g.Gateway = gw.Addr, gw.Bridge, true
-			out = append(out, sni.CatalogEndpoint{Host: e.Service, Port: e.Port, Endpoint: g})
-		}
-	}
-	return out
-}
+func (c *Cluster) Endpoints() []sni.CatalogEndpoint { return c.eps.endpoints() }
 
 // AdminRoutes serves the cluster API on the admin listener.
 //

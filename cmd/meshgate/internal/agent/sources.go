@@ -58,3 +58,32 @@ type AdminRouter interface {
 	// when the admin listener starts.
 	AdminRoutes() map[string]http.Handler
 }
+
+// EndpointChangeSource is an optional capability of an EndpointSource:
+// it tells which service hosts' endpoints changed, so the agent updates
+// only their routes (sni.Builder.UpdateServices) instead of diffing
+// every endpoint. The agent uses it when it is the only EndpointSource.
+type EndpointChangeSource interface {
+	EndpointSource
+	// EndpointChanges returns the changes after cursor; cursor 0 (or
+	// one the source no longer reaches back to) is answered with Full.
+	// Must be safe to call from any goroutine and cheap: the work is
+	// proportional to the change.
+	EndpointChanges(cursor uint64) EndpointChanges
+	// EndpointsChanged receives a value after endpoints changed (buffer
+	// 1, non-blocking send). Changed then signals only the other
+	// changes (resources, members), which rebuild or diff in full.
+	EndpointsChanged() <-chan struct{}
+}
+
+// EndpointChanges is one answer of EndpointChangeSource.EndpointChanges.
+type EndpointChanges struct {
+	// Cursor is the position to ask from next time.
+	Cursor uint64
+	// Full says the changes are not known one by one: take Endpoints
+	// whole. Services is nil then.
+	Full bool
+	// Services maps each changed service host (lower case) to its
+	// complete current endpoints; an empty list withdraws them all.
+	Services map[string][]sni.CatalogEndpoint
+}

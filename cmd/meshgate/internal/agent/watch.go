@@ -63,10 +63,19 @@ func (a *Agent) watch(ctx context.Context) {
 	for _, src := range a.cfg.Endpoints {
 		wg.Go(func() { forward(src.Changed()) })
 	}
+	// Endpoint changes known service by service update the table in
+	// place of a reload (updateEndpoints).
+	var epChanged <-chan struct{}
+	if src := a.changeSource(); src != nil {
+		epChanged = src.EndpointsChanged()
+	}
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	epTimer := time.NewTimer(time.Hour)
+	epTimer.Stop()
+	defer epTimer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -81,10 +90,14 @@ func (a *Agent) watch(ctx context.Context) {
 		case <-changed:
 			// Catalog and store changes arrive in bursts; coalesce briefly.
 			timer.Reset(sourceDebounce)
+		case <-epChanged:
+			epTimer.Reset(sourceDebounce)
 		case err := <-errs:
 			a.log.Warn("file watch error", "err", err)
 		case <-timer.C:
 			_ = a.Reload(ctx)
+		case <-epTimer.C:
+			_ = a.updateEndpoints(ctx)
 		}
 	}
 }
