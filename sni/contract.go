@@ -99,7 +99,12 @@ type ConnPolicy struct {
 	// KeepAliveProbes is how many unanswered probes close the connection
 	// (connectionPool.tcp.tcpKeepalive.probes); 0 = OS default.
 	KeepAliveProbes int
-	MaxConnections  int // 0 = unlimited
+	// KeepAliveSet says the DestinationRule has a tcpKeepalive block, so
+	// the upstream socket gets SO_KEEPALIVE even when the block sets no
+	// value (the OS's settings then apply). Without a block, and with no
+	// value above, no keep-alive is set.
+	KeepAliveSet   bool
+	MaxConnections int // 0 = unlimited
 	// MaxConnectionDuration closes a connection this long after it was
 	// accepted (connectionPool.tcp.maxConnectionDuration). 0 = unlimited.
 	MaxConnectionDuration time.Duration

@@ -95,7 +95,9 @@ func (s *Server) Apply(ctx context.Context, t *Table) error {
 			delete(s.listeners, key)
 			continue
 		}
-		l.spec.Store(&sp)
+		if old := l.spec.Swap(&sp); old.NeedsHello != sp.NeedsHello {
+			s.setDeferAccept(l.key, l.ln, sp.NeedsHello)
+		}
 	}
 	var open []ListenerSpec
 	for _, key := range order {
@@ -125,6 +127,7 @@ func (s *Server) openListener(ctx context.Context, sp ListenerSpec) error {
 		s.log.Error("sni: listen failed", "listener", sp.Key, "err", err)
 		return &ListenError{Key: sp.Key, Err: err}
 	}
+	s.setDeferAccept(sp.Key, ln, sp.NeedsHello)
 	l := &serverListener{
 		key:      sp.Key,
 		ln:       ln,
@@ -143,6 +146,33 @@ func (s *Server) openListener(ctx context.Context, sp ListenerSpec) error {
 	s.mu.Unlock()
 	s.log.Info("sni: listening", "listener", sp.Key, "addr", ln.Addr().String())
 	return nil
+}
+
+// deferAcceptSeconds is the TCP_DEFER_ACCEPT of a listener that reads a
+// ClientHello first: accept returns once the client's first bytes are
+// there, so the handler's first read finds the hello instead of parking
+// the connection in the poller. A client that sends nothing is handed over
+// after about this long (the kernel retransmits its SYN-ACK once, and
+// accepts on the answering ACK), and the hello timeout runs from there.
+const deferAcceptSeconds = 1
+
+// setDeferAccept sets (on) or clears TCP_DEFER_ACCEPT on a TCP listener:
+// on for listeners that need a hello, off for plain TCP ones, whose
+// protocol may wait for the server to speak first. Listeners that are not
+// TCP, and kernels without the option, keep plain accepts; a failure is
+// logged and costs only the extra wake-up.
+func (s *Server) setDeferAccept(key string, ln net.Listener, on bool) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return
+	}
+	v := 0
+	if on {
+		v = deferAcceptSeconds
+	}
+	if err := setDeferAcceptOpt(tl, v); err != nil {
+		s.log.Warn("sni: TCP_DEFER_ACCEPT not applied; accepting without it", "listener", key, "err", err)
+	}
 }
 
 // Addrs returns the bound address of every open listener, by key. Useful

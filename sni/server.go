@@ -54,9 +54,13 @@ type ServerConfig struct {
 	// MeshIdentity terminates Gateway servers with tls.mode ISTIO_MUTUAL
 	// (mutual.go). nil = their connections are refused (no_identity).
 	MeshIdentity MeshIdentity
-	// Listen opens listener sockets. nil = net.ListenConfig{}.Listen. The
-	// listeners must return *net.TCPConn or *net.UnixConn connections
-	// (the splice path needs the raw sockets).
+	// Listen opens listener sockets. nil = net.ListenConfig{KeepAlive:
+	// -1}.Listen: accepted sockets get no SO_KEEPALIVE (Go's default
+	// would set it with 15 s probes, four setsockopt calls per accepted
+	// connection; Envoy sets none downstream either). The listeners must
+	// return *net.TCPConn or *net.UnixConn connections (the splice path
+	// needs the raw sockets). TCP listeners of servers that read a
+	// ClientHello get TCP_DEFER_ACCEPT whichever function opened them.
 	Listen func(ctx context.Context, network, address string) (net.Listener, error)
 }
 
@@ -165,8 +169,7 @@ func NewServer(cfg ServerConfig, r *Router) (*Server, error) {
 		cfg.AccessLog = cfg.Logger
 	}
 	if cfg.Listen == nil {
-		var lc net.ListenConfig
-		cfg.Listen = lc.Listen
+		cfg.Listen = defaultListen
 	}
 	m, err := newServerMetrics(cfg.Registerer)
 	if err != nil {
@@ -631,7 +634,7 @@ func (s *Server) dial(ctx context.Context, p ConnPolicy, addr string) (*net.TCPC
 	if d.Timeout <= 0 {
 		d.Timeout = defaultConnectTimeout
 	}
-	if p.KeepAlive < 0 {
+	if p.KeepAlive < 0 || !p.wantsKeepAlive() {
 		d.KeepAlive = -1
 	} else {
 		d.KeepAliveConfig = serverKeepAlive(p)
@@ -652,6 +655,21 @@ func (s *Server) dial(ctx context.Context, p ConnPolicy, addr string) (*net.TCPC
 		return nil, fmt.Errorf("sni: dial %s: got %T, want *net.TCPConn", addr, c)
 	}
 	return tc, nil
+}
+
+// defaultListen is ServerConfig.Listen when none is given: accepted
+// sockets get no keep-alive.
+func defaultListen(ctx context.Context, network, address string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(ctx, network, address)
+}
+
+// wantsKeepAlive reports whether the route's policy asks for TCP
+// keep-alive on the upstream socket: a tcpKeepalive block (KeepAliveSet)
+// or any of its values. Without one the socket gets no SO_KEEPALIVE, as
+// Envoy's upstream without tcpKeepalive, and no setsockopt for it.
+func (p ConnPolicy) wantsKeepAlive() bool {
+	return p.KeepAliveSet || p.KeepAlive > 0 || p.KeepAliveInterval > 0 || p.KeepAliveProbes > 0
 }
 
 // serverKeepAlive turns the policy's keep-alive settings into a

@@ -115,7 +115,7 @@ func newServerHarness(t testing.TB, mod func(*ServerConfig)) *serverHarness {
 
 // serverLoopbackListen binds every listener to an ephemeral loopback port.
 func serverLoopbackListen(ctx context.Context, network, address string) (net.Listener, error) {
-	var lc net.ListenConfig
+	lc := net.ListenConfig{KeepAlive: -1} // as the server's default Listen
 	if network == "tcp" {
 		return lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	}
@@ -1067,6 +1067,12 @@ func serverDR(name, host string, pol ConnPolicy, subsets map[string]map[string]s
 	}
 	if pol.MaxConnections > 0 {
 		tcp.MaxConnections, set = int32(pol.MaxConnections), true
+	}
+	if pol.KeepAliveSet || pol.KeepAlive > 0 {
+		tcp.TcpKeepalive, set = &networking.ConnectionPoolSettings_TCPSettings_TcpKeepalive{}, true
+		if pol.KeepAlive > 0 {
+			tcp.TcpKeepalive.Time = durationpb.New(pol.KeepAlive)
+		}
 	}
 	if set {
 		dr.TrafficPolicy = &networking.TrafficPolicy{ConnectionPool: &networking.ConnectionPoolSettings{Tcp: tcp}}

@@ -38,6 +38,9 @@ const (
 	afterFill = 2 * time.Second
 	// peakInterval is how often the RSS is sampled during a fill.
 	peakInterval = 100 * time.Millisecond
+	// refillDrainTimeout bounds the wait, before the refill, for the proxy
+	// to close every upstream of the first fill.
+	refillDrainTimeout = 30 * time.Second
 )
 
 func main() {
@@ -563,7 +566,10 @@ func throughputSampleOf(run throughputRun) throughputSample {
 
 // measureIdle fills a proxy with n idle connections and returns its growth
 // per connection: RSS 2 s after the last connection opened, the peak RSS
-// until then, and Pss, RSS and fds once settled.
+// until then, and Pss, RSS and fds once settled. It then closes them all,
+// waits until the backend holds none, and fills the proxy again: the RSS 2 s
+// after that second fill (over the same pre-fill baseline) shows what the
+// proxy kept from the first and reuses.
 func measureIdle(ctx context.Context, p peer, cfg *tls.Config, n int, openTimeout time.Duration, backend *server) idleSample {
 	s := idleSample{Requested: n}
 	before, err := settle(ctx, p.PID())
@@ -576,47 +582,99 @@ func measureIdle(ctx context.Context, p peer, cfg *tls.Config, n int, openTimeou
 		s.FirstError = err.Error()
 		return s
 	}
-	pctx, stopPeak := context.WithCancel(ctx)
-	peakc := make(chan uint64, 1)
-	go func() { peakc <- peakRSS(pctx, pids, peakInterval) }()
-	octx, cancel := context.WithTimeout(ctx, openTimeout)
-	conns, errs, firstErr := openIdle(octx, p.TLSAddr(), cfg, n, idleWorkers, idleMaxErrors)
-	cancel()
-	opened := time.Now()
-	defer closeAll(conns)
+	conns, errs, firstErr, at2s, peak, err := fillIdle(ctx, p, pids, cfg, n, openTimeout)
 	s.Opened, s.Errors, s.FirstError = len(conns), errs, errString(firstErr)
-	// The 2 s figure is what users see right after a burst; it is a fixed
-	// point in time by definition, not a wait for a condition.
-	select {
-	case <-ctx.Done():
-	case <-time.After(time.Until(opened.Add(afterFill))):
-	}
-	at2s, err := sampleTree(p.PID())
-	stopPeak()
-	peak := <-peakc
 	if len(conns) == 0 {
 		return s
 	}
 	if err != nil {
+		closeAll(conns)
 		s.FirstError = err.Error()
 		return s
 	}
 	after, err := settle(ctx, p.PID())
 	if err != nil {
+		closeAll(conns)
 		s.FirstError = err.Error()
 		return s
 	}
 	if got := backend.Active(); got < int64(len(conns)) {
 		s.FirstError = fmt.Sprintf("backend holds %d connections, want at least %d: the proxy dropped some", got, len(conns))
 	}
-	s.Before, s.At2s, s.After, s.PeakRSSKiB = before, at2s, after, max(peak, at2s.RSSKiB)
-	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(len(conns)) }
-	s.RSS2sKiBPerConn = per(at2s.RSSKiB, before.RSSKiB)
-	s.PeakRSSKiBPerConn = per(s.PeakRSSKiB, before.RSSKiB)
-	s.PssKiBPerConn = per(after.PssKiB, before.PssKiB)
-	s.RSSKiBPerConn = per(after.RSSKiB, before.RSSKiB)
+	s.Before, s.At2s, s.After, s.PeakRSSKiB = before, at2s, after, peak
+	per := func(a, b uint64, held int) float64 { return (float64(a) - float64(b)) / float64(held) }
+	s.RSS2sKiBPerConn = per(at2s.RSSKiB, before.RSSKiB, len(conns))
+	s.PeakRSSKiBPerConn = per(s.PeakRSSKiB, before.RSSKiB, len(conns))
+	s.PssKiBPerConn = per(after.PssKiB, before.PssKiB, len(conns))
+	s.RSSKiBPerConn = per(after.RSSKiB, before.RSSKiB, len(conns))
 	s.FDsPerConn = (float64(after.FDs) - float64(before.FDs)) / float64(len(conns))
+
+	// Refill: close everything, wait for the proxy to let go of every
+	// upstream (the backend's count), let its memory settle, fill again.
+	closeAll(conns)
+	if err := waitIdleGone(ctx, backend, refillDrainTimeout); err != nil {
+		s.FirstError = err.Error()
+		return s
+	}
+	if _, err := settle(ctx, p.PID()); err != nil {
+		s.FirstError = err.Error()
+		return s
+	}
+	conns, _, firstErr, at2s, peak, err = fillIdle(ctx, p, pids, cfg, n, openTimeout)
+	defer closeAll(conns)
+	if err == nil && firstErr != nil {
+		err = fmt.Errorf("refill: %w", firstErr)
+	}
+	if err != nil {
+		s.FirstError = err.Error()
+		return s
+	}
+	if len(conns) == 0 {
+		return s
+	}
+	s.Refill, s.RefillOpened, s.RefillPeakRSSKiB = at2s, len(conns), peak
+	s.RefillRSS2sKiBPerConn = per(at2s.RSSKiB, before.RSSKiB, len(conns))
+	s.RefillPeakRSSKiBPerConn = per(peak, before.RSSKiB, len(conns))
 	return s
+}
+
+// fillIdle opens up to n idle connections through p and samples the proxy
+// 2 s after the last one opened; peak is the highest RSS seen from the
+// start of the fill until then. The caller closes conns.
+func fillIdle(ctx context.Context, p peer, pids []int, cfg *tls.Config, n int, openTimeout time.Duration) (conns []*tls.Conn, errs int64, firstErr error, at2s procSample, peak uint64, err error) {
+	pctx, stopPeak := context.WithCancel(ctx)
+	peakc := make(chan uint64, 1)
+	go func() { peakc <- peakRSS(pctx, pids, peakInterval) }()
+	octx, cancel := context.WithTimeout(ctx, openTimeout)
+	conns, errs, firstErr = openIdle(octx, p.TLSAddr(), cfg, n, idleWorkers, idleMaxErrors)
+	cancel()
+	opened := time.Now()
+	// The 2 s figure is what users see right after a burst; it is a fixed
+	// point in time by definition, not a wait for a condition.
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Until(opened.Add(afterFill))):
+	}
+	at2s, err = sampleTree(p.PID())
+	stopPeak()
+	peak = max(<-peakc, at2s.RSSKiB)
+	return conns, errs, firstErr, at2s, peak, err
+}
+
+// waitIdleGone waits until backend holds no connection, or timeout.
+func waitIdleGone(ctx context.Context, backend *server, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for backend.Active() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("refill: backend still holds %d connections %v after the first fill was closed", backend.Active(), timeout)
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // peakRSS sums VmRSS over pids every interval until ctx is done and returns
