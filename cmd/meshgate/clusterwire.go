@@ -248,6 +248,7 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 		caCfg.Routes = map[string]http.Handler{cluster.KeyringPath: h}
 	}
 	caCfg.IPs = append(caCfg.IPs, nodeIPs(n)...)
+	caCfg.Workloads = agent.NewWorkloadRegistrar(cl.Node().Catalog())
 	ca, err := agent.NewCA(ctx, caCfg)
 	if err != nil {
 		return nil, err

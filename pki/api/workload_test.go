@@ -151,7 +151,9 @@ func TestWorkloadRegistrationByCertificate(t *testing.T) {
 		{"other port", reviews, mod(func(r *api.WorkloadEndpointRequest) { r.Port = 9081 }), http.StatusForbidden, "port"},
 		{"other target port", reviews, mod(func(r *api.WorkloadEndpointRequest) { r.Addr = "10.1.2.3:22" }), http.StatusForbidden, "target_port"},
 		{"other network", reviews, mod(func(r *api.WorkloadEndpointRequest) { r.Network = "network-a" }), http.StatusForbidden, "network"},
-		{"extra label", reviews, mod(func(r *api.WorkloadEndpointRequest) { r.Labels = map[string]string{"app": "reviews", "version": "canary"} }), http.StatusForbidden, "labels"},
+		{"extra label", reviews, mod(func(r *api.WorkloadEndpointRequest) {
+			r.Labels = map[string]string{"app": "reviews", "version": "canary"}
+		}), http.StatusForbidden, "labels"},
 		{"loopback addr", reviews, mod(func(r *api.WorkloadEndpointRequest) { r.Addr = "127.0.0.1:9443" }), http.StatusForbidden, "addr"},
 		{"lease too long", reviews, mod(func(r *api.WorkloadEndpointRequest) { r.TTL = "1h" }), http.StatusForbidden, "ttl"},
 		{"no check", reviews, mod(func(r *api.WorkloadEndpointRequest) { r.Check = nil }), http.StatusBadRequest, "bad_request"},
