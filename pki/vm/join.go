@@ -149,7 +149,7 @@ type Workload struct {
 	// Join found to verify it).
 	serverName string
 
-	mu       sync.Mutex // guards cur, obtained, source and ids
+	mu       sync.Mutex        // guards cur, obtained, source and ids
 	ids      map[uint32]string // service port -> registration ID the gateway gave
 	cur      *client.Bundle
 	obtained time.Time // when cur was obtained (renewal is timed from it)

@@ -129,7 +129,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestMakeWriteLoadBundle(t *testing.T) {
 	ca := serveCA(t, "example.org")
-		dir, b := makeBundle(t, ca, "example.org")
+	dir, b := makeBundle(t, ca, "example.org")
 
 	modes := map[string]os.FileMode{
 		vm.FileManifest: 0o644, vm.FileRootCert: 0o644, vm.FileJoinToken: 0o600, vm.FileIstioToken: 0o600,
@@ -215,7 +215,7 @@ func TestMakeWriteLoadBundle(t *testing.T) {
 
 func TestWriteBundleNothingHalfWritten(t *testing.T) {
 	ca := serveCA(t, "cluster.local")
-		_, b := makeBundle(t, ca, "cluster.local")
+	_, b := makeBundle(t, ca, "cluster.local")
 	parent := t.TempDir()
 	// A file where the bundle's parent dir should be: nothing is created.
 	blocker := filepath.Join(parent, "blocker")
@@ -248,7 +248,7 @@ func joinConfig(bundle, certs string) vm.JoinConfig {
 
 func TestJoinRenewRestartWithdraw(t *testing.T) {
 	ca := serveCA(t, "cluster.local")
-		bundle, b := makeBundle(t, ca, "cluster.local")
+	bundle, b := makeBundle(t, ca, "cluster.local")
 	certs := filepath.Join(t.TempDir(), "etc", "certs")
 	cfg := joinConfig(bundle, certs)
 	cfg.CertTTL = 2 * time.Second
@@ -315,7 +315,7 @@ func TestJoinRenewRestartWithdraw(t *testing.T) {
 func TestJoinBadInput(t *testing.T) {
 	ca := serveCA(t, "cluster.local")
 	other := serveCA(t, "other.example")
-	
+
 	for _, tc := range []struct {
 		name  string
 		setup func(t *testing.T) (bundle, certs string)
