@@ -159,8 +159,8 @@ func newVMRevokeCmd() *cobra.Command {
 	var f caFlags
 	var ns, sa string
 	cmd := &cobra.Command{
-		Use:   "revoke --namespace NS --service-account SA",
-		Short: "Withdraw a bundle's binding: its workload certificate may no longer register endpoints",
+		Use:     "revoke --namespace NS --service-account SA",
+		Short:   "Withdraw a bundle's binding: its workload certificate may no longer register endpoints",
 		Example: `  meshgate vm revoke --namespace shop --service-account billing`,
 		Long: `Delete the workload group "meshgate vm bundle" bound to spiffe://<td>/ns/NS/sa/SA
 and revoke its join token. From then on a certificate of that identity is
