@@ -56,7 +56,9 @@ func leafSerial(t *testing.T, path string) string {
 // TestVMJoinFromBundle: a gateway with the built-in CA runs in namespace
 // A; `meshgate vm bundle` makes a bundle there; a "VM" in namespace B runs
 // `meshgate workload join` from it, gets its certificate with the one-use
-// token, registers its TLS service, and a client reaches that service
+// token, registers its TLS service with that certificate at the
+// certificate API (no client certificate: 401; another service account's
+// certificate: 403), and a client reaches that service
 // through the gateway's AUTO_PASSTHROUGH listener. The certificate is
 // renewed with itself; after a restart (SIGTERM withdraws, exit 0) the
 // join works from the certificate it kept while the token is spent; a
@@ -100,7 +102,8 @@ spec:
 			t.Fatal(err)
 		}
 	}
-	adminAddr, caAddr := gwNS.ip+":15000", gwNS.ip+":15012"
+	// The admin API stays on the gateway's loopback: the VM never needs it.
+	adminAddr, caAddr := "127.0.0.1:15000", gwNS.ip+":15012"
 	node := fmt.Sprintf(`name: gw-a
 network: network-a
 labels: {istio: eastwestgateway}
@@ -137,10 +140,15 @@ ca: {addr: ":15012"}
 	if err != nil {
 		t.Fatalf("meshgate vm bundle: %v\n%s", err, out)
 	}
-	for _, f := range []string{"cluster.env", "mesh.yaml", "root-cert.pem", "istio-token", "hosts", "join-token", "endpoints-token", "workload.yaml", "meshgate.yaml"} {
+	for _, f := range []string{"cluster.env", "mesh.yaml", "root-cert.pem", "istio-token", "hosts", "join-token", "workload.yaml", "meshgate.yaml"} {
 		if _, err := os.Stat(filepath.Join(bundle, f)); err != nil {
 			t.Errorf("bundle lacks %s: %v", f, err)
 		}
+	}
+	// No registration secret travels with the bundle: the VM registers
+	// with its workload certificate.
+	if _, err := os.Stat(filepath.Join(bundle, "endpoints-token")); err == nil {
+		t.Errorf("bundle carries an endpoints-token")
 	}
 	if h, _ := os.ReadFile(filepath.Join(bundle, "hosts")); string(h) != gwNS.ip+" istiod.istio-system.svc\n" {
 		t.Errorf("bundle hosts = %q", h)
@@ -191,6 +199,33 @@ ca: {addr: ":15012"}
 	}
 	var rerr error
 	waitFor(t, 20*time.Second, "a client through the gateway served by the VM", func() bool { rerr = reach(); return rerr == nil })
+
+	// Registration is by certificate: a request with no client
+	// certificate is refused, and a workload certificate of another
+	// service account cannot register the bundle's service.
+	regBody := `{"service":"` + serviceHost + `","port":9080,"addr":"` + vmNS.ip + `:9443","network":"network-a","labels":{"app":"reviews"},"ttl":"30s","check":{"interval":"1s","timeout":"1s"}}`
+	rootPEM := filepath.Join(dataDir, "root-cert.pem")
+	regCurl := func(extra ...string) string {
+		args := append([]string{"-s", "--max-time", "5", "--cacert", rootPEM, "--resolve", "istiod.istio-system.svc:15012:" + gwNS.ip,
+			"-X", "PUT", "-H", "Content-Type: application/json", "--data", regBody, "-w", " %{http_code}"}, extra...)
+		out, _ := vmNS.run(t, "curl", append(args, "https://istiod.istio-system.svc:15012/v1/workload/endpoints")...)
+		return out
+	}
+	if out := regCurl(); !strings.Contains(out, "no_client_cert") || !strings.HasSuffix(strings.TrimSpace(out), "401") {
+		t.Fatalf("registration without a client certificate answered %q, want 401 no_client_cert", out)
+	}
+	otherCerts := filepath.Join(root, "other-certs")
+	if out, err := gwNS.run(t, bin, "token", "create", "--config", nodeFile, "--data-dir", dataDir, "--ca-addr", caAddr,
+		"--namespace", "default", "--service-account", "ratings", "--out", filepath.Join(root, "ratings.token")); err != nil {
+		t.Fatalf("meshgate token create: %v\n%s", err, out)
+	}
+	if out, err := gwNS.run(t, bin, "cert", "issue", "--config", nodeFile, "--data-dir", dataDir, "--ca-addr", caAddr, "--token", filepath.Join(root, "ratings.token"),
+		"--namespace", "default", "--service-account", "ratings", "--out", otherCerts); err != nil {
+		t.Fatalf("meshgate cert issue (ratings): %v\n%s", err, out)
+	}
+	if out := regCurl("--cert", filepath.Join(otherCerts, "cert-chain.pem"), "--key", filepath.Join(otherCerts, "key.pem")); !strings.Contains(out, "no_group") || !strings.HasSuffix(strings.TrimSpace(out), "403") {
+		t.Fatalf("registration of %s with the ratings certificate answered %q, want 403 no_group", serviceHost, out)
+	}
 
 	// Renewal by certificate.
 	chain := filepath.Join(certDir, "cert-chain.pem")
@@ -293,5 +328,19 @@ ca: {addr: ":15012"}
 	}
 	if !httpGone() {
 		t.Fatalf("the HTTP-checked endpoint is still listed after its join stopped")
+	}
+
+	// The operator withdraws the ratings binding: its certificate, still
+	// valid, can no longer register.
+	if out, err := gwNS.run(t, bin, "vm", "revoke", "--config", nodeFile, "--data-dir", dataDir, "--ca-addr", caAddr,
+		"--namespace", "default", "--service-account", "ratings"); err != nil {
+		t.Fatalf("meshgate vm revoke: %v\n%s", err, out)
+	}
+	if out, err := vmNS.run(t, bin, "workload", "join", bundle2, "--cert-dir", filepath.Join(root, "vm", "ratings-certs"), "--advertise", vmNS.ip,
+		"--check", "http:/healthz"); err == nil || !strings.Contains(out, "no_group") || !strings.Contains(out, "registration refused") {
+		t.Fatalf("join after vm revoke = %v\n%s\nwant the registration refused (no_group)", err, out)
+	}
+	if httpListed() {
+		t.Fatalf("the revoked workload's endpoint is listed")
 	}
 }

@@ -1506,6 +1506,7 @@ func (tb *tableBuild) policy(dr *tableDR, sub *networking.Subset, port uint32) *
 			pol.conn.IdleTimeout = max(0, d.AsDuration())
 		}
 		if ka := tcp.TcpKeepalive; ka != nil {
+			pol.conn.KeepAliveSet = true
 			if ka.Time != nil && ka.Time.AsDuration() > 0 {
 				pol.conn.KeepAlive = ka.Time.AsDuration()
 			}

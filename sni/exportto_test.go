@@ -207,13 +207,13 @@ func TestTableKeepalivePolicy(t *testing.T) {
 		kc   string
 	}{
 		{"time interval probes", &networking.ConnectionPoolSettings_TCPSettings_TcpKeepalive{Time: durationpb.New(30 * time.Second), Interval: durationpb.New(5 * time.Second), Probes: 4},
-			ConnPolicy{KeepAlive: 30 * time.Second, KeepAliveInterval: 5 * time.Second, KeepAliveProbes: 4}, "{Enable:true Idle:30s Interval:5s Count:4}"},
+			ConnPolicy{KeepAlive: 30 * time.Second, KeepAliveInterval: 5 * time.Second, KeepAliveProbes: 4, KeepAliveSet: true}, "{Enable:true Idle:30s Interval:5s Count:4}"},
 		{"interval only", &networking.ConnectionPoolSettings_TCPSettings_TcpKeepalive{Interval: durationpb.New(7 * time.Second)},
-			ConnPolicy{KeepAliveInterval: 7 * time.Second}, "{Enable:true Idle:-1ns Interval:7s Count:-1}"},
+			ConnPolicy{KeepAliveInterval: 7 * time.Second, KeepAliveSet: true}, "{Enable:true Idle:-1ns Interval:7s Count:-1}"},
 		{"probes only", &networking.ConnectionPoolSettings_TCPSettings_TcpKeepalive{Probes: 2},
-			ConnPolicy{KeepAliveProbes: 2}, "{Enable:true Idle:-1ns Interval:-1ns Count:2}"},
+			ConnPolicy{KeepAliveProbes: 2, KeepAliveSet: true}, "{Enable:true Idle:-1ns Interval:-1ns Count:2}"},
 		{"empty block keeps the OS settings", &networking.ConnectionPoolSettings_TCPSettings_TcpKeepalive{},
-			ConnPolicy{}, "{Enable:true Idle:-1ns Interval:-1ns Count:-1}"},
+			ConnPolicy{KeepAliveSet: true}, "{Enable:true Idle:-1ns Interval:-1ns Count:-1}"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			set := tableTestMesh()

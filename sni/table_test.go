@@ -946,9 +946,9 @@ func TestTablePolicy(t *testing.T) {
 		outlier uint32
 	}{
 		{"outbound_.9080_._.reviews.default.svc.cluster.local", "RANDOM",
-			ConnPolicy{ConnectTimeout: 2 * time.Second, KeepAlive: 30 * time.Second, MaxConnections: 7, MaxConnectionDuration: time.Hour}, 3},
+			ConnPolicy{ConnectTimeout: 2 * time.Second, KeepAlive: 30 * time.Second, KeepAliveSet: true, MaxConnections: 7, MaxConnectionDuration: time.Hour}, 3},
 		{"outbound_.9443_._.reviews.default.svc.cluster.local", "LEAST_REQUEST",
-			ConnPolicy{ConnectTimeout: 2 * time.Second, KeepAlive: 30 * time.Second, MaxConnections: 7, MaxConnectionDuration: time.Hour}, 3},
+			ConnPolicy{ConnectTimeout: 2 * time.Second, KeepAlive: 30 * time.Second, KeepAliveSet: true, MaxConnections: 7, MaxConnectionDuration: time.Hour}, 3},
 		{"outbound_.9080_.v2_.reviews.default.svc.cluster.local", "RANDOM",
 			ConnPolicy{ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout, MaxConnections: 1}, 3},
 		{"outbound_.8443_._.web.web.svc.cluster.local", "ROUND_ROBIN",

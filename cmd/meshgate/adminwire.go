@@ -71,11 +71,15 @@ func wireAdmin(ctx context.Context, cfg *agent.Config, n *config.Node, tokenDir 
 // declared services and allowed subsets against the agent's running
 // configuration.
 func wireRegistrationScope(cfg *agent.Config, a *agent.Agent, n *config.Node) {
+	scope := &acl.RegistrationScope{Config: a.Config, AllowUndeclared: n.Catalog.AllowUndeclaredServices, Guard: a.Guard()}
 	for _, c := range cfg.Components {
 		if cl, ok := c.(*agent.Cluster); ok {
-			cl.SetRegistrationPolicy(&acl.RegistrationScope{
-				Config: a.Config, AllowUndeclared: n.Catalog.AllowUndeclaredServices, Guard: a.Guard(),
-			})
+			cl.SetRegistrationPolicy(scope)
+		}
+		// Registrations by workload certificate get the same checks, with
+		// the workload group's subsets.
+		if ca, ok := c.(*agent.CA); ok && ca.Workloads() != nil {
+			ca.Workloads().SetScope(scope)
 		}
 	}
 }

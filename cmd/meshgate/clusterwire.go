@@ -249,6 +249,7 @@ func startFleet(ctx context.Context, n *config.Node, cfg *agent.Config, gatewayA
 	if err := addCAServerNames(n, &caCfg); err != nil {
 		return nil, err
 	}
+	caCfg.Workloads = agent.NewWorkloadRegistrar(cl.Node().Catalog())
 	ca, err := agent.NewCA(ctx, caCfg)
 	if err != nil {
 		return nil, err

@@ -16,7 +16,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/meshgate/meshgate/cluster/acl"
 	"github.com/meshgate/meshgate/pki/client"
 	"github.com/meshgate/meshgate/pki/vm"
 )
@@ -45,15 +44,17 @@ func newVMCmd() *cobra.Command {
 		Long: `Write the directory "meshgate workload join" reads on the VM. It holds what
 "istioctl x workload entry configure" writes (cluster.env, mesh.yaml,
 root-cert.pem, istio-token, hosts), a one-use join token (join-token, the
-same secret as istio-token) for spiffe://<td>/ns/NS/sa/SA, an admin token
-that may only register the bundle's service (endpoints-token, scope
-endpoints:write), a WorkloadEntry template (workload.yaml) and
-meshgate.yaml naming the gateway addresses. The directory is written to a
+same secret as istio-token) for spiffe://<td>/ns/NS/sa/SA, a WorkloadEntry
+template (workload.yaml) and meshgate.yaml naming the gateway address.
+It also binds that identity's workload group on the CA (service, ports,
+network, labels, --subset): the VM registers its endpoints at the
+certificate API with its own certificate, and only those. No registration
+secret is in the bundle; meshgate vm revoke unbinds it. The directory is written to a
 temp dir beside --out and renamed, mode 0700: copy it to the VM over a
 channel you trust.
 
-Run it on a node: the join token is minted with the node's admin.key and
-the endpoints token with its operator.token. The trust domain is read from
+Run it on a node: the join token and the group are made with the node's
+admin.key. The trust domain is read from
 the certificate API's own certificate unless --trust-domain is given.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -81,15 +82,8 @@ the certificate API's own certificate unless --trust-domain is given.`,
 			if err != nil {
 				return err
 			}
-			token, from, err := acl.ClientToken(acl.TokenSources{Flag: a.token, Env: os.Getenv(acl.EnvToken), File: a.tokenFile, EnvFile: os.Getenv(acl.EnvTokenFile), DataDir: f.dataDir})
-			if err != nil {
-				return err
-			}
-			if token == "" {
-				return fmt.Errorf("the endpoints token is minted with an operator token and none was found: pass --admin-token, set %s, or run on a node whose data dir holds %s", acl.EnvToken, acl.OperatorTokenFile)
-			}
-			caAddr, adminAddr := orValue(vmCAAddr, f.addr), orValue(vmAdmin, a.addr)
-			for _, x := range []struct{ flag, addr string }{{"--vm-ca-addr", caAddr}, {"--vm-admin-addr", adminAddr}} {
+			caAddr := orValue(vmCAAddr, f.addr)
+			for _, x := range []struct{ flag, addr string }{{"--vm-ca-addr", caAddr}} {
 				if host, _, err := net.SplitHostPort(x.addr); err == nil {
 					if ip, err := netip.ParseAddr(host); err == nil && (ip.IsLoopback() || ip.IsUnspecified()) {
 						fmt.Fprintf(cmd.ErrOrStderr(), "warning: the bundle names %s, which a VM cannot reach; pass %s with the address the VM dials\n", x.addr, x.flag)
@@ -113,20 +107,20 @@ the certificate API's own certificate unless --trust-domain is given.`,
 				return f.endpoint().reach(err)
 			}
 			spec := vm.Spec{TrustDomain: td, Namespace: ns, ServiceAccount: sa, Network: network, Service: service,
-				Ports: ps, Labels: lbl, CAAddr: caAddr, AdminAddr: adminAddr}
+				Ports: ps, Labels: lbl, CAAddr: caAddr}
 			if serverName == vm.IstiodName {
 				spec.CAServerName = vm.IstiodName
 			}
-			b, err := vm.Make(ctx, vm.MakeRequest{Spec: spec, Roots: roots, JoinTokenTTL: ttl, Subsets: subsets}, cadm, vm.Admin{Addr: a.addr, Token: token})
+			b, err := vm.Make(ctx, vm.MakeRequest{Spec: spec, Roots: roots, JoinTokenTTL: ttl, Subsets: subsets}, cadm, vm.Groups{Config: cadm.Config, Key: cadm.Key})
 			if err != nil {
-				var ae *vm.AdminError
+				var ae *vm.APIError
 				if errors.As(err, &ae) {
-					return fmt.Errorf("%w (operator token from %s)", err, from)
+					return err
 				}
 				return f.endpoint().reach(err)
 			}
 			if err := vm.WriteBundle(out, b, force); err != nil {
-				return fmt.Errorf("%w (revoke the unused tokens: meshgate token revoke %s; meshgate acl token revoke %s)", err, b.JoinTokenID, b.EndpointsTokenID)
+				return fmt.Errorf("%w (revoke what was made: meshgate vm revoke --namespace %s --service-account %s)", err, ns, sa)
 			}
 			id, _ := b.Identity()
 			fmt.Fprintf(cmd.OutOrStdout(), "bundle for %s (service %s, network %s) written to %s; join token %s expires %s\n",
@@ -143,7 +137,8 @@ the certificate API's own certificate unless --trust-domain is given.`,
 	bundle.Flags().StringVar(&labels, "labels", "", "workload labels, k=v,k2=v2")
 	bundle.Flags().StringSliceVar(&subsets, "subset", nil, "SERVICE/SUBSET the VM's labels may claim (repeatable; default none)")
 	bundle.Flags().StringVar(&vmCAAddr, "vm-ca-addr", "", "certificate API address as the VM reaches it (default --ca-addr)")
-	bundle.Flags().StringVar(&vmAdmin, "vm-admin-addr", "", "admin API address as the VM reaches it (default --admin)")
+	bundle.Flags().StringVar(&vmAdmin, "vm-admin-addr", "", "unused: the VM registers at the certificate API with its certificate")
+	_ = bundle.Flags().MarkDeprecated("vm-admin-addr", "the VM registers at --vm-ca-addr with its workload certificate")
 	bundle.Flags().StringVar(&td, "trust-domain", "", "trust domain (default: read from the certificate API's certificate)")
 	bundle.Flags().DurationVar(&ttl, "token-ttl", vm.DefaultJoinTokenTTL, "how long the join token may be spent")
 	bundle.Flags().BoolVar(&force, "force", false, "replace an existing --out directory")
@@ -151,8 +146,57 @@ the certificate API's own certificate unless --trust-domain is given.`,
 		_ = bundle.MarkFlagRequired(n)
 	}
 	f.register(bundle)
+	// --admin, --admin-token and --admin-token-file are accepted for
+	// compatibility and unused: the bundle needs only the CA's admin key.
 	a.register(bundle)
-	cmd.AddCommand(bundle)
+	cmd.AddCommand(bundle, newVMRevokeCmd())
+	return cmd
+}
+
+// newVMRevokeCmd is "meshgate vm revoke": unbind a bundle's workload group
+// (and revoke its join token), so its certificate may no longer register.
+func newVMRevokeCmd() *cobra.Command {
+	var f caFlags
+	var ns, sa string
+	cmd := &cobra.Command{
+		Use:     "revoke --namespace NS --service-account SA",
+		Short:   "Withdraw a bundle's binding: its workload certificate may no longer register endpoints",
+		Example: `  meshgate vm revoke --namespace shop --service-account billing`,
+		Long: `Delete the workload group "meshgate vm bundle" bound to spiffe://<td>/ns/NS/sa/SA
+and revoke its join token. From then on a certificate of that identity is
+refused at PUT /v1/workload/endpoints (403 no_group); endpoints it registered
+drop out of the catalog when their lease (at most 5m) ends. To stop the
+certificates themselves, revoke them too (meshgate cert revoke).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cadm, err := f.admin()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+			defer cancel()
+			if sn, _, err := vm.ServerIdentity(ctx, f.addr, cadm.Config.RootCAs); err == nil {
+				cadm.Config.ServerName = sn
+			}
+			g, err := vm.Groups{Config: cadm.Config, Key: cadm.Key}.Delete(ctx, ns, sa)
+			if err != nil {
+				return f.endpoint().reach(err)
+			}
+			if g.JoinTokenID != "" {
+				if _, err := cadm.RevokeToken(ctx, g.JoinTokenID); err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: revoking join token %s: %v\n", g.JoinTokenID, err)
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "workload group of %s/%s (service %s) unbound; join token %s revoked\n", ns, sa, g.Service, g.JoinTokenID)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&ns, "namespace", "", "namespace of the bundle's identity")
+	cmd.Flags().StringVar(&sa, "service-account", "", "service account of the bundle's identity")
+	for _, n := range []string{"namespace", "service-account"} {
+		_ = cmd.MarkFlagRequired(n)
+	}
+	f.register(cmd)
 	return cmd
 }
 
@@ -184,7 +228,7 @@ token is spent only when there is none, so a restart, a reboot or an
 expired token do not lose the identity.
 
 The VM's endpoints (one per bundle port, at the --advertise address) are
-registered with the gateway's admin API with the bundle's endpoints token,
+registered at the gateway's certificate API with the workload certificate (mTLS),
 carrying a health check the gateway runs (--check), with a lease (--ttl)
 refreshed every ttl/3. SIGTERM or SIGINT withdraws them and exits 0.`,
 		Args: cobra.ExactArgs(1),

@@ -87,6 +87,12 @@ type Config struct {
 	// handler must check r.TLS.PeerCertificates itself. Default none.
 	Routes map[string]http.Handler
 
+	// Registrar keeps the endpoints workloads register with their own
+	// certificate (PUT/DELETE /v1/workload/endpoints), each checked
+	// against the workload group bound to the certificate's identity.
+	// Default nil: those routes answer 404 (disabled).
+	Registrar EndpointRegistrar
+
 	// Logger receives server events. nil discards.
 	Logger *slog.Logger
 	// Registerer receives the server's metrics. nil does not register.

@@ -92,6 +92,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /api/v1/cfssl/authsign", s.handleCFSSLAuthSign)
 	s.mux.HandleFunc("POST /api/v1/cfssl/sign", s.handleCFSSLSign)
 	s.revokeRoutes()
+	s.workloadRoutes()
 	for pattern, h := range s.cfg.Routes {
 		s.mux.Handle(pattern, h)
 	}

@@ -24,6 +24,9 @@ type metrics struct {
 	// grpcOK is requests{api="grpc",code="OK"}, looked up once: it is
 	// counted on every issued certificate.
 	grpcOK prometheus.Counter
+	// workloadRefused counts refused workload endpoint registrations by
+	// reason (no_client_cert, no_group, service, port, network, ...).
+	workloadRefused *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -37,6 +40,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Certificate API connections and requests refused, by reason (conn_limit, remote_handshake_limit, handshake_timeout, bad_token, rate_limited, ...).",
 		}, []string{"reason"}),
 	}
+	m.workloadRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshgate_pki_api_workload_refused_total",
+		Help: "Workload endpoint registrations by certificate refused, by reason (no_client_cert, bad_client_cert, node_cert, no_group, service, port, target_port, network, labels, addr, ttl, no_check, policy, bad_request).",
+	}, []string{"reason"})
+	m.workloadRefused = promreg.MustRegister(reg, m.workloadRefused)
 	m.requests = promreg.MustRegister(reg, m.requests)
 	m.refused = promreg.MustRegister(reg, m.refused)
 	m.grpcOK = m.requests.WithLabelValues("grpc", "OK")

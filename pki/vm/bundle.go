@@ -42,8 +42,9 @@ const (
 	// FileJoinToken is the one-use CA token "meshgate workload join"
 	// spends for the first certificate (mode 0600).
 	FileJoinToken = "join-token"
-	// FileEndpointsToken is the admin API token (scope endpoints:write,
-	// limited to the bundle's service) the join registers with (0600).
+	// FileEndpointsToken was the admin API token older bundles carried;
+	// bundles no longer have it (the join registers with its workload
+	// certificate) and a join ignores one left in an old bundle.
 	FileEndpointsToken = "endpoints-token"
 	// FileWorkloadEntry is a WorkloadEntry template for the VM.
 	FileWorkloadEntry = "workload.yaml"
@@ -116,9 +117,10 @@ type Spec struct {
 	// CAServerName is checked against the CA's certificate; default the
 	// host of CAAddr.
 	CAServerName string `json:"caServerName,omitempty"`
-	// AdminAddr is host:port of the gateway's admin API as the VM reaches
-	// it (registrations go there).
-	AdminAddr string `json:"adminAddr"`
+	// AdminAddr is unused: registrations go to the certificate API
+	// (CAAddr) with the workload certificate. Older manifests carry it;
+	// it is read and ignored.
+	AdminAddr string `json:"adminAddr,omitempty"`
 	// ClusterID and MeshID go into Istio's metadata; defaults "meshgate"
 	// and "" (Istio's own default mesh).
 	ClusterID string `json:"clusterID,omitempty"`
@@ -127,7 +129,8 @@ type Spec struct {
 	// "meshgate token revoke" and for a clear error once it expired).
 	JoinTokenID      string    `json:"joinTokenID,omitempty"`
 	JoinTokenExpires time.Time `json:"joinTokenExpires,omitzero"`
-	// EndpointsTokenID names the admin token ("meshgate acl token revoke").
+	// EndpointsTokenID is unused (older bundles' admin token); read and
+	// ignored.
 	EndpointsTokenID string `json:"endpointsTokenID,omitempty"`
 	// Created is when the bundle was made.
 	Created time.Time `json:"created,omitzero"`
@@ -180,7 +183,7 @@ func (s *Spec) Validate() error {
 			return bad("labels", "%q=%q: keys and values are at most 63 printable characters without spaces", k, v)
 		}
 	}
-	for _, f := range []struct{ name, v string }{{"caAddr", s.CAAddr}, {"adminAddr", s.AdminAddr}} {
+	for _, f := range []struct{ name, v string }{{"caAddr", s.CAAddr}} {
 		host, port, err := net.SplitHostPort(f.v)
 		if err != nil || host == "" || port == "" {
 			return bad(f.name, "%q is not host:port", f.v)
@@ -225,8 +228,6 @@ type Bundle struct {
 	// JoinToken is the one-use CA token; "" once removed from the bundle
 	// (a join that has a certificate does not need it).
 	JoinToken string
-	// EndpointsToken is the admin API token registrations are made with.
-	EndpointsToken string
 }
 
 // RootPool returns Roots as a pool.
@@ -258,8 +259,8 @@ func WriteBundle(dir string, b *Bundle, replace bool) error {
 	if len(b.Roots) == 0 {
 		return fmt.Errorf("%w: no root certificates", ErrInvalid)
 	}
-	if b.JoinToken == "" || b.EndpointsToken == "" {
-		return fmt.Errorf("%w: the join token and the endpoints token are required", ErrInvalid)
+	if b.JoinToken == "" {
+		return fmt.Errorf("%w: the join token is required", ErrInvalid)
 	}
 	files, err := render(spec, b)
 	if err != nil {
@@ -341,7 +342,6 @@ func render(s Spec, b *Bundle) ([]file, error) {
 		{FileRootCert, roots.Bytes(), 0o644},
 		{FileJoinToken, []byte(b.JoinToken + "\n"), 0o600},
 		{FileIstioToken, []byte(b.JoinToken), 0o600},
-		{FileEndpointsToken, []byte(b.EndpointsToken + "\n"), 0o600},
 		{FileClusterEnv, clusterEnv(s), 0o644},
 		{FileMeshConfig, mesh, 0o644},
 		{FileHosts, hosts(s), 0o644},
@@ -548,13 +548,6 @@ func LoadBundle(dir string) (*Bundle, error) {
 		return nil, err
 	}
 	b.JoinToken = strings.TrimSpace(string(tok))
-	etok, err := read(FileEndpointsToken, true)
-	if err != nil {
-		return nil, err
-	}
-	if b.EndpointsToken = strings.TrimSpace(string(etok)); b.EndpointsToken == "" {
-		return nil, fmt.Errorf("%w: %s is empty", ErrBundle, filepath.Join(dir, FileEndpointsToken))
-	}
 	return b, nil
 }
 

@@ -2,9 +2,10 @@
 // "istioctl x workload entry configure" and VM sidecar do, in two steps:
 //
 //   - on a gateway node, Make mints a one-use join token (the CA's token
-//     API, scoped to one namespace and service account) and an admin token
-//     limited to registering the VM's service (scope endpoints:write), and
-//     WriteBundle writes them with Istio's VM files (cluster.env,
+//     API, scoped to one namespace and service account) and binds the
+//     identity's workload group on the CA (what its certificate may
+//     register: service, ports, network, labels, subsets), and
+//     WriteBundle writes the token with Istio's VM files (cluster.env,
 //     mesh.yaml, root-cert.pem, istio-token, hosts), a WorkloadEntry
 //     template (workload.yaml) and the manifest the join reads
 //     (meshgate.yaml) into one directory, atomically;
@@ -13,7 +14,8 @@
 //     (from the certificate already in the cert dir when it is valid, else
 //     by spending the join token), writes Istio's certificate files
 //     (cert-chain.pem, key.pem, root-cert.pem; /etc/certs by default) and
-//     registers the VM's endpoints with the gateway's catalog with a TCP or
+//     registers the VM's endpoints at the gateway's certificate API with
+//     its workload certificate (mTLS, no bearer secret) with a TCP or
 //     HTTP health check; Workload.Run renews the certificate with itself
 //     before it expires, refreshes the registrations' lease and withdraws
 //     them when it stops.

@@ -2,15 +2,14 @@ package vm
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/pki"
+	"github.com/meshgate/meshgate/pki/api"
 	"github.com/meshgate/meshgate/pki/client"
 )
 
@@ -144,13 +144,13 @@ type Workload struct {
 	bundle *Bundle
 	id     pki.Identity
 	ip     string
-	admin  Admin
-	regs   map[string]registration // endpoint ID -> body
+	regs   []api.WorkloadEndpointRequest // one per bundle port
 	// serverName verifies the CA (the bundle's caServerName, or the name
 	// Join found to verify it).
 	serverName string
 
-	mu       sync.Mutex // guards cur, obtained and source
+	mu       sync.Mutex        // guards cur, obtained, source and ids
+	ids      map[uint32]string // service port -> registration ID the gateway gave
 	cur      *client.Bundle
 	obtained time.Time // when cur was obtained (renewal is timed from it)
 	source   string    // "cert-dir", "token" or "renewal"
@@ -185,7 +185,7 @@ func Join(ctx context.Context, cfg JoinConfig) (*Workload, error) {
 		return nil, fmt.Errorf("%w: advertise %q is the unspecified address %s: give the one address the gateway dials", ErrInvalid, cfg.Advertise, ip)
 	}
 	w := &Workload{cfg: cfg, log: cfg.Logger.With("identity", id.String()), bundle: b, id: id, ip: ip,
-		admin: Admin{Addr: b.AdminAddr, Token: b.EndpointsToken}, regs: map[string]registration{}, serverName: b.CAServerName}
+		serverName: b.CAServerName, ids: map[uint32]string{}}
 	w.buildRegistrations()
 
 	cur, err := w.loadCertDir()
@@ -226,9 +226,9 @@ func Join(ctx context.Context, cfg JoinConfig) (*Workload, error) {
 		w.set(cur, "token")
 	}
 	if err := w.registerAll(ctx); err != nil {
-		var ae *AdminError
+		var ae *APIError
 		if errors.As(err, &ae) && !ae.Retryable() {
-			return nil, fmt.Errorf("%w: the gateway at %s refused the registration made with %s (%v): make a new bundle, or check the token with meshgate acl token list and the service with meshgate get serviceentries", ErrRegister, b.AdminAddr, filepath.Join(cfg.BundleDir, FileEndpointsToken), err)
+			return nil, fmt.Errorf("%w: the gateway at %s refused the registration made with the certificate in %s (%v): make a new bundle (meshgate vm bundle binds what %s may register), or check the service with meshgate get serviceentries", ErrRegister, b.CAAddr, cfg.CertDir, err, id)
 		}
 		w.log.Warn("vm: registration failed; retrying", "err", err)
 	}
@@ -352,41 +352,51 @@ func (w *Workload) Certificate() (*client.Bundle, string) {
 // Addr returns the advertised IP.
 func (w *Workload) Addr() string { return w.ip }
 
-// EndpointIDs returns the registration IDs, one per port.
+// EndpointIDs returns the registration IDs the gateway gave, one per
+// port registered so far.
 func (w *Workload) EndpointIDs() []string {
-	out := make([]string, 0, len(w.regs))
-	for _, p := range w.bundle.Ports {
-		out = append(out, w.endpointID(p))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, 0, len(w.ids))
+	for _, r := range w.regs {
+		if id := w.ids[r.Port]; id != "" {
+			out = append(out, id)
+		}
 	}
 	return out
-}
-
-func (w *Workload) endpointID(p Port) string {
-	id := "vm-" + w.id.Namespace + "-" + w.id.ServiceAccount + "-" + w.ip + "-" + strconv.Itoa(int(p.Port))
-	if len(id) > 128 {
-		sum := sha256.Sum256([]byte(id))
-		id = "vm-" + hex.EncodeToString(sum[:16]) + "-" + strconv.Itoa(int(p.Port))
-	}
-	return id
 }
 
 func (w *Workload) buildRegistrations() {
 	c := w.cfg.Check
 	for _, p := range w.bundle.Ports {
-		w.regs[w.endpointID(p)] = registration{
+		w.regs = append(w.regs, api.WorkloadEndpointRequest{
 			Service: w.bundle.Service, Port: p.Port, Addr: net.JoinHostPort(w.ip, strconv.Itoa(int(p.Target()))),
 			Network: w.bundle.Network, Labels: w.bundle.Labels, TTL: w.cfg.TTL.String(),
-			Check: &registrationChk{Interval: c.Interval.String(), Timeout: c.Timeout.String(), Failures: c.Failures, HTTP: c.HTTPPath},
-		}
+			Check: &api.WorkloadCheckRequest{Interval: c.Interval.String(), Timeout: c.Timeout.String(), Failures: c.Failures, HTTP: c.HTTPPath},
+		})
 	}
+}
+
+// apiCall sends one registration call with the current certificate.
+func (w *Workload) apiCall(ctx context.Context, method string, body, out any) error {
+	cur, _ := w.Certificate()
+	cert := cur.TLSCertificate()
+	return call(ctx, w.caConfig(w.caRoots(cur)), &cert, "", method, "/v1/workload/endpoints", body, out)
 }
 
 func (w *Workload) registerAll(ctx context.Context) error {
 	var errs []error
-	for _, id := range w.EndpointIDs() {
-		if err := w.admin.register(ctx, id, w.regs[id]); err != nil {
-			errs = append(errs, err)
+	for _, r := range w.regs {
+		var out struct {
+			ID string `json:"id"`
 		}
+		if err := w.apiCall(ctx, http.MethodPut, r, &out); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		w.mu.Lock()
+		w.ids[r.Port] = out.ID
+		w.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }
@@ -481,13 +491,13 @@ func (w *Workload) withdraw() error {
 	ctx, cancel := context.WithTimeout(context.Background(), withdrawTimeout)
 	defer cancel()
 	var errs []error
-	for _, id := range w.EndpointIDs() {
-		if err := w.admin.deregister(ctx, id); err != nil {
+	for _, r := range w.regs {
+		if err := w.apiCall(ctx, http.MethodDelete, map[string]any{"port": r.Port, "addr": r.Addr}, nil); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("vm: withdraw from %s: %w", w.bundle.AdminAddr, err)
+		return fmt.Errorf("vm: withdraw from %s: %w", w.bundle.CAAddr, err)
 	}
 	w.log.Info("vm: endpoints withdrawn", "endpoints", len(w.regs))
 	return nil

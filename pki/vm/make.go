@@ -23,10 +23,9 @@ type JoinTokens interface {
 	CreateToken(ctx context.Context, namespace, serviceAccount string, ttl time.Duration, uses int) (api.Token, error)
 }
 
-// EndpointTokens mints admin tokens that may register one service; Admin
-// implements it.
-type EndpointTokens interface {
-	CreateEndpointsToken(ctx context.Context, service string, subsets []string, description string) (id, secret string, err error)
+// GroupBinder binds workload groups on the CA; Groups implements it.
+type GroupBinder interface {
+	Put(ctx context.Context, g pki.WorkloadGroup) (pki.WorkloadGroup, error)
 }
 
 // MakeRequest is what Make needs besides the token minters.
@@ -46,11 +45,25 @@ type MakeRequest struct {
 	Now func() time.Time
 }
 
-// Make mints the bundle's two credentials: a join token that obtains one
-// certificate (uses 1) for exactly spiffe://<td>/ns/<ns>/sa/<sa>, and an
-// endpoints:write admin token limited to Spec.Service. On an error after
-// the join token was minted, the error names its ID so it can be revoked.
-func Make(ctx context.Context, req MakeRequest, jt JoinTokens, et EndpointTokens) (*Bundle, error) {
+// Group returns the workload group a bundle of s binds: its service,
+// ports, network and labels, and the subsets those labels may claim.
+func Group(s Spec, subsets []string) pki.WorkloadGroup {
+	g := pki.WorkloadGroup{Namespace: s.Namespace, ServiceAccount: s.ServiceAccount, Network: s.Network, Service: s.Service,
+		Labels: s.Labels, Subsets: subsets, JoinTokenID: s.JoinTokenID}
+	for _, p := range s.Ports {
+		g.Ports = append(g.Ports, pki.GroupPort{Port: p.Port, TargetPort: p.TargetPort})
+	}
+	return g
+}
+
+// Make mints the bundle's credential, a join token that obtains one
+// certificate (uses 1) for exactly spiffe://<td>/ns/<ns>/sa/<sa>, and
+// binds that identity's workload group on the CA (Group), so the
+// certificate may register exactly the bundle's service, ports, network
+// and labels. No registration secret is minted: the VM registers with its
+// certificate. On an error after the join token was minted, the error
+// names its ID so it can be revoked.
+func Make(ctx context.Context, req MakeRequest, jt JoinTokens, groups GroupBinder) (*Bundle, error) {
 	now := time.Now
 	if req.Now != nil {
 		now = req.Now
@@ -75,12 +88,11 @@ func Make(ctx context.Context, req MakeRequest, jt JoinTokens, et EndpointTokens
 		return nil, fmt.Errorf("%w: the CA made join token %s for %s, want %s: the CA's trust domain is not %s (revoke it: meshgate token revoke %s)",
 			ErrTrustDomain, tok.ID, tok.Identity, id, s.TrustDomain, tok.ID)
 	}
-	eid, esecret, err := et.CreateEndpointsToken(ctx, s.Service, req.Subsets, "workload bundle "+id.String())
-	if err != nil {
-		return nil, fmt.Errorf("vm: create the endpoints token (join token %s was made; revoke it: meshgate token revoke %s): %w", tok.ID, tok.ID, err)
+	s.JoinTokenID, s.JoinTokenExpires, s.Created = tok.ID, tok.ExpiresAt.UTC(), now().UTC().Truncate(time.Second)
+	if _, err := groups.Put(ctx, Group(s, req.Subsets)); err != nil {
+		return nil, fmt.Errorf("vm: bind the workload group of %s (join token %s was made; revoke it: meshgate token revoke %s): %w", id, tok.ID, tok.ID, err)
 	}
-	s.JoinTokenID, s.JoinTokenExpires, s.EndpointsTokenID, s.Created = tok.ID, tok.ExpiresAt.UTC(), eid, now().UTC().Truncate(time.Second)
-	return &Bundle{Spec: s, Roots: req.Roots, JoinToken: tok.Secret, EndpointsToken: esecret}, nil
+	return &Bundle{Spec: s, Roots: req.Roots, JoinToken: tok.Secret}, nil
 }
 
 // IstiodName is the DNS name Istio's VM agents reach the CA under (the

@@ -37,7 +37,7 @@ var manifestRows = []struct {
 	{"port too big", strings.Replace(goodManifest, "port: 9080", "port: 70000", 1), ErrInvalid, "ports[0]"},
 	{"negative port", strings.Replace(goodManifest, "port: 9080", "port: -1", 1), ErrBundle, ""},
 	{"ca addr without port", strings.Replace(goodManifest, "10.0.0.5:15012", "10.0.0.5", 1), ErrInvalid, "caAddr"},
-	{"admin addr empty", strings.Replace(goodManifest, "adminAddr: 10.0.0.5:15000", "adminAddr: \"\"", 1), ErrInvalid, "adminAddr"},
+	{"ca addr empty", strings.Replace(goodManifest, "caAddr: 10.0.0.5:15012", "caAddr: \"\"", 1), ErrInvalid, "caAddr"},
 	{"network with space", strings.Replace(goodManifest, "network: vm-net", "network: vm net", 1), ErrInvalid, "network"},
 	{"label with newline", strings.Replace(goodManifest, "app: billing", "app: \"bill\\ning\"", 1), ErrInvalid, "labels"},
 	{"service with space", goodManifest + "service: a b\n", ErrInvalid, "service"},

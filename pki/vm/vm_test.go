@@ -3,10 +3,7 @@ package vm_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,8 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/meshgate/meshgate/cluster/acl"
-	"github.com/meshgate/meshgate/cluster/catalog"
 	"github.com/meshgate/meshgate/pki"
 	"github.com/meshgate/meshgate/pki/api"
 	"github.com/meshgate/meshgate/pki/client"
@@ -28,11 +23,46 @@ import (
 
 const adminKey = "fedcba9876543210fedcba9876543210"
 
-// testCA serves a real CA's certificate API on loopback.
+// testCA serves a real CA's certificate API on loopback, with a
+// recording registrar behind its workload registration route.
 type testCA struct {
 	ca    *pki.CA
 	addr  string
 	admin client.Admin
+	reg   *fakeRegistrar
+}
+
+// fakeRegistrar is the node's catalog as the API sees it: it records what
+// the API let through.
+type fakeRegistrar struct {
+	mu   sync.Mutex
+	regs map[string]api.WorkloadEndpoint
+	puts int
+}
+
+func (f *fakeRegistrar) RegisterWorkload(_ context.Context, ep api.WorkloadEndpoint) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.regs[ep.ID] = ep
+	f.puts++
+	return nil
+}
+
+func (f *fakeRegistrar) DeregisterWorkload(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.regs, id)
+	return nil
+}
+
+func (f *fakeRegistrar) snapshot() (map[string]api.WorkloadEndpoint, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]api.WorkloadEndpoint{}
+	for k, v := range f.regs {
+		out[k] = v
+	}
+	return out, f.puts
 }
 
 func serveCA(t *testing.T, td string) *testCA {
@@ -40,9 +70,11 @@ func serveCA(t *testing.T, td string) *testCA {
 	pc := pkitest.Config(t)
 	pc.TrustDomain = td
 	ca, _ := pkitest.NewCA(t, pc)
+	reg := &fakeRegistrar{regs: map[string]api.WorkloadEndpoint{}}
 	cfg := api.DefaultConfig()
 	cfg.Logger = pkitest.Logger(t)
 	cfg.AdminKey = adminKey
+	cfg.Registrar = reg
 	srv, err := api.NewServer(cfg, ca)
 	if err != nil {
 		t.Fatal(err)
@@ -59,100 +91,21 @@ func serveCA(t *testing.T, td string) *testCA {
 		<-done
 	})
 	addr := ln.Addr().String()
-	return &testCA{ca: ca, addr: addr, admin: client.Admin{Config: client.Config{Addr: addr, RootCAs: ca.RootPool()}, Key: adminKey}}
+	return &testCA{ca: ca, addr: addr, reg: reg, admin: client.Admin{Config: client.Config{Addr: addr, RootCAs: ca.RootPool()}, Key: adminKey}}
 }
 
-// fakeGateway is the admin API's token and registration endpoints, with
-// bodies checked by the catalog's own parser.
-type fakeGateway struct {
-	srv      *httptest.Server
-	operator string
-	mu       sync.Mutex
-	tokens   map[string]bool // endpoints tokens minted
-	regs     map[string]catalog.Registration
-	puts     int
-	refuse   int // status to answer PUTs with (0: accept)
-}
+func (ca *testCA) groups() vm.Groups { return vm.Groups{Config: ca.admin.Config, Key: adminKey} }
 
-func newGateway(t *testing.T) *fakeGateway {
-	g := &fakeGateway{operator: "op-secret", tokens: map[string]bool{}, regs: map[string]catalog.Registration{}}
-	mux := http.NewServeMux()
-	bearer := func(r *http.Request) string { return strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ") }
-	mux.HandleFunc("POST /v1/acl/tokens", func(w http.ResponseWriter, r *http.Request) {
-		if bearer(r) != g.operator {
-			acl.WriteJSON(w, http.StatusUnauthorized, acl.ErrorBody{Error: "bad token", Reason: "token"})
-			return
-		}
-		b, _ := io.ReadAll(r.Body)
-		req, err := acl.ParseRequest(b)
-		if err != nil || len(req.Services) != 1 || len(req.Scopes) != 1 || req.Scopes[0] != acl.ScopeEndpointsWrite {
-			acl.WriteJSON(w, http.StatusBadRequest, acl.ErrorBody{Error: "want one endpoints:write service token", Reason: "request"})
-			return
-		}
-		g.mu.Lock()
-		secret := "ep-" + req.Services[0]
-		g.tokens[secret] = true
-		g.mu.Unlock()
-		acl.WriteJSON(w, http.StatusOK, acl.Created{Token: acl.Token{ID: "0123456789abcdef", Scopes: req.Scopes, Services: req.Services}, Secret: secret})
-	})
-	mux.HandleFunc("PUT /v1/endpoints/{id}", func(w http.ResponseWriter, r *http.Request) {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		if !g.tokens[bearer(r)] {
-			acl.WriteJSON(w, http.StatusUnauthorized, acl.ErrorBody{Error: "unknown token", Reason: "token"})
-			return
-		}
-		if g.refuse != 0 {
-			acl.WriteJSON(w, g.refuse, acl.ErrorBody{Error: "refused", Reason: "registration"})
-			return
-		}
-		b, _ := io.ReadAll(r.Body)
-		reg, err := catalog.ParseRegistration(r.PathValue("id"), b)
-		if err != nil {
-			acl.WriteJSON(w, http.StatusBadRequest, acl.ErrorBody{Error: err.Error()})
-			return
-		}
-		g.regs[reg.ID] = reg
-		g.puts++
-		acl.WriteJSON(w, http.StatusOK, map[string]string{"id": reg.ID})
-	})
-	mux.HandleFunc("DELETE /v1/endpoints/{id}", func(w http.ResponseWriter, r *http.Request) {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		if !g.tokens[bearer(r)] {
-			acl.WriteJSON(w, http.StatusUnauthorized, acl.ErrorBody{Error: "unknown token"})
-			return
-		}
-		delete(g.regs, r.PathValue("id"))
-		w.WriteHeader(http.StatusNoContent)
-	})
-	g.srv = httptest.NewServer(mux)
-	t.Cleanup(g.srv.Close)
-	return g
-}
-
-func (g *fakeGateway) addr() string { return g.srv.Listener.Addr().String() }
-
-func (g *fakeGateway) snapshot() (map[string]catalog.Registration, int) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	out := map[string]catalog.Registration{}
-	for k, v := range g.regs {
-		out[k] = v
-	}
-	return out, g.puts
-}
-
-func spec(ca *testCA, gw *fakeGateway, td string) vm.Spec {
+func spec(ca *testCA, td string) vm.Spec {
 	return vm.Spec{TrustDomain: td, Namespace: "shop", ServiceAccount: "billing", Network: "vm-net",
 		Ports: []vm.Port{{Port: 9080, TargetPort: 8080}}, Labels: map[string]string{"app": "billing", "version": "v1"},
-		CAAddr: ca.addr, AdminAddr: gw.addr()}
+		CAAddr: ca.addr}
 }
 
 // makeBundle mints and writes a bundle into a new dir.
-func makeBundle(t *testing.T, ca *testCA, gw *fakeGateway, td string) (string, *vm.Bundle) {
+func makeBundle(t *testing.T, ca *testCA, td string) (string, *vm.Bundle) {
 	t.Helper()
-	b, err := vm.Make(t.Context(), vm.MakeRequest{Spec: spec(ca, gw, td), Roots: ca.ca.Roots()}, ca.admin, vm.Admin{Addr: gw.addr(), Token: gw.operator})
+	b, err := vm.Make(t.Context(), vm.MakeRequest{Spec: spec(ca, td), Roots: ca.ca.Roots()}, ca.admin, ca.groups())
 	if err != nil {
 		t.Fatalf("Make() = %v", err)
 	}
@@ -176,12 +129,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestMakeWriteLoadBundle(t *testing.T) {
 	ca := serveCA(t, "example.org")
-	gw := newGateway(t)
-	dir, b := makeBundle(t, ca, gw, "example.org")
+	dir, b := makeBundle(t, ca, "example.org")
 
 	modes := map[string]os.FileMode{
 		vm.FileManifest: 0o644, vm.FileRootCert: 0o644, vm.FileJoinToken: 0o600, vm.FileIstioToken: 0o600,
-		vm.FileEndpointsToken: 0o600, vm.FileClusterEnv: 0o644, vm.FileMeshConfig: 0o644, vm.FileHosts: 0o644, vm.FileWorkloadEntry: 0o644,
+		vm.FileClusterEnv: 0o644, vm.FileMeshConfig: 0o644, vm.FileHosts: 0o644, vm.FileWorkloadEntry: 0o644,
 	}
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != len(modes) {
@@ -238,7 +190,7 @@ func TestMakeWriteLoadBundle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("LoadBundle() = %v", err)
 	}
-	if got.Service != "billing.shop.svc.cluster.local" || got.TrustDomain != "example.org" || got.JoinToken != b.JoinToken || got.EndpointsToken != b.EndpointsToken || len(got.Roots) != 1 || got.JoinTokenID != b.JoinTokenID {
+	if got.Service != "billing.shop.svc.cluster.local" || got.TrustDomain != "example.org" || got.JoinToken != b.JoinToken || len(got.Roots) != 1 || got.JoinTokenID != b.JoinTokenID {
 		t.Fatalf("LoadBundle() = %+v, want what was written", got.Spec)
 	}
 
@@ -263,8 +215,7 @@ func TestMakeWriteLoadBundle(t *testing.T) {
 
 func TestWriteBundleNothingHalfWritten(t *testing.T) {
 	ca := serveCA(t, "cluster.local")
-	gw := newGateway(t)
-	_, b := makeBundle(t, ca, gw, "cluster.local")
+	_, b := makeBundle(t, ca, "cluster.local")
 	parent := t.TempDir()
 	// A file where the bundle's parent dir should be: nothing is created.
 	blocker := filepath.Join(parent, "blocker")
@@ -287,7 +238,8 @@ func TestWriteBundleNothingHalfWritten(t *testing.T) {
 
 func joinConfig(bundle, certs string) vm.JoinConfig {
 	c := vm.DefaultJoinConfig()
-	c.BundleDir, c.CertDir, c.Advertise = bundle, certs, "127.0.0.1"
+	// Loopback is refused as an endpoint address; the fake registrar dials nothing.
+	c.BundleDir, c.CertDir, c.Advertise = bundle, certs, "10.9.8.7"
 	c.Check = vm.Check{HTTPPath: "/healthz", Interval: time.Second, Timeout: time.Second}
 	c.TTL = 3 * time.Second
 	c.RetryInterval = 50 * time.Millisecond
@@ -296,8 +248,7 @@ func joinConfig(bundle, certs string) vm.JoinConfig {
 
 func TestJoinRenewRestartWithdraw(t *testing.T) {
 	ca := serveCA(t, "cluster.local")
-	gw := newGateway(t)
-	bundle, b := makeBundle(t, ca, gw, "cluster.local")
+	bundle, b := makeBundle(t, ca, "cluster.local")
 	certs := filepath.Join(t.TempDir(), "etc", "certs")
 	cfg := joinConfig(bundle, certs)
 	cfg.CertTTL = 2 * time.Second
@@ -315,12 +266,12 @@ func TestJoinRenewRestartWithdraw(t *testing.T) {
 	if err != nil || !onDisk.Chain[0].Equal(first.Chain[0]) {
 		t.Fatalf("cert dir does not hold the certificate: %v", err)
 	}
-	regs, _ := gw.snapshot()
+	regs, _ := ca.reg.snapshot()
 	id := w.EndpointIDs()[0]
 	r, ok := regs[id]
-	if len(regs) != 1 || !ok || r.Addr != "127.0.0.1:8080" || r.Port != 9080 || r.Service != "billing.shop.svc.cluster.local" ||
-		r.Network != "vm-net" || r.Labels["version"] != "v1" || r.TTL != 3*time.Second || r.Check == nil || r.Check.HTTPPath != "/healthz" {
-		t.Fatalf("registrations = %+v, want %s for 127.0.0.1:8080 with an HTTP check", regs, id)
+	if len(regs) != 1 || !ok || r.Addr != "10.9.8.7:8080" || r.Port != 9080 || r.Service != "billing.shop.svc.cluster.local" ||
+		r.Network != "vm-net" || r.Labels["version"] != "v1" || r.TTL != 3*time.Second || r.Check.HTTPPath != "/healthz" || r.Identity.ServiceAccount != "billing" {
+		t.Fatalf("registrations = %+v, want %s for 10.9.8.7:8080 with an HTTP check, by billing's certificate", regs, id)
 	}
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -330,7 +281,7 @@ func TestJoinRenewRestartWithdraw(t *testing.T) {
 		c, src := w.Certificate()
 		return src == "renewal" && !c.Chain[0].Equal(first.Chain[0])
 	})
-	waitFor(t, "the registration refreshed", func() bool { _, puts := gw.snapshot(); return puts >= 2 })
+	waitFor(t, "the registration refreshed", func() bool { _, puts := ca.reg.snapshot(); return puts >= 2 })
 	renewed, _ := w.Certificate()
 	if d, err := client.LoadBundle(certs); err != nil || d.Chain[0].NotAfter.Before(renewed.Chain[0].NotAfter) {
 		t.Fatalf("cert dir does not hold the renewed certificate: %v", err)
@@ -339,7 +290,7 @@ func TestJoinRenewRestartWithdraw(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run() = %v, want nil after withdrawing", err)
 	}
-	if regs, _ := gw.snapshot(); len(regs) != 0 {
+	if regs, _ := ca.reg.snapshot(); len(regs) != 0 {
 		t.Fatalf("registrations after stop = %+v, want withdrawn", regs)
 	}
 
@@ -356,7 +307,7 @@ func TestJoinRenewRestartWithdraw(t *testing.T) {
 	if c, src := w2.Certificate(); src != "cert-dir" || c.Identity != first.Identity {
 		t.Fatalf("restart took its certificate from %q, want cert-dir", src)
 	}
-	if regs, _ := gw.snapshot(); len(regs) != 1 {
+	if regs, _ := ca.reg.snapshot(); len(regs) != 1 {
 		t.Fatalf("restart registered %d endpoints, want 1", len(regs))
 	}
 }
@@ -364,7 +315,6 @@ func TestJoinRenewRestartWithdraw(t *testing.T) {
 func TestJoinBadInput(t *testing.T) {
 	ca := serveCA(t, "cluster.local")
 	other := serveCA(t, "other.example")
-	gw := newGateway(t)
 
 	for _, tc := range []struct {
 		name  string
@@ -375,7 +325,7 @@ func TestJoinBadInput(t *testing.T) {
 		{"bundle for another trust domain", func(t *testing.T) (string, string) {
 			// Made at the other mesh's CA, pointed at ours (same root
 			// pool trick: ours is trusted, so only the domain differs).
-			dir, b := makeBundle(t, other, gw, "other.example")
+			dir, b := makeBundle(t, other, "other.example")
 			b.CAAddr = ca.addr
 			b.Roots = ca.ca.Roots()
 			if err := vm.WriteBundle(dir, b, true); err != nil {
@@ -384,14 +334,14 @@ func TestJoinBadInput(t *testing.T) {
 			return dir, filepath.Join(t.TempDir(), "certs")
 		}, vm.ErrTrustDomain, []string{vm.FileManifest, `"other.example"`, `"cluster.local"`, "make the bundle on a node of this mesh"}},
 		{"spent token without a certificate", func(t *testing.T) (string, string) {
-			dir, b := makeBundle(t, ca, gw, "cluster.local")
+			dir, b := makeBundle(t, ca, "cluster.local")
 			if _, err := client.Issue(t.Context(), client.Config{Addr: ca.addr, RootCAs: ca.ca.RootPool()}, client.IssueRequest{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "billing", Token: b.JoinToken}); err != nil {
 				t.Fatal(err)
 			}
 			return dir, filepath.Join(t.TempDir(), "certs")
 		}, vm.ErrTokenSpent, []string{"token spent or expired: make a new bundle", vm.FileJoinToken}},
 		{"expired token without a certificate", func(t *testing.T) (string, string) {
-			dir, b := makeBundle(t, ca, gw, "cluster.local")
+			dir, b := makeBundle(t, ca, "cluster.local")
 			b.JoinTokenExpires = time.Now().Add(-time.Minute)
 			if err := vm.WriteBundle(dir, b, true); err != nil {
 				t.Fatal(err)
@@ -399,7 +349,7 @@ func TestJoinBadInput(t *testing.T) {
 			return dir, filepath.Join(t.TempDir(), "certs")
 		}, vm.ErrTokenSpent, []string{"token spent or expired: make a new bundle", "expired at"}},
 		{"bundle root not the gateway's", func(t *testing.T) (string, string) {
-			dir, b := makeBundle(t, ca, gw, "cluster.local")
+			dir, b := makeBundle(t, ca, "cluster.local")
 			b.Roots = other.ca.Roots()
 			if err := vm.WriteBundle(dir, b, true); err != nil {
 				t.Fatal(err)
@@ -407,13 +357,13 @@ func TestJoinBadInput(t *testing.T) {
 			return dir, filepath.Join(t.TempDir(), "certs")
 		}, vm.ErrRootMismatch, []string{vm.FileRootCert, "make a new bundle"}},
 		{"unreadable cert dir", func(t *testing.T) (string, string) {
-			dir, _ := makeBundle(t, ca, gw, "cluster.local")
+			dir, _ := makeBundle(t, ca, "cluster.local")
 			notDir := filepath.Join(t.TempDir(), "certs")
 			os.WriteFile(notDir, []byte("not a directory"), 0o644)
 			return dir, notDir
 		}, vm.ErrCertDir, []string{"certs", "--cert-dir"}},
 		{"cert dir of another identity", func(t *testing.T) (string, string) {
-			dir, _ := makeBundle(t, ca, gw, "cluster.local")
+			dir, _ := makeBundle(t, ca, "cluster.local")
 			tok, _ := ca.admin.CreateToken(t.Context(), "shop", "payroll", time.Hour, 1)
 			cb, err := client.Issue(t.Context(), client.Config{Addr: ca.addr, RootCAs: ca.ca.RootPool()}, client.IssueRequest{TrustDomain: "cluster.local", Namespace: "shop", ServiceAccount: "payroll", Token: tok.Secret})
 			if err != nil {
@@ -426,14 +376,13 @@ func TestJoinBadInput(t *testing.T) {
 		{"missing bundle", func(t *testing.T) (string, string) {
 			return filepath.Join(t.TempDir(), "nope"), t.TempDir()
 		}, vm.ErrBundle, []string{vm.FileManifest}},
-		{"endpoints token refused", func(t *testing.T) (string, string) {
-			dir, b := makeBundle(t, ca, gw, "cluster.local")
-			b.EndpointsToken = "revoked"
-			if err := vm.WriteBundle(dir, b, true); err != nil {
+		{"binding revoked", func(t *testing.T) (string, string) {
+			dir, _ := makeBundle(t, ca, "cluster.local")
+			if _, err := ca.groups().Delete(t.Context(), "shop", "billing"); err != nil {
 				t.Fatal(err)
 			}
 			return dir, filepath.Join(t.TempDir(), "certs")
-		}, vm.ErrRegister, []string{vm.FileEndpointsToken, "401"}},
+		}, vm.ErrRegister, []string{"no_group", "403", "make a new bundle"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bundle, certs := tc.setup(t)

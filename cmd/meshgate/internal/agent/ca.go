@@ -61,6 +61,10 @@ type CAConfig struct {
 	// Routes are extra handlers on the certificate API port (the gossip
 	// keyring for fleet nodes); see api.Config.Routes.
 	Routes map[string]http.Handler
+	// Workloads, when set, serves workload endpoint registration by
+	// certificate on the API port (PUT/DELETE /v1/workload/endpoints) into
+	// the node's catalog. Optional: nil answers those routes 404.
+	Workloads *WorkloadRegistrar
 	// Logger and Registerer as everywhere.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -184,6 +188,9 @@ func NewCA(ctx context.Context, cfg CAConfig) (*CA, error) {
 	acfg.AdminKey = adminKey
 	acfg.CFSSLAuthKey = cfsslKey
 	acfg.Routes = cfg.Routes
+	if cfg.Workloads != nil {
+		acfg.Registrar = cfg.Workloads
+	}
 	acfg.Logger = cfg.Logger
 	acfg.Registerer = cfg.Registerer
 	srv, err := api.NewServer(acfg, ca)
@@ -204,6 +211,9 @@ func NewCA(ctx context.Context, cfg CAConfig) (*CA, error) {
 	}
 	return &CA{cfg: cfg, ca: ca, srv: srv, closer: closer}, nil
 }
+
+// Workloads is the registrar of workload endpoints (nil without one).
+func (c *CA) Workloads() *WorkloadRegistrar { return c.cfg.Workloads }
 
 // Authority is the CA itself.
 func (c *CA) Authority() *pki.CA { return c.ca }
