@@ -297,9 +297,24 @@ func (w *Workload) caRoots(cur *client.Bundle) *x509.CertPool {
 // firstCertificate spends the join token; the cert dir is checked for
 // writing first, so a token is never spent on a certificate that cannot
 // be kept.
-func (w *Workload) firstCertificate(ctx context.Context, pool *x509.CertPool) (*client.Bundle, error) {
+func (w *Workload) firstCertificate(ctx context.Context, pool *x509.CertPool) (cur *client.Bundle, err error) {
 	dir := w.cfg.CertDir
 	tokFile := filepath.Join(w.cfg.BundleDir, FileJoinToken)
+	if w.bundle.JoinToken == "" {
+		return nil, fmt.Errorf("%w: make a new bundle (meshgate vm bundle): no usable certificate in %s%s and no %s", ErrTokenSpent, dir, w.noCert, tokFile)
+	}
+	if exp := w.bundle.JoinTokenExpires; !exp.IsZero() && !time.Now().Before(exp) {
+		return nil, fmt.Errorf("%w: make a new bundle (meshgate vm bundle): no usable certificate in %s%s and %s expired at %s", ErrTokenSpent, dir, w.noCert, tokFile, exp.Format(time.RFC3339))
+	}
+	if _, serr := os.Stat(dir); os.IsNotExist(serr) {
+		// A cert dir this join creates is removed again if it stays
+		// empty, so a failed first join leaves nothing behind.
+		defer func() {
+			if err != nil {
+				os.Remove(dir)
+			}
+		}()
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%w: %v: run the join as a user that may create it, or choose another with --cert-dir", ErrCertDir, err)
 	}
@@ -309,13 +324,7 @@ func (w *Workload) firstCertificate(ctx context.Context, pool *x509.CertPool) (*
 	}
 	f.Close()
 	os.Remove(f.Name())
-	if w.bundle.JoinToken == "" {
-		return nil, fmt.Errorf("%w: make a new bundle (meshgate vm bundle): no usable certificate in %s%s and no %s", ErrTokenSpent, dir, w.noCert, tokFile)
-	}
-	if exp := w.bundle.JoinTokenExpires; !exp.IsZero() && !time.Now().Before(exp) {
-		return nil, fmt.Errorf("%w: make a new bundle (meshgate vm bundle): no usable certificate in %s%s and %s expired at %s", ErrTokenSpent, dir, w.noCert, tokFile, exp.Format(time.RFC3339))
-	}
-	cur, err := client.Issue(ctx, w.caConfig(pool), client.IssueRequest{TrustDomain: w.id.TrustDomain, Namespace: w.id.Namespace,
+	cur, err = client.Issue(ctx, w.caConfig(pool), client.IssueRequest{TrustDomain: w.id.TrustDomain, Namespace: w.id.Namespace,
 		ServiceAccount: w.id.ServiceAccount, Token: w.bundle.JoinToken, TTL: w.cfg.CertTTL})
 	if err != nil {
 		if c := status.Code(err); c == codes.PermissionDenied || c == codes.Unauthenticated {
