@@ -170,7 +170,7 @@ ca: {addr: "127.0.0.1:0"}
 	if err == nil {
 		t.Fatalf("workload join registering 127.0.0.1 succeeded:\n%s", out3)
 	}
-	if certSerial(filepath.Join(certDir, "cert-chain.pem")) == "" {
+	if leafSerial(t, filepath.Join(certDir, "cert-chain.pem")) == "" {
 		t.Fatalf("the fresh bundle's join left no certificate in %s:\n%s", certDir, out3)
 	}
 	if !strings.Contains(string(out3), "registration refused") || !strings.Contains(string(out3), "addr") {

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -77,24 +76,6 @@ func loadRoots(t *testing.T, path string) *x509.CertPool {
 		t.Fatalf("%s holds no certificate", path)
 	}
 	return p
-}
-
-// certSerial is the serial (hex) of the leaf in a cert-chain.pem, "" when
-// it cannot be read (yet).
-func certSerial(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	blk, _ := pem.Decode(data)
-	if blk == nil {
-		return ""
-	}
-	c, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		return ""
-	}
-	return c.SerialNumber.Text(16)
 }
 
 // bundleManifest is what the tests read of a bundle's meshgate.yaml.
@@ -329,15 +310,7 @@ tls: {token_file: %s, ca_addr: "%s", ca_file: %s}
 
 	// The VM's service, in network B, on a port the kernel picks.
 	ca := newTestCA(t)
-	var vln net.Listener
-	if err := inNetns(nets.netB.name, func() error {
-		var err error
-		vln, err = tls.Listen("tcp", bnBackendIP+":0", backendTLS(t, ca, serviceHost))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	be := serveBackend(t, vln, "vm-reviews")
+	be := startBackendIn(t, nets.netB.name, bnBackendIP+":0", ca, "vm-reviews", serviceHost)
 	vmAddr := net.JoinHostPort(bnBackendIP, fmt.Sprint(be.port()))
 
 	// On gw-b: the bundle. Its join token expires soon, on purpose.
@@ -442,7 +415,7 @@ tls: {token_file: %s, ca_addr: "%s", ca_file: %s}
 
 	// Restarted with the token expired: from the kept certificate, routed
 	// from A again, and renewed with itself.
-	kept := certSerial(chain)
+	kept := leafSerial(t, chain)
 	join2 := startCmd(t, root, cliCmd(t, &nets.netB, joinArgs...))
 	waitFor(t, 60*time.Second, "the restarted VM routed from gw-a again", routedFromA)
 	waitFor(t, 10*time.Second, "the restarted join reporting the certificate it kept", func() bool {
@@ -450,7 +423,7 @@ tls: {token_file: %s, ca_addr: "%s", ca_file: %s}
 	})
 	waitFor(t, 30*time.Second, "a client in A served by the restarted VM", func() bool { rerr = viaBridge(); return rerr == nil })
 	waitFor(t, 60*time.Second, "the kept certificate renewed after the token expired", func() bool {
-		s := certSerial(chain)
+		s := leafSerial(t, chain)
 		return s != "" && s != kept && strings.Contains(join2.out.String(), "certificate renewed")
 	})
 	if err := viaBridge(); err != nil {

@@ -55,21 +55,9 @@ const (
 // ManifestKind is the kind field of meshgate.yaml.
 const ManifestKind = "WorkloadBundle"
 
-// Port is one service port the VM serves.
-type Port struct {
-	// Port is the service port (what AUTO_PASSTHROUGH names carry).
-	Port uint32 `json:"port"`
-	// TargetPort is the port the VM listens on; 0 means Port.
-	TargetPort uint32 `json:"targetPort,omitempty"`
-}
-
-// Target returns the port the VM listens on.
-func (p Port) Target() uint32 {
-	if p.TargetPort == 0 {
-		return p.Port
-	}
-	return p.TargetPort
-}
+// Port is one service port the VM serves: the workload group's port type,
+// so a bundle's ports are bound to its identity as they are.
+type Port = pki.GroupPort
 
 // ParsePort reads "9080" or "9080:8080" (service port, then the VM's
 // listening port).

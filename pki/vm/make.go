@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/meshgate/meshgate/pki"
@@ -49,10 +50,7 @@ type MakeRequest struct {
 // ports, network and labels, and the subsets those labels may claim.
 func Group(s Spec, subsets []string) pki.WorkloadGroup {
 	g := pki.WorkloadGroup{Namespace: s.Namespace, ServiceAccount: s.ServiceAccount, Network: s.Network, Service: s.Service,
-		Labels: s.Labels, Subsets: subsets, JoinTokenID: s.JoinTokenID}
-	for _, p := range s.Ports {
-		g.Ports = append(g.Ports, pki.GroupPort{Port: p.Port, TargetPort: p.TargetPort})
-	}
+		Labels: s.Labels, Subsets: subsets, JoinTokenID: s.JoinTokenID, Ports: slices.Clone(s.Ports)}
 	return g
 }
 

@@ -94,7 +94,7 @@ func TestParsePortAndLabels(t *testing.T) {
 		want Port
 		bad  bool
 	}{
-		{"9080", Port{Port: 9080}, false}, {"9080:8080", Port{9080, 8080}, false},
+		{"9080", Port{Port: 9080}, false}, {"9080:8080", Port{Port: 9080, TargetPort: 8080}, false},
 		{"0", Port{}, true}, {"70000", Port{}, true}, {"80:", Port{}, true}, {"a", Port{}, true}, {"1:2:3", Port{}, true},
 	} {
 		p, err := ParsePort(tc.in)
