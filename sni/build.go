@@ -206,15 +206,55 @@ type tableBuild struct {
 	decisionSlab []Decision
 	endpointSlab []tableEndpoint
 	poolSlab     []tablePool
-	keySlab      []tableSvcKey
+	serviceSlab  []tableService
+	portSlab     []tableServicePort
+	ptrSlab      struct {
+		ports    []*tableServicePort
+		eps      []*tableEndpoint
+		clusters []*Cluster
+	}
+	keySlab []tableSvcKey
 	// keys collects the keys of one service (serviceKeys).
 	keys []tableSvcKey
-	// bridgeRoute is Decision.Route of bridge decisions.
-	bridgeRoute string
+	// bridgeOrigin is the Origin of bridge decisions.
+	bridgeOrigin *Origin
 	// warnCalls counts warn calls (duplicates included).
 	warnCalls int
 	// inc is the context kept for endpoint changes; nil on an update.
 	inc *tableIncState
+	// sel and selSub memoize the label pairs of the subset last asked
+	// for (selector): services of one DestinationRule come in a row.
+	selSub *networking.Subset
+	sel    tableSelector
+}
+
+// tableSelector is a subset's labels as pairs: matching an endpoint costs
+// one map lookup per pair instead of an iteration over the subset's map,
+// which a rebuild does for every endpoint of every subset cluster.
+type tableSelector []struct{ k, v string }
+
+func (s tableSelector) match(labels map[string]string) bool {
+	for _, kv := range s {
+		if got, ok := labels[kv.k]; !ok || got != kv.v {
+			return false
+		}
+	}
+	return true
+}
+
+// selector returns sub's labels as pairs (nil for no subset).
+func (tb *tableBuild) selector(sub *networking.Subset) tableSelector {
+	if sub == nil {
+		return nil
+	}
+	if sub != tb.selSub {
+		sel := make(tableSelector, 0, len(sub.Labels))
+		for k, v := range sub.Labels {
+			sel = append(sel, struct{ k, v string }{k, v})
+		}
+		tb.selSub, tb.sel = sub, sel
+	}
+	return tb.sel
 }
 
 const tableSlabSize = 256
@@ -228,31 +268,44 @@ func (tb *tableBuild) slabSize() int {
 	return tableSlabSize
 }
 
-func (tb *tableBuild) slabCluster() *Cluster {
-	if len(tb.clusterSlab) == 0 {
-		tb.clusterSlab = make([]Cluster, tb.slabSize())
+// slabTake returns the next zero element of *slab, carving a chunk of n
+// when the slab is used up.
+func slabTake[T any](slab *[]T, n int) *T {
+	if len(*slab) == 0 {
+		*slab = make([]T, n)
 	}
-	c := &tb.clusterSlab[0]
-	tb.clusterSlab = tb.clusterSlab[1:]
-	return c
+	p := &(*slab)[0]
+	*slab = (*slab)[1:]
+	return p
 }
 
-func (tb *tableBuild) slabDecision() *Decision {
-	if len(tb.decisionSlab) == 0 {
-		tb.decisionSlab = make([]Decision, tb.slabSize())
+// slabSlice returns an empty slice of capacity k carved from *slab (in
+// chunks of n): a service's first few ports, endpoints and clusters
+// cost no allocation of their own. An append past k moves the slice to
+// an array of its own, so neighbours never overlap.
+func slabSlice[T any](slab *[]T, n, k int) []T {
+	if len(*slab) < k {
+		*slab = make([]T, max(n, k))
 	}
-	d := &tb.decisionSlab[0]
-	tb.decisionSlab = tb.decisionSlab[1:]
-	return d
+	out := (*slab)[:0:k]
+	*slab = (*slab)[k:]
+	return out
 }
 
+func (tb *tableBuild) slabCluster() *Cluster   { return slabTake(&tb.clusterSlab, tb.slabSize()) }
+func (tb *tableBuild) slabDecision() *Decision { return slabTake(&tb.decisionSlab, tb.slabSize()) }
 func (tb *tableBuild) slabEndpoint() *tableEndpoint {
-	if len(tb.endpointSlab) == 0 {
-		tb.endpointSlab = make([]tableEndpoint, tb.slabSize())
-	}
-	e := &tb.endpointSlab[0]
-	tb.endpointSlab = tb.endpointSlab[1:]
-	return e
+	return slabTake(&tb.endpointSlab, tb.slabSize())
+}
+
+// slabService returns a zero catalog service.
+func (tb *tableBuild) slabService() *tableService { return slabTake(&tb.serviceSlab, tb.slabSize()) }
+
+// slabPort returns a zero port with room for a few endpoints.
+func (tb *tableBuild) slabPort() *tableServicePort {
+	sp := slabTake(&tb.portSlab, tb.slabSize())
+	sp.eps = slabSlice(&tb.ptrSlab.eps, 4*tb.slabSize(), 4)
+	return sp
 }
 
 // slabPool returns a one-element, full-capacity slice holding p.
@@ -322,6 +375,7 @@ type tableServicePort struct {
 	targetPort uint32
 	udp        bool
 	eps        []*tableEndpoint
+	remote     int                 // how many of eps are of another network
 	seen       map[string]struct{} // endpoint addresses, once eps is large
 	// gw indexes the split-horizon entries by gateway and label set
 	// (tableGatewayKey); build-time only.
@@ -475,7 +529,8 @@ func (tb *tableBuild) buildServices() {
 		}
 		if svc == nil {
 			if svc = tb.t.service(host); svc == nil {
-				svc = &tableService{host: host, source: "catalog", internal: true}
+				svc = tb.slabService()
+				svc.host, svc.source, svc.internal = host, "catalog", true
 				tb.t.services.set(host, host, svc)
 			}
 		}
@@ -546,10 +601,10 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 	live.gen = tb.gen
 	e := tb.slabEndpoint()
 	*e = tableEndpoint{Endpoint: ep, local: local, live: live}
-	if sp.eps == nil {
-		sp.eps = make([]*tableEndpoint, 0, 4)
-	}
 	sp.eps = append(sp.eps, e)
+	if !local {
+		sp.remote++
+	}
 }
 
 // addGatewayEntry merges one split-horizon entry (a remote endpoint as
@@ -575,6 +630,7 @@ func (tb *tableBuild) addGatewayEntry(svc *tableService, sp *tableServicePort, e
 	*e = tableEndpoint{Endpoint: ep, live: live}
 	sp.gw[key] = e
 	sp.eps = append(sp.eps, e)
+	sp.remote++
 }
 
 // tableGatewayKey identifies a gateway and one label set.
@@ -1264,8 +1320,8 @@ func (tb *tableBuild) route(l *tableListener, ts *tableServer, vs *config.Virtua
 		if cl.why != "" {
 			tb.warn("VirtualService %s %s[%d].route[%d]: %s", vsName, kind, idx, k, cl.why)
 		}
-		dec := &Decision{Route: name, Service: host, Subset: d.Destination.Subset, Port: port, Mode: ts.mode,
-			Gateway: ts.gateway, Server: ts.name, TLS: ts.tls, Policy: cl.pol.conn, Cluster: cl}
+		dec := &Decision{Origin: &Origin{Route: name, Mode: ts.mode, Gateway: ts.gateway, Server: ts.name, TLS: ts.tls},
+			Service: host, Subset: d.Destination.Subset, Port: port, Cluster: cl}
 		r.decs = append(r.decs, dec)
 		r.ws = append(r.ws, w)
 	}
@@ -1334,6 +1390,9 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 	*c = Cluster{service: host, port: port, subset: subset, localOnly: localOnly, env: tb.b.env, live: live}
 	live.gen, live.cluster = tb.gen, c
 	if svc != nil {
+		if svc.clusters == nil {
+			svc.clusters = slabSlice(&tb.ptrSlab.clusters, 4*tb.slabSize(), 2)
+		}
 		svc.clusters = append(svc.clusters, c)
 	} else {
 		tb.t.clusters = append(tb.t.clusters, c)
@@ -1372,12 +1431,13 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 	c.pol = tb.policy(dr, sub, port)
 	var local, remote, gws []*tableEndpoint
 	matched := 0
-	allLocal := true
+	sel := tb.selector(sub)
+	allLocal := sp.remote == 0
 	for _, e := range sp.eps {
-		if !e.local || (sub != nil && !config.LabelsMatch(sub.Labels, e.Labels)) {
-			allLocal = false
+		if !allLocal || sub == nil {
 			break
 		}
+		allLocal = sel.match(e.Labels)
 	}
 	if allLocal {
 		// The common case: every endpoint local and in the subset.
@@ -1388,7 +1448,7 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 		if allLocal {
 			break
 		}
-		if sub != nil && !config.LabelsMatch(sub.Labels, e.Labels) {
+		if sub != nil && !sel.match(e.Labels) {
 			continue
 		}
 		matched++
@@ -1607,8 +1667,10 @@ func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, svc *tableServ
 	host := svc.host
 	cl := tb.svcCluster(svc, host, port, subset, true, dr)
 	d := tb.slabDecision()
-	*d = Decision{Route: srv.route, Service: host, Subset: subset, Port: port, Mode: ModeAutoPassthrough,
-		Gateway: srv.gateway, Server: srv.name, Policy: cl.pol.conn, Cluster: cl}
+	if srv.auto == nil {
+		srv.auto = &Origin{Route: srv.route, Mode: ModeAutoPassthrough, Gateway: srv.gateway, Server: srv.name}
+	}
+	*d = Decision{Origin: srv.auto, Service: host, Subset: subset, Port: port, Cluster: cl}
 	tgt := tableAutoTarget{server: srv, dec: d}
 	if !srv.requireALPN {
 		// Clients without a mesh ALPN are not Istio sidecars doing
@@ -1617,7 +1679,7 @@ func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, svc *tableServ
 		ocl := tb.svcCluster(svc, host, port, subset, false, dr)
 		o := tb.slabDecision()
 		*o = *d
-		o.Cluster, o.Policy = ocl, ocl.pol.conn
+		o.Cluster = ocl
 		tgt.open = o
 	}
 	tb.keys = append(tb.keys, tableSvcKey{li: l.idx, port: port, subset: subset, tgt: tgt})
@@ -1633,10 +1695,10 @@ func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, svc *tableServ
 // forwards to another gateway.
 func (tb *tableBuild) bridgeService(svc *tableService) {
 	ns := tb.in.Node.bridgeNamespace()
-	if tb.bridgeRoute == "" {
-		tb.bridgeRoute = "bridge/" + ns
+	if tb.bridgeOrigin == nil {
+		tb.bridgeOrigin = &Origin{Route: "bridge/" + ns, Mode: ModeBridge}
 	}
-	route := tb.bridgeRoute
+	route := tb.bridgeOrigin
 	if !svc.internal || !config.ExportedTo(svc.exportTo, svc.namespace, ns) {
 		return
 	}
@@ -1655,11 +1717,11 @@ func (tb *tableBuild) bridgeService(svc *tableService) {
 }
 
 // addBridge adds one bridge key.
-func (tb *tableBuild) addBridge(route string, svc *tableService, port uint32, subset string, dr *tableDR) {
+func (tb *tableBuild) addBridge(route *Origin, svc *tableService, port uint32, subset string, dr *tableDR) {
 	host := svc.host
 	cl := tb.svcCluster(svc, host, port, subset, true, dr)
 	d := tb.slabDecision()
-	*d = Decision{Route: route, Service: host, Subset: subset, Port: port, Mode: ModeBridge, Policy: cl.pol.conn, Cluster: cl}
+	*d = Decision{Origin: route, Service: host, Subset: subset, Port: port, Cluster: cl}
 	tb.keys = append(tb.keys, tableSvcKey{li: tableBridgeKey, port: port, subset: subset, tgt: tableAutoTarget{dec: d}})
 }
 

@@ -225,10 +225,10 @@ func TestTableKeepalivePolicy(t *testing.T) {
 				t.Fatalf("Resolve error = %v", err)
 			}
 			tc.want.ConnectTimeout, tc.want.IdleTimeout = DefaultConnectTimeout, DefaultIdleTimeout
-			if d.Policy != tc.want {
-				t.Fatalf("policy = %+v, want %+v", d.Policy, tc.want)
+			if d.Policy() != tc.want {
+				t.Fatalf("policy = %+v, want %+v", d.Policy(), tc.want)
 			}
-			if got := fmt.Sprintf("%+v", serverKeepAlive(d.Policy)); got != tc.kc {
+			if got := fmt.Sprintf("%+v", serverKeepAlive(d.Policy())); got != tc.kc {
 				t.Fatalf("serverKeepAlive = %s, want %s", got, tc.kc)
 			}
 		})

@@ -514,7 +514,7 @@ func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 	}
 	gauge.Inc()
 	if _, raw := up.(*net.TCPConn); !raw || terminated {
-		pc.stream = streamRelayStart(s.wg.Go, client, up, dec.Policy.IdleTimeout, pc.start, dec.Policy.MaxConnectionDuration, s.m.rx, s.m.tx, func(r *streamRelay) {
+		pc.stream = streamRelayStart(s.wg.Go, client, up, dec.Cluster.pol.conn.IdleTimeout, pc.start, dec.Cluster.pol.conn.MaxConnectionDuration, s.m.rx, s.m.tx, func(r *streamRelay) {
 			gauge.Dec()
 			lease.Release()
 			s.end(pc, r.reason(), hello+r.rx.Load(), r.tx.Load())
@@ -522,7 +522,7 @@ func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 		pc.mu.Unlock()
 		return
 	}
-	pc.relay = s.sp.relay(pc.client, up, dec.Policy.IdleTimeout, pc.start, dec.Policy.MaxConnectionDuration, func(r *spliceRelay) {
+	pc.relay = s.sp.relay(pc.client, up, dec.Cluster.pol.conn.IdleTimeout, pc.start, dec.Cluster.pol.conn.MaxConnectionDuration, func(r *spliceRelay) {
 		gauge.Dec()
 		lease.Release()
 		s.end(pc, r.why, hello+r.rx.n.Load(), r.tx.n.Load())
@@ -588,7 +588,7 @@ func (s *Server) connect(ctx context.Context, dec *Decision, via tableVia, early
 		if bridged {
 			c, err = s.dialBridge(ctx, dec, ep, early)
 		} else {
-			c, err = s.dial(ctx, dec.Policy, ep.Addr)
+			c, err = s.dial(ctx, dec.Cluster.pol.conn, ep.Addr)
 		}
 		lease.Dialed(err)
 		if err == nil {
@@ -610,7 +610,7 @@ func (s *Server) connect(ctx context.Context, dec *Decision, via tableVia, early
 // dialBridge opens a bridge stream to the gateway ep stands for, with the
 // route's connect timeout; Close aborts it.
 func (s *Server) dialBridge(ctx context.Context, dec *Decision, ep Endpoint, early []byte) (net.Conn, error) {
-	timeout := dec.Policy.ConnectTimeout
+	timeout := dec.Cluster.pol.conn.ConnectTimeout
 	if timeout <= 0 {
 		timeout = defaultConnectTimeout
 	}

@@ -97,14 +97,24 @@ type BuildInput struct {
 // and which Cluster to pick an endpoint from. Decisions are built with the
 // Table and shared between connections: callers must not modify them.
 type Decision struct {
-	// Route names the rule that matched: "ns/vs#tls[0]" or "ns/vs#tcp[1]"
-	// for VirtualService routes, "ns/gateway#server" for AUTO_PASSTHROUGH.
-	Route string
+	// Origin names the route and the Gateway server; the decisions of
+	// one route or server share it. Never nil. Read only.
+	*Origin
 	// Service is the destination host, Subset the DestinationRule subset
 	// ("" for none) and Port the service port.
 	Service string
 	Subset  string
 	Port    uint32
+	// Cluster holds the endpoints; call Cluster.Pick.
+	Cluster *Cluster
+}
+
+// Origin says which rule matched a connection and which Gateway server
+// accepted it.
+type Origin struct {
+	// Route names the rule that matched: "ns/vs#tls[0]" or "ns/vs#tcp[1]"
+	// for VirtualService routes, "ns/gateway#server" for AUTO_PASSTHROUGH.
+	Route string
 	// Mode is the gateway server mode (ModePassthrough, ...).
 	Mode string
 	// Gateway ("ns/name") and Server (server name, or "servers[i]") say
@@ -114,11 +124,10 @@ type Decision struct {
 	// TLS is the server's tls block for the terminating modes (SIMPLE,
 	// MUTUAL, ISTIO_MUTUAL, OPTIONAL_MUTUAL) and nil otherwise. Read only.
 	TLS *networking.ServerTLSSettings
-	// Policy is the connection policy of Cluster.
-	Policy ConnPolicy
-	// Cluster holds the endpoints; call Cluster.Pick.
-	Cluster *Cluster
 }
+
+// Policy is the connection policy of d's cluster.
+func (d *Decision) Policy() ConnPolicy { return d.Cluster.pol.conn }
 
 // Table is an immutable route table built by Builder.Build. All methods
 // are safe for concurrent use; Resolve never blocks and does not allocate
@@ -218,6 +227,8 @@ type tableServer struct {
 	tls         *networking.ServerTLSSettings
 	requireALPN bool
 	route       string // Decision.Route for AUTO_PASSTHROUGH
+	// auto is the Origin of the server's AUTO_PASSTHROUGH decisions.
+	auto *Origin
 }
 
 // tableSNIRoute is one sniHost (or server host) on a listener.

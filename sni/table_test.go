@@ -958,8 +958,8 @@ func TestTablePolicy(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Resolve(%q) error = %v", tc.sni, err)
 		}
-		if d.Policy != tc.policy || d.Cluster.LoadBalancer() != tc.lb || d.Cluster.pol.outlier.threshold != tc.outlier {
-			t.Fatalf("Resolve(%q): policy %+v lb %s outlier threshold %d; want %+v %s %d", tc.sni, d.Policy, d.Cluster.LoadBalancer(), d.Cluster.pol.outlier.threshold, tc.policy, tc.lb, tc.outlier)
+		if d.Policy() != tc.policy || d.Cluster.LoadBalancer() != tc.lb || d.Cluster.pol.outlier.threshold != tc.outlier {
+			t.Fatalf("Resolve(%q): policy %+v lb %s outlier threshold %d; want %+v %s %d", tc.sni, d.Policy(), d.Cluster.LoadBalancer(), d.Cluster.pol.outlier.threshold, tc.policy, tc.lb, tc.outlier)
 		}
 	}
 }

@@ -89,7 +89,11 @@ func (tb *tableBuild) addCatalog(svc *tableService, ce *CatalogEndpoint) {
 	svc.ncat++
 	sp := svc.port(ce.Port)
 	if sp == nil {
-		sp = &tableServicePort{number: ce.Port}
+		sp = tb.slabPort()
+		sp.number = ce.Port
+		if svc.ports == nil {
+			svc.ports = slabSlice(&tb.ptrSlab.ports, 4*tb.slabSize(), 1)
+		}
 		svc.ports = append(svc.ports, sp)
 	}
 	w := tb.warnCalls
