@@ -333,3 +333,26 @@ func TestTableUpdateServicesRefuses(t *testing.T) {
 		t.Fatalf("Resolve(h.local) on the old table after refused updates: %v", err)
 	}
 }
+
+// TestSlabSliceNeighbours: slices carved from one slab never write into
+// each other, whatever is appended to them.
+func TestSlabSliceNeighbours(t *testing.T) {
+	var slab []int
+	a := slabSlice(&slab, 8, 2)
+	b := slabSlice(&slab, 8, 2)
+	for i := range 5 {
+		a = append(a, 100+i)
+	}
+	b = append(b, 1, 2)
+	if want := []int{100, 101, 102, 103, 104}; !slices.Equal(a, want) {
+		t.Fatalf("a = %v, want %v", a, want)
+	}
+	if want := []int{1, 2}; !slices.Equal(b, want) {
+		t.Fatalf("b = %v, want %v (a's appends reached it)", b, want)
+	}
+	c := slabSlice(&slab, 8, 3)
+	c = append(c, 7, 8, 9)
+	if b[0] != 1 || b[1] != 2 || !slices.Equal(c, []int{7, 8, 9}) {
+		t.Fatalf("b = %v c = %v after c's appends", b, c)
+	}
+}
