@@ -52,6 +52,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -109,6 +110,7 @@ type splicer struct {
 	next    uint64
 	minTick time.Duration // shortest relay tick seen by the last sweep
 	closed  bool
+	mem     memReturn // the sweeper's
 
 	kick chan struct{} // buffer 1: a relay with a shorter tick arrived
 	stop chan struct{} // closed by close: ends the sweeper
@@ -319,6 +321,11 @@ func (s *splicer) pollLoop() {
 			if n < len(evs) {
 				return false // drained; park in the runtime poller
 			}
+			// More is ready (thousands of connections closing at
+			// once): let the pumps just started run and exit before
+			// starting more, so their goroutines and stacks are reused
+			// rather than thousands held at the same time.
+			runtime.Gosched()
 		}
 	})
 	if waitErr != nil {
@@ -866,6 +873,11 @@ func (s *splicer) sweep() time.Duration {
 				_ = d.src.SetReadDeadline(spliceLongAgo) // wakes park
 			}
 		}
+	}
+	if live := s.nLive.Load(); s.mem.observe(live, time.Now()) {
+		start := time.Now()
+		returnMemory()
+		s.log.Debug("sni: connections drained; memory returned to the OS", "live", live, "took", time.Since(start))
 	}
 	return spliceSweepPeriod(minTick)
 }
