@@ -1284,6 +1284,7 @@ func (tb *tableBuild) route(l *tableListener, ts *tableServer, vs *config.Virtua
 		}
 	}
 	r := &tableRoute{name: name}
+	origin := &Origin{Route: name, Mode: ts.mode, Gateway: ts.gateway, Server: ts.name, TLS: ts.tls}
 	for k, d := range dests {
 		if d == nil || d.Destination == nil || d.Destination.Host == "" {
 			tb.warn("VirtualService %s %s[%d].route[%d]: no destination host; skipped", vsName, kind, idx, k)
@@ -1320,8 +1321,7 @@ func (tb *tableBuild) route(l *tableListener, ts *tableServer, vs *config.Virtua
 		if cl.why != "" {
 			tb.warn("VirtualService %s %s[%d].route[%d]: %s", vsName, kind, idx, k, cl.why)
 		}
-		dec := &Decision{Origin: &Origin{Route: name, Mode: ts.mode, Gateway: ts.gateway, Server: ts.name, TLS: ts.tls},
-			Service: host, Subset: d.Destination.Subset, Port: port, Cluster: cl}
+		dec := &Decision{Origin: origin, Service: host, Subset: d.Destination.Subset, Port: port, Cluster: cl}
 		r.decs = append(r.decs, dec)
 		r.ws = append(r.ws, w)
 	}
@@ -1433,11 +1433,8 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 	matched := 0
 	sel := tb.selector(sub)
 	allLocal := sp.remote == 0
-	for _, e := range sp.eps {
-		if !allLocal || sub == nil {
-			break
-		}
-		allLocal = sel.match(e.Labels)
+	for i := 0; allLocal && sub != nil && i < len(sp.eps); i++ {
+		allLocal = sel.match(sp.eps[i].Labels)
 	}
 	if allLocal {
 		// The common case: every endpoint local and in the subset.

@@ -513,8 +513,9 @@ func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 		return
 	}
 	gauge.Inc()
+	pol := &dec.Cluster.pol.conn
 	if _, raw := up.(*net.TCPConn); !raw || terminated {
-		pc.stream = streamRelayStart(s.wg.Go, client, up, dec.Cluster.pol.conn.IdleTimeout, pc.start, dec.Cluster.pol.conn.MaxConnectionDuration, s.m.rx, s.m.tx, func(r *streamRelay) {
+		pc.stream = streamRelayStart(s.wg.Go, client, up, pol.IdleTimeout, pc.start, pol.MaxConnectionDuration, s.m.rx, s.m.tx, func(r *streamRelay) {
 			gauge.Dec()
 			lease.Release()
 			s.end(pc, r.reason(), hello+r.rx.Load(), r.tx.Load())
@@ -522,7 +523,7 @@ func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 		pc.mu.Unlock()
 		return
 	}
-	pc.relay = s.sp.relay(pc.client, up, dec.Cluster.pol.conn.IdleTimeout, pc.start, dec.Cluster.pol.conn.MaxConnectionDuration, func(r *spliceRelay) {
+	pc.relay = s.sp.relay(pc.client, up, pol.IdleTimeout, pc.start, pol.MaxConnectionDuration, func(r *spliceRelay) {
 		gauge.Dec()
 		lease.Release()
 		s.end(pc, r.why, hello+r.rx.n.Load(), r.tx.n.Load())
