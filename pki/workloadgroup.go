@@ -81,10 +81,10 @@ func (g *WorkloadGroup) Validate(td string) error {
 	if g.Namespace == "meshgate-system" {
 		return bad("namespace", "meshgate-system is the gateway nodes' namespace, not a workload's")
 	}
-	if !printableName(g.Network, 63) {
+	if !PrintableName(g.Network, 63) {
 		return bad("network", "%q must be 1-63 printable characters without spaces", g.Network)
 	}
-	if !printableName(g.Service, 253) || strings.ToLower(g.Service) != g.Service {
+	if !PrintableName(g.Service, 253) || strings.ToLower(g.Service) != g.Service {
 		return bad("service", "%q must be a lowercase service host of at most 253 characters", g.Service)
 	}
 	if len(g.Ports) == 0 || len(g.Ports) > 64 {
@@ -99,13 +99,13 @@ func (g *WorkloadGroup) Validate(td string) error {
 		return bad("labels", "%d labels, at most 16", len(g.Labels))
 	}
 	for k, v := range g.Labels {
-		if !printableName(k, 63) || (v != "" && !printableName(v, 63)) {
+		if !PrintableName(k, 63) || (v != "" && !PrintableName(v, 63)) {
 			return bad("labels", "%q=%q: keys and values are at most 63 printable characters without spaces", k, v)
 		}
 	}
 	for _, s := range g.Subsets {
 		svc, sub, ok := strings.Cut(s, "/")
-		if !ok || svc != g.Service || !printableName(sub, 63) {
+		if !ok || svc != g.Service || !PrintableName(sub, 63) {
 			return bad("subsets", "%q is not %s/SUBSET", s, g.Service)
 		}
 	}
@@ -120,7 +120,10 @@ func (g *WorkloadGroup) Validate(td string) error {
 	return nil
 }
 
-func printableName(s string, limit int) bool {
+// PrintableName reports whether s is 1 to limit bytes of printable ASCII
+// with no spaces: the form of the names and labels in a workload group
+// and a VM bundle, and of a VM's health-check path.
+func PrintableName(s string, limit int) bool {
 	if s == "" || len(s) > limit {
 		return false
 	}

@@ -104,8 +104,7 @@ func (s *Server) writeCFSSLError(w http.ResponseWriter, err error) {
 }
 
 func (s *Server) writeCFSSL(w http.ResponseWriter, result any) {
-	s.m.requests.WithLabelValues("cfssl", "200").Inc()
-	writeJSON(w, http.StatusOK, cfapi.NewSuccessResponse(result))
+	s.writeOK(w, "cfssl", cfapi.NewSuccessResponse(result))
 }
 
 // checkProfile refuses every profile but the workload one ("" means it).

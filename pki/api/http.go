@@ -119,6 +119,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// writeOK counts a 200 answer of api and writes v as JSON.
+func (s *Server) writeOK(w http.ResponseWriter, api string, v any) {
+	s.m.requests.WithLabelValues(api, "200").Inc()
+	writeJSON(w, http.StatusOK, v)
+}
+
 func (s *Server) writeError(w http.ResponseWriter, api string, err error) {
 	st := statusOf(err)
 	if errors.Is(err, pki.ErrTokenNotFound) {
@@ -224,13 +230,11 @@ func (s *Server) handleCertificates(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, "http", err)
 		return
 	}
-	s.m.requests.WithLabelValues("http", "200").Inc()
-	writeJSON(w, http.StatusOK, CertificateResponse{CertChain: cert.ChainPEM(), RootCerts: cert.RootsPEM})
+	s.writeOK(w, "http", CertificateResponse{CertChain: cert.ChainPEM(), RootCerts: cert.RootsPEM})
 }
 
 func (s *Server) handleRoots(w http.ResponseWriter, r *http.Request) {
-	s.m.requests.WithLabelValues("http", "200").Inc()
-	writeJSON(w, http.StatusOK, RootsResponse{RootCerts: s.ca.RootsPEM()})
+	s.writeOK(w, "http", RootsResponse{RootCerts: s.ca.RootsPEM()})
 }
 
 // admin wraps a token administration handler with its authorization: the
@@ -287,8 +291,7 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	out := tokenJSON(info)
 	out.Secret = secret
-	s.m.requests.WithLabelValues("admin", "200").Inc()
-	writeJSON(w, http.StatusOK, out)
+	s.writeOK(w, "admin", out)
 }
 
 func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
@@ -301,6 +304,5 @@ func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) {
 	for _, ti := range infos {
 		out.Tokens = append(out.Tokens, tokenJSON(ti))
 	}
-	s.m.requests.WithLabelValues("admin", "200").Inc()
-	writeJSON(w, http.StatusOK, out)
+	s.writeOK(w, "admin", out)
 }

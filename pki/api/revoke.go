@@ -108,8 +108,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, "admin", badInput(err))
 		return
 	}
-	s.m.requests.WithLabelValues("admin", "200").Inc()
-	writeJSON(w, http.StatusOK, RevokeResponse{Revocation: revocationJSON(rev)})
+	s.writeOK(w, "admin", RevokeResponse{Revocation: revocationJSON(rev)})
 }
 
 // handleTokenRevoke revokes a token; ?certs=true (and optionally
@@ -141,8 +140,7 @@ func (s *Server) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Token = tokenJSON(info)
 	}
-	s.m.requests.WithLabelValues("admin", "200").Inc()
-	writeJSON(w, http.StatusOK, out)
+	s.writeOK(w, "admin", out)
 }
 
 // tokenRevokeQuery reads ?certs=BOOL&reason=NAME of a token revocation.

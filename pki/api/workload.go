@@ -367,8 +367,7 @@ func (s *Server) handleWorkloadRegister(w http.ResponseWriter, r *http.Request) 
 		s.refuseWorkload(w, r, id, err)
 		return
 	}
-	s.m.requests.WithLabelValues("workload", "200").Inc()
-	writeJSON(w, http.StatusOK, map[string]string{"id": ep.ID})
+	s.writeOK(w, "workload", map[string]string{"id": ep.ID})
 }
 
 func (s *Server) handleWorkloadWithdraw(w http.ResponseWriter, r *http.Request) {
@@ -411,8 +410,7 @@ func (s *Server) handleGroupPut(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, "admin", err)
 		return
 	}
-	s.m.requests.WithLabelValues("admin", "200").Inc()
-	writeJSON(w, http.StatusOK, out)
+	s.writeOK(w, "admin", out)
 }
 
 func (s *Server) handleGroupList(w http.ResponseWriter, r *http.Request) {
@@ -421,8 +419,7 @@ func (s *Server) handleGroupList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, "admin", err)
 		return
 	}
-	s.m.requests.WithLabelValues("admin", "200").Inc()
-	writeJSON(w, http.StatusOK, GroupListResponse{Groups: gs})
+	s.writeOK(w, "admin", GroupListResponse{Groups: gs})
 }
 
 func (s *Server) handleGroupDelete(w http.ResponseWriter, r *http.Request) {
@@ -439,6 +436,5 @@ func (s *Server) handleGroupDelete(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, "admin", err)
 		return
 	}
-	s.m.requests.WithLabelValues("admin", "200").Inc()
-	writeJSON(w, http.StatusOK, g)
+	s.writeOK(w, "admin", g)
 }

@@ -149,10 +149,10 @@ func (s *Spec) Validate() error {
 	if _, err := s.Identity(); err != nil {
 		return bad("trustDomain/namespace/serviceAccount", "%v", err)
 	}
-	if !printable(s.Network, 63) {
+	if !pki.PrintableName(s.Network, 63) {
 		return bad("network", "%q must be 1-63 printable characters without spaces", s.Network)
 	}
-	if s.Service == "" || !printable(s.Service, 253) {
+	if s.Service == "" || !pki.PrintableName(s.Service, 253) {
 		return bad("service", "%q must be a service host of at most 253 characters", s.Service)
 	}
 	if len(s.Ports) == 0 {
@@ -167,7 +167,7 @@ func (s *Spec) Validate() error {
 		return bad("labels", "%d labels, at most 16", len(s.Labels))
 	}
 	for k, v := range s.Labels {
-		if !printable(k, 63) || (v != "" && !printable(v, 63)) {
+		if !pki.PrintableName(k, 63) || (v != "" && !pki.PrintableName(v, 63)) {
 			return bad("labels", "%q=%q: keys and values are at most 63 printable characters without spaces", k, v)
 		}
 	}
@@ -178,18 +178,6 @@ func (s *Spec) Validate() error {
 		}
 	}
 	return nil
-}
-
-func printable(s string, limit int) bool {
-	if s == "" || len(s) > limit {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 // ParseLabels reads "k=v,k2=v2" (the --labels flag).

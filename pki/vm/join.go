@@ -97,7 +97,7 @@ func (c *JoinConfig) Validate() error {
 		return bad("check timeout", "must be positive and at most the interval")
 	case c.Check.Failures < 0:
 		return bad("check failures", "negative")
-	case c.Check.HTTPPath != "" && (c.Check.HTTPPath[0] != '/' || !printable(c.Check.HTTPPath, 1024)):
+	case c.Check.HTTPPath != "" && (c.Check.HTTPPath[0] != '/' || !pki.PrintableName(c.Check.HTTPPath, 1024)):
 		return bad("check http path", "%q must start with / and be printable ASCII without spaces", c.Check.HTTPPath)
 	case c.TTL < time.Second:
 		return bad("ttl", "%v is shorter than 1s", c.TTL)
