@@ -403,7 +403,7 @@ func (d *spliceDir) pump() {
 		}
 		r.lastActive.Store(r.sp.now())
 		full := n == len(*bp)
-		_, err = d.dst.Write((*bp)[:n])
+		err = d.write((*bp)[:n])
 		spliceBufs.Put(bp)
 		if err != nil {
 			// The bytes were read from the source, so the destination
@@ -540,7 +540,7 @@ func (d *spliceDir) readBurst() (bp *[]byte, n int, eof bool, err error) {
 			bp = spliceBufs.Get().(*[]byte)
 		}
 		for {
-			n, rerr = unix.Read(int(fd), *bp)
+			n, rerr = rawRead(int(fd), *bp)
 			if !errors.Is(rerr, unix.EINTR) {
 				break
 			}
@@ -567,6 +567,66 @@ func (d *spliceDir) readBurst() (bp *[]byte, n int, eof bool, err error) {
 		spliceBufs.Put(bp)
 	}
 	return nil, 0, eof, rerr
+}
+
+// write writes all of p to the destination, waiting in the runtime
+// poller while its send buffer is full.
+func (d *spliceDir) write(p []byte) error {
+	rc := d.dstRaw()
+	if rc == nil {
+		_, err := d.dst.Write(p)
+		return err
+	}
+	var werr error
+	err := rc.Write(func(fd uintptr) bool {
+		for len(p) > 0 {
+			n, err := rawWrite(int(fd), p)
+			switch {
+			case errors.Is(err, unix.EINTR):
+				continue
+			case errors.Is(err, unix.EAGAIN):
+				return false
+			case err != nil:
+				werr = os.NewSyscallError("write", err)
+				return true
+			}
+			p = p[n:]
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return werr
+}
+
+// closeWrite shuts down the destination's write side (a FIN for TCP).
+func (d *spliceDir) closeWrite() error {
+	rc := d.dstRaw()
+	if rc == nil {
+		cw, ok := d.dst.(interface{ CloseWrite() error })
+		if !ok {
+			return fmt.Errorf("sni: splice: %T cannot half-close", d.dst)
+		}
+		return cw.CloseWrite()
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = rawShutdownWrite(int(fd)) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return os.NewSyscallError("shutdown", serr)
+	}
+	return nil
+}
+
+// dstRaw returns the destination's raw connection: the source of the
+// relay's other direction. Nil when it has none.
+func (d *spliceDir) dstRaw() syscall.RawConn {
+	if d.rx {
+		return d.r.tx.raw
+	}
+	return d.r.rx.raw
 }
 
 // srcRaw returns the source's raw connection, fetched when the relay
@@ -609,12 +669,11 @@ func (d *spliceDir) queued() (n int, eof bool, err error) {
 // empty queue (0, false) apart from EOF (0, true) with a one-byte peek.
 func spliceInq(fd int) (int, bool, error) {
 	for {
-		n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+		n, err := rawInq(fd)
 		if err != nil || n > 0 {
 			return n, false, err
 		}
-		var b [1]byte
-		m, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		m, err := rawPeekByte(fd)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			return 0, false, nil
@@ -677,12 +736,7 @@ func (d *spliceDir) halfClose() {
 	// Marked before the FIN goes out: the destination may react to it at
 	// once (close, reset), and fail must then find this side finished.
 	both := r.eofs.Or(bit)|bit == spliceRxDone|spliceTxDone
-	cw, ok := d.dst.(interface{ CloseWrite() error })
-	if !ok {
-		r.close(closeError)
-		return
-	}
-	if err := cw.CloseWrite(); err != nil {
+	if err := d.closeWrite(); err != nil {
 		r.fail(d.dst, err)
 		return
 	}
