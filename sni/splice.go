@@ -397,22 +397,21 @@ func (d *spliceDir) pump() {
 			}
 			d.bulk.Store(false)
 		}
-		bp, n, eof, err := d.readBurst()
+		bp, pending, full, eof, err := d.burst()
+		if len(pending) > 0 {
+			// The destination's send buffer filled: wait for it there.
+			werr := d.write(pending)
+			spliceBufs.Put(bp)
+			if werr != nil {
+				r.fail(d.dst, werr)
+				return
+			}
+			d.count(int64(len(pending)))
+			r.lastActive.Store(r.sp.now())
+		}
 		if d.ended(eof, err) {
 			return
 		}
-		r.lastActive.Store(r.sp.now())
-		full := n == len(*bp)
-		err = d.write((*bp)[:n])
-		spliceBufs.Put(bp)
-		if err != nil {
-			// The bytes were read from the source, so the destination
-			// failed.
-			r.fail(d.dst, err)
-			return
-		}
-		d.count(int64(n))
-		r.lastActive.Store(r.sp.now())
 		if full {
 			// More is likely queued: splice it, and treat the next
 			// bytes as bulk until a burst is small again.
@@ -420,8 +419,8 @@ func (d *spliceDir) pump() {
 				return
 			}
 			d.bulk.Store(true)
-		} else if r.sp.crowded() {
-			// The queue was drained by this read; epoll is level
+		} else if len(pending) == 0 && r.sp.crowded() {
+			// The queue was drained by the last read; epoll is level
 			// triggered, so bytes arriving from now on wake the
 			// direction there.
 			d.handOver()
@@ -438,6 +437,7 @@ func (d *spliceDir) ended(eof bool, err error) bool {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		d.bulk.Store(false)
 		d.handOver()
+	case errors.Is(err, errRelayFailed):
 	case err != nil:
 		d.r.fail(d.src, err)
 	case eof:
@@ -522,51 +522,119 @@ func (d *spliceDir) spliceQueued() bool {
 	}
 }
 
-// readBurst waits in the runtime poller until the source has bytes or
-// reaches EOF, and reads what is there into a pooled buffer, which the
-// caller returns to spliceBufs. The buffer is taken only once bytes are
-// ready, so a waiting pump holds none. The sweeper ends a long wait by
-// setting a past read deadline: readBurst then returns
-// os.ErrDeadlineExceeded.
-func (d *spliceDir) readBurst() (bp *[]byte, n int, eof bool, err error) {
+// burst waits in the runtime poller until the source has bytes or
+// reaches EOF, and moves them: each read goes into a pooled buffer and is
+// written on at once, without blocking, from inside the wait, until a
+// read finds nothing and the wait goes on. burst returns after a read that filled
+// the buffer (full: more is likely queued); when the destination could not
+// take everything (pending: the rest, in bp, which the caller writes and
+// returns to spliceBufs); at EOF; on an error; or, when the splicer is
+// crowded, after a drained read, so the direction can move to epoll. A
+// waiting pump holds no buffer. The sweeper ends a long wait by setting a
+// past read deadline: burst then returns os.ErrDeadlineExceeded. A failed
+// write closes the relay (as the destination's failure) and returns
+// errRelayFailed.
+func (d *spliceDir) burst() (bp *[]byte, pending []byte, full, eof bool, err error) {
 	rc, err := d.srcRaw()
 	if err != nil {
-		return nil, 0, false, err
+		return nil, nil, false, false, err
 	}
-	var rerr error
+	wc := d.dstRaw()
+	r := d.r
+	var rerr, werr error
 	d.parked.Store(true)
-	werr := rc.Read(func(fd uintptr) bool {
-		if bp == nil {
-			bp = spliceBufs.Get().(*[]byte)
-		}
+	xerr := rc.Read(func(fd uintptr) bool {
 		for {
-			n, rerr = rawRead(int(fd), *bp)
-			if !errors.Is(rerr, unix.EINTR) {
-				break
+			if bp == nil {
+				bp = spliceBufs.Get().(*[]byte)
 			}
+			var m int
+			for {
+				m, rerr = rawRead(int(fd), *bp)
+				if !errors.Is(rerr, unix.EINTR) {
+					break
+				}
+			}
+			switch {
+			case errors.Is(rerr, unix.EAGAIN):
+				rerr = nil
+				spliceBufs.Put(bp)
+				bp = nil
+				return false // nothing queued: wait
+			case rerr != nil || m <= 0:
+				eof = rerr == nil
+				return true
+			}
+			r.lastActive.Store(r.sp.now())
+			w, err := d.tryWrite(wc, (*bp)[:m])
+			d.count(int64(w))
+			full = m == len(*bp)
+			switch {
+			case err != nil:
+				werr = err
+				return true
+			case w < m:
+				pending = (*bp)[w:m]
+				return true
+			}
+			r.lastActive.Store(r.sp.now())
+			if full || r.sp.crowded() {
+				return true
+			}
+			// A short read leaves nothing but maybe the peer's FIN,
+			// which only the next read reports: read again before
+			// waiting.
 		}
-		if errors.Is(rerr, unix.EAGAIN) {
-			spliceBufs.Put(bp)
-			bp, rerr = nil, nil
-			return false
-		}
-		return true
 	})
 	d.parked.Store(false)
+	if len(pending) == 0 && bp != nil {
+		spliceBufs.Put(bp)
+		bp = nil
+	}
 	switch {
 	case werr != nil:
-		rerr = werr
+		r.fail(d.dst, werr)
+		return nil, nil, false, false, errRelayFailed
+	case xerr != nil:
+		return bp, pending, false, false, xerr
 	case rerr != nil:
-		rerr = os.NewSyscallError("read", rerr)
-	case n <= 0:
-		eof = true
-	default:
-		return bp, n, false, nil
+		return bp, pending, false, false, os.NewSyscallError("read", rerr)
 	}
-	if bp != nil {
-		spliceBufs.Put(bp)
+	return bp, pending, full, eof, nil
+}
+
+// errRelayFailed says the relay was already closed on the destination's
+// error: the pump just exits.
+var errRelayFailed = errors.New("sni: splice: relay closed on a write error")
+
+// tryWrite writes what of p the destination takes without waiting: all
+// of it unless its send buffer fills. wc is the destination's raw
+// connection; without one, p is written with a (possibly waiting) Write.
+func (d *spliceDir) tryWrite(wc syscall.RawConn, p []byte) (int, error) {
+	if wc == nil {
+		return d.dst.Write(p)
 	}
-	return nil, 0, eof, rerr
+	var w int
+	var werr error
+	cerr := wc.Control(func(fd uintptr) {
+		for w < len(p) {
+			k, err := rawWrite(int(fd), p[w:])
+			switch {
+			case errors.Is(err, unix.EINTR):
+				continue
+			case errors.Is(err, unix.EAGAIN):
+				return
+			case err != nil:
+				werr = os.NewSyscallError("write", err)
+				return
+			}
+			w += k
+		}
+	})
+	if cerr != nil {
+		return w, cerr
+	}
+	return w, werr
 }
 
 // write writes all of p to the destination, waiting in the runtime
@@ -735,13 +803,15 @@ func (d *spliceDir) halfClose() {
 	}
 	// Marked before the FIN goes out: the destination may react to it at
 	// once (close, reset), and fail must then find this side finished.
-	both := r.eofs.Or(bit)|bit == spliceRxDone|spliceTxDone
-	if err := d.closeWrite(); err != nil {
-		r.fail(d.dst, err)
+	if r.eofs.Or(bit)|bit == spliceRxDone|spliceTxDone {
+		// Both sides are done. The destination's own source reached
+		// EOF, so nothing is left unread in its receive queue and
+		// closing it sends the FIN a shutdown would have sent.
+		r.close(closeEOF)
 		return
 	}
-	if both {
-		r.close(closeEOF)
+	if err := d.closeWrite(); err != nil {
+		r.fail(d.dst, err)
 	}
 }
 
