@@ -764,16 +764,19 @@ var spliceBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &
 // splice(2).
 const spliceSmall = 16 << 10
 
-// move transfers exactly n queued bytes. With a TCP destination the
-// standard library uses splice(2); its pipe returns to the pool when the
-// call ends.
+// move transfers exactly n queued bytes. Between two sockets it uses
+// splice(2) through a pooled pipe (spliceSockets); the pipe returns to
+// the pool when the call ends.
 func (d *spliceDir) move(n int64) (int64, error) {
 	lr := &io.LimitedReader{R: d.src, N: n}
 	// Small bursts (handshake flights, requests) cost fewer syscalls as
 	// one read and one write than as two splices through a pipe, as
 	// HAProxy's splice-auto also judges; bulk transfers are spliced.
-	if dst, ok := d.dst.(*net.TCPConn); ok && n > spliceSmall {
-		return dst.ReadFrom(lr)
+	if _, ok := d.dst.(*net.TCPConn); ok && n > spliceSmall {
+		if src, dst := d.raw, d.dstRaw(); src != nil && dst != nil {
+			return spliceSockets(src, dst, n)
+		}
+		return d.dst.(*net.TCPConn).ReadFrom(lr)
 	}
 	bp := spliceBufs.Get().(*[]byte)
 	defer spliceBufs.Put(bp)
