@@ -19,12 +19,12 @@ package sni
 // apart from "nothing yet" (EAGAIN), and writes it on; the buffer is taken
 // only once bytes are ready and goes back at once. When a read fills the
 // buffer, more is likely queued: the pump asks the kernel how much
-// (SIOCINQ) and moves that with (*net.TCPConn).ReadFrom(&io.LimitedReader{
-// ...}), which the standard library turns into splice(2) with a pooled pipe
-// that goes back to the pool as soon as the call returns, because the bytes
-// are already there and the call never waits for more. On EOF the pump
-// half-closes the destination (CloseWrite); when both directions have seen
-// EOF, both sockets are closed.
+// (SIOCINQ) and splices that through a pooled pipe (pipe.go) that goes back
+// to the pool as soon as the transfer ends, because the bytes are already
+// there and the transfer never waits for more. On EOF the pump
+// half-closes the destination (shutdown of its write side); at the second
+// EOF both sockets are closed. These calls are all non-blocking and go
+// through rawsys.go, not the runtime's syscall path.
 //
 // While a connection is busy, its pumps wait for the next bytes in the
 // runtime poller, like io.Copy, so a burst costs no hop through the poll
