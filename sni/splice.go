@@ -101,13 +101,16 @@ type splicer struct {
 	epoll *os.File // the epoll fd, registered with the runtime poller
 	raw   syscall.RawConn
 
-	nLive atomic.Int64 // len(relays), read without the lock
+	nLive atomic.Int64 // live relays in slots, read without the lock
 	crowd int64        // spliceCrowd; tests lower it
 
-	mu      sync.Mutex // guards dirs, relays, next, minTick, closed
-	dirs    map[uint64]*spliceDir
-	relays  map[*spliceRelay]struct{}
-	next    uint64
+	mu sync.Mutex // guards slots, free, gen, minTick, closed
+	// slots holds the live relays, nil where free; free lists the free
+	// indices. A slice, not a map: 8 bytes per relay, and the sweep
+	// walks it in order.
+	slots   []*spliceRelay
+	free    []int32
+	gen     uint32        // registration number of the last relay
 	minTick time.Duration // shortest relay tick seen by the last sweep
 	closed  bool
 	mem     memReturn // the sweeper's
@@ -146,8 +149,6 @@ func newSplicer(log *slog.Logger, spawn func(func()), rx, tx prometheus.Counter)
 		base:    time.Now(),
 		epoll:   f,
 		raw:     raw,
-		dirs:    make(map[uint64]*spliceDir),
-		relays:  make(map[*spliceRelay]struct{}),
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		crowd:   spliceCrowd,
@@ -179,24 +180,38 @@ type spliceRelay struct {
 	refs       atomic.Int32  // 1 until closed, plus 1 per running pump
 	eofs       atomic.Uint32 // spliceRxDone | spliceTxDone
 	closed     atomic.Bool
-	why        string // close reason; written once by the closer, read by finish
+	// slot is the relay's index in splicer.slots (-1: never registered)
+	// and gen its registration number there; both are set once, under
+	// splicer.mu, before any pump runs.
+	slot int32
+	gen  uint32
+	why  string // close reason; written once by the closer, read by finish
 }
 
 // spliceDir is one direction of a relay.
 type spliceDir struct {
-	r      *spliceRelay
-	src    net.Conn
-	dst    net.Conn
-	token  uint64 // epoll user data
+	r      *spliceRelay    // its source and destination are the relay's sockets (src, dst)
+	raw    syscall.RawConn // the source's; nil when it has none
 	n      atomic.Int64
 	parked atomic.Bool // the pump waits in the runtime poller
 	// watched is set once the source is registered in the epoll set.
 	watched atomic.Bool
-	rx      bool
-	raw     syscall.RawConn // the source's; nil when it has none
 	// bulk is set after a read filled the buffer: the next bytes are
 	// waited for without reading and spliced when many.
 	bulk atomic.Bool
+	rx   bool
+}
+
+// token is d's epoll user data: the relay's registration number, its
+// slot and the direction. An event for a relay that has since finished,
+// its slot maybe taken by another, names an old registration number and
+// is ignored.
+func (d *spliceDir) token() uint64 {
+	t := uint64(d.r.gen)<<32 | uint64(uint32(d.r.slot))<<1
+	if !d.rx {
+		t |= 1
+	}
+	return t
 }
 
 // relay takes ownership of client and upstream (both already connected,
@@ -207,15 +222,15 @@ type spliceDir struct {
 // called before relay returns, so the caller must not hold a lock onDone
 // needs.
 func (s *splicer) relay(client, upstream net.Conn, idle time.Duration, start time.Time, maxDuration time.Duration, onDone func(*spliceRelay)) *spliceRelay {
-	r := &spliceRelay{sp: s, client: client, upstream: upstream, idle: max(idle, 0), tick: max(idle, 0), onDone: onDone}
+	r := &spliceRelay{sp: s, client: client, upstream: upstream, idle: max(idle, 0), tick: max(idle, 0), onDone: onDone, slot: -1}
 	if maxDuration > 0 {
 		r.expire = max(int64(start.Add(maxDuration).Sub(s.base)), 1)
 		if r.tick == 0 || maxDuration < r.tick {
 			r.tick = maxDuration
 		}
 	}
-	r.rx = spliceDir{r: r, src: client, dst: upstream, rx: true, raw: rawOf(client)}
-	r.tx = spliceDir{r: r, src: upstream, dst: client, raw: rawOf(upstream)}
+	r.rx = spliceDir{r: r, rx: true, raw: rawOf(client)}
+	r.tx = spliceDir{r: r, raw: rawOf(upstream)}
 	r.refs.Store(1)
 	r.lastActive.Store(s.now())
 
@@ -225,13 +240,16 @@ func (s *splicer) relay(client, upstream net.Conn, idle time.Duration, start tim
 		r.close(closeShutdown)
 		return r
 	}
-	s.next++
-	r.rx.token = s.next
-	s.next++
-	r.tx.token = s.next
-	s.dirs[r.rx.token] = &r.rx
-	s.dirs[r.tx.token] = &r.tx
-	s.relays[r] = struct{}{}
+	if n := len(s.free); n > 0 {
+		r.slot = s.free[n-1]
+		s.free = s.free[:n-1]
+		s.slots[r.slot] = r
+	} else {
+		r.slot = int32(len(s.slots))
+		s.slots = append(s.slots, r)
+	}
+	s.gen++
+	r.gen = s.gen
 	crowded := s.nLive.Add(1) > s.crowd
 	kick := r.tick > 0 && (s.minTick == 0 || r.tick < s.minTick)
 	if kick {
@@ -276,13 +294,14 @@ func (s *splicer) arm(d *spliceDir, op int) error {
 	if err != nil {
 		return err
 	}
+	token := d.token()
 	var ctlErr error
 	err = s.raw.Control(func(epfd uintptr) {
 		err := rc.Control(func(fd uintptr) {
 			ev := unix.EpollEvent{
 				Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
-				Fd:     int32(uint32(d.token)),
-				Pad:    int32(uint32(d.token >> 32)),
+				Fd:     int32(uint32(token)),
+				Pad:    int32(uint32(token >> 32)),
 			}
 			ctlErr = unix.EpollCtl(int(epfd), op, int(fd), &ev)
 		})
@@ -343,11 +362,19 @@ func (s *splicer) pollLoop() {
 
 // dispatch starts the pump of the direction registered under token.
 func (s *splicer) dispatch(token uint64) {
+	slot := int(token >> 1 & (1<<31 - 1))
 	s.mu.Lock()
-	d := s.dirs[token]
+	var r *spliceRelay
+	if slot < len(s.slots) {
+		r = s.slots[slot]
+	}
 	s.mu.Unlock()
-	if d == nil {
+	if r == nil || r.gen != uint32(token>>32) {
 		return // relay already finished
+	}
+	d := &r.rx
+	if token&1 != 0 {
+		d = &r.tx
 	}
 	if d.rx {
 		s.spawn(func() { copyClientToUpstream(d) })
@@ -403,7 +430,7 @@ func (d *spliceDir) pump() {
 			werr := d.write(pending)
 			spliceBufs.Put(bp)
 			if werr != nil {
-				r.fail(d.dst, werr)
+				r.fail(d.dst(), werr)
 				return
 			}
 			d.count(int64(len(pending)))
@@ -439,7 +466,7 @@ func (d *spliceDir) ended(eof bool, err error) bool {
 		d.handOver()
 	case errors.Is(err, errRelayFailed):
 	case err != nil:
-		d.r.fail(d.src, err)
+		d.r.fail(d.src(), err)
 	case eof:
 		d.halfClose()
 	default:
@@ -452,7 +479,7 @@ func (d *spliceDir) ended(eof bool, err error) bool {
 // (or a stale eviction): the pump exits holding nothing.
 func (d *spliceDir) handOver() {
 	r := d.r
-	if err := d.src.SetReadDeadline(time.Time{}); err != nil {
+	if err := d.src().SetReadDeadline(time.Time{}); err != nil {
 		r.close(closeError)
 		return
 	}
@@ -495,7 +522,7 @@ func (d *spliceDir) spliceQueued() bool {
 	for {
 		n, _, err := d.queued()
 		if err != nil {
-			r.fail(d.src, err)
+			r.fail(d.src(), err)
 			return false
 		}
 		if n <= spliceSmall {
@@ -507,7 +534,7 @@ func (d *spliceDir) spliceQueued() bool {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// An eviction raced with new data; the bytes moved so far
 			// are counted, the rest is still queued.
-			if err := d.src.SetReadDeadline(time.Time{}); err != nil {
+			if err := d.src().SetReadDeadline(time.Time{}); err != nil {
 				r.close(closeError)
 				return false
 			}
@@ -516,7 +543,7 @@ func (d *spliceDir) spliceQueued() bool {
 		if err != nil {
 			// The bytes were already queued at the source, which hands
 			// them over even after a reset; so the destination failed.
-			r.fail(d.dst, err)
+			r.fail(d.dst(), err)
 			return false
 		}
 	}
@@ -593,7 +620,7 @@ func (d *spliceDir) burst() (bp *[]byte, pending []byte, full, eof bool, err err
 	}
 	switch {
 	case werr != nil:
-		r.fail(d.dst, werr)
+		r.fail(d.dst(), werr)
 		return nil, nil, false, false, errRelayFailed
 	case xerr != nil:
 		return bp, pending, false, false, xerr
@@ -612,7 +639,7 @@ var errRelayFailed = errors.New("sni: splice: relay closed on a write error")
 // connection; without one, p is written with a (possibly waiting) Write.
 func (d *spliceDir) tryWrite(wc syscall.RawConn, p []byte) (int, error) {
 	if wc == nil {
-		return d.dst.Write(p)
+		return d.dst().Write(p)
 	}
 	var w int
 	var werr error
@@ -642,7 +669,7 @@ func (d *spliceDir) tryWrite(wc syscall.RawConn, p []byte) (int, error) {
 func (d *spliceDir) write(p []byte) error {
 	rc := d.dstRaw()
 	if rc == nil {
-		_, err := d.dst.Write(p)
+		_, err := d.dst().Write(p)
 		return err
 	}
 	var werr error
@@ -672,9 +699,9 @@ func (d *spliceDir) write(p []byte) error {
 func (d *spliceDir) closeWrite() error {
 	rc := d.dstRaw()
 	if rc == nil {
-		cw, ok := d.dst.(interface{ CloseWrite() error })
+		cw, ok := d.dst().(interface{ CloseWrite() error })
 		if !ok {
-			return fmt.Errorf("sni: splice: %T cannot half-close", d.dst)
+			return fmt.Errorf("sni: splice: %T cannot half-close", d.dst())
 		}
 		return cw.CloseWrite()
 	}
@@ -697,11 +724,27 @@ func (d *spliceDir) dstRaw() syscall.RawConn {
 	return d.r.rx.raw
 }
 
+// src is the socket d reads: the client for rx, else the upstream.
+func (d *spliceDir) src() net.Conn {
+	if d.rx {
+		return d.r.client
+	}
+	return d.r.upstream
+}
+
+// dst is the socket d writes: the other one.
+func (d *spliceDir) dst() net.Conn {
+	if d.rx {
+		return d.r.upstream
+	}
+	return d.r.client
+}
+
 // srcRaw returns the source's raw connection, fetched when the relay
 // started.
 func (d *spliceDir) srcRaw() (syscall.RawConn, error) {
 	if d.raw == nil {
-		return nil, fmt.Errorf("sni: splice: %T has no raw fd", d.src)
+		return nil, fmt.Errorf("sni: splice: %T has no raw fd", d.src())
 	}
 	return d.raw, nil
 }
@@ -768,19 +811,19 @@ const spliceSmall = 16 << 10
 // splice(2) through a pooled pipe (spliceSockets); the pipe returns to
 // the pool when the call ends.
 func (d *spliceDir) move(n int64) (int64, error) {
-	lr := &io.LimitedReader{R: d.src, N: n}
+	lr := &io.LimitedReader{R: d.src(), N: n}
 	// Small bursts (handshake flights, requests) cost fewer syscalls as
 	// one read and one write than as two splices through a pipe, as
 	// HAProxy's splice-auto also judges; bulk transfers are spliced.
-	if _, ok := d.dst.(*net.TCPConn); ok && n > spliceSmall {
+	if _, ok := d.dst().(*net.TCPConn); ok && n > spliceSmall {
 		if src, dst := d.raw, d.dstRaw(); src != nil && dst != nil {
 			return spliceSockets(src, dst, n)
 		}
-		return d.dst.(*net.TCPConn).ReadFrom(lr)
+		return d.dst().(*net.TCPConn).ReadFrom(lr)
 	}
 	bp := spliceBufs.Get().(*[]byte)
 	defer spliceBufs.Put(bp)
-	return io.CopyBuffer(struct{ io.Writer }{d.dst}, struct{ io.Reader }{lr}, *bp)
+	return io.CopyBuffer(struct{ io.Writer }{d.dst()}, struct{ io.Reader }{lr}, *bp)
 }
 
 // count adds m transferred bytes to the direction and the metrics.
@@ -814,7 +857,7 @@ func (d *spliceDir) halfClose() {
 		return
 	}
 	if err := d.closeWrite(); err != nil {
-		r.fail(d.dst, err)
+		r.fail(d.dst(), err)
 	}
 }
 
@@ -928,10 +971,9 @@ func (r *spliceRelay) close(why string) {
 // forget drops a finished relay's registrations.
 func (s *splicer) forget(r *spliceRelay) {
 	s.mu.Lock()
-	delete(s.dirs, r.rx.token)
-	delete(s.dirs, r.tx.token)
-	if _, ok := s.relays[r]; ok {
-		delete(s.relays, r)
+	if r.slot >= 0 && s.slots[r.slot] == r {
+		s.slots[r.slot] = nil
+		s.free = append(s.free, r.slot)
 		s.nLive.Add(-1)
 	}
 	s.mu.Unlock()
@@ -940,9 +982,11 @@ func (s *splicer) forget(r *spliceRelay) {
 // closeAll closes every live relay with reason why.
 func (s *splicer) closeAll(why string) {
 	s.mu.Lock()
-	rs := make([]*spliceRelay, 0, len(s.relays))
-	for r := range s.relays {
-		rs = append(rs, r)
+	rs := make([]*spliceRelay, 0, s.nLive.Load())
+	for _, r := range s.slots {
+		if r != nil {
+			rs = append(rs, r)
+		}
 	}
 	s.mu.Unlock()
 	for _, r := range rs {
@@ -972,7 +1016,10 @@ func (s *splicer) sweep() time.Duration {
 	var idle, old, park []*spliceRelay
 	var minTick time.Duration
 	s.mu.Lock()
-	for r := range s.relays {
+	for _, r := range s.slots {
+		if r == nil {
+			continue
+		}
 		if r.tick > 0 && (minTick == 0 || r.tick < minTick) {
 			minTick = r.tick
 		}
@@ -997,7 +1044,7 @@ func (s *splicer) sweep() time.Duration {
 	for _, r := range park {
 		for _, d := range []*spliceDir{&r.rx, &r.tx} {
 			if d.parked.Load() {
-				_ = d.src.SetReadDeadline(spliceLongAgo) // wakes park
+				_ = d.src().SetReadDeadline(spliceLongAgo) // wakes park
 			}
 		}
 	}
@@ -1038,7 +1085,5 @@ func (s *splicer) close() {
 
 // live returns the number of relays not yet finished.
 func (s *splicer) live() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.relays)
+	return int(s.nLive.Load())
 }

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -549,5 +550,52 @@ func TestSpliceCrowded(t *testing.T) {
 			_ = client.Close()
 			_ = upstream.Close()
 		})
+	}
+}
+
+// TestSpliceStaleToken: a finished relay's slot is reused, and an epoll
+// event still naming the finished relay (its registration number) starts
+// no pump on the relay now in that slot; the new relay's own token does.
+func TestSpliceStaleToken(t *testing.T) {
+	var spawned atomic.Int32
+	var wg sync.WaitGroup
+	spawn := func(f func()) {
+		spawned.Add(1)
+		wg.Go(f)
+	}
+	sp, err := newSplicer(slog.New(slog.DiscardHandler), spawn, prometheus.NewCounter(prometheus.CounterOpts{Name: "rx"}), prometheus.NewCounter(prometheus.CounterOpts{Name: "tx"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.crowd = 0 // relays start in epoll: relay itself spawns nothing
+	t.Cleanup(func() {
+		sp.close()
+		wg.Wait()
+	})
+	newRelay := func() *spliceRelay {
+		_, proxySide := spliceTCPPair(t)
+		upSide, _ := spliceTCPPair(t)
+		return sp.relay(proxySide, upSide, 0, time.Now(), 0, nil)
+	}
+	a := newRelay()
+	staleRx, staleTx := a.rx.token(), a.tx.token()
+	a.close(closeEOF)
+	if sp.live() != 0 {
+		t.Fatalf("live() = %d after the only relay closed", sp.live())
+	}
+	b := newRelay()
+	if b.slot != a.slot || b.gen == a.gen {
+		t.Fatalf("second relay: slot %d gen %d; want slot %d reused with a new gen (old %d)", b.slot, b.gen, a.slot, a.gen)
+	}
+	before := spawned.Load()
+	sp.dispatch(staleRx)
+	sp.dispatch(staleTx)
+	sp.dispatch(uint64(b.gen)<<32 | 1000<<1) // a slot never used
+	if n := spawned.Load() - before; n != 0 {
+		t.Fatalf("stale tokens started %d pumps; want 0", n)
+	}
+	sp.dispatch(b.rx.token())
+	if n := spawned.Load() - before; n != 1 {
+		t.Fatalf("the live relay's token started %d pumps; want 1", n)
 	}
 }
