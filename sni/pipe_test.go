@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -16,41 +15,12 @@ import (
 	"github.com/meshgate/meshgate/sni/snitest"
 )
 
-// tcpPair returns both ends of a loopback TCP connection, closed when the
-// test ends.
-func tcpPair(t *testing.T) (dialed, accepted *net.TCPConn) {
-	t.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan *net.TCPConn, 1)
-	go func() {
-		c, err := ln.AcceptTCP()
-		if err != nil {
-			t.Error(err)
-		}
-		ch <- c
-	}()
-	d, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := <-ch
-	if a == nil {
-		t.FailNow()
-	}
-	t.Cleanup(func() { d.Close(); a.Close() })
-	return d, a
-}
-
 // spliceThrough moves n bytes written into one connection out of another
 // with spliceSockets and returns what the far end read and the result.
 func spliceThrough(t *testing.T, payload []byte, n int64, closeAfter bool) (got []byte, moved int64, err error) {
 	t.Helper()
-	in, src := tcpPair(t)
-	dst, out := tcpPair(t)
+	in, src := spliceTCPPair(t)
+	dst, out := spliceTCPPair(t)
 	go func() {
 		_, _ = in.Write(payload)
 		if closeAfter {
@@ -105,8 +75,8 @@ func TestSpliceSocketsStopsAtEOF(t *testing.T) {
 // own bytes. One P makes the pool hand back the pipe it was last given.
 func TestSpliceSocketsResetDestination(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	in, src := tcpPair(t)
-	dst, out := tcpPair(t)
+	in, src := spliceTCPPair(t)
+	dst, out := spliceTCPPair(t)
 	_ = out.SetLinger(0)
 	_ = out.Close() // RST to dst
 	snitest.WaitFor(t, "the reset to reach the destination", func() bool {
@@ -141,8 +111,8 @@ func TestSpliceSocketsResetDestination(t *testing.T) {
 // The source's read deadline ends a wait for bytes that never come, with
 // nothing moved.
 func TestSpliceSocketsDeadline(t *testing.T) {
-	_, src := tcpPair(t)
-	dst, _ := tcpPair(t)
+	_, src := spliceTCPPair(t)
+	dst, _ := spliceTCPPair(t)
 	_ = src.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	moved, err := spliceSockets(rawOf(src), rawOf(dst), 1000)
 	if moved != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {

@@ -13,29 +13,7 @@ import (
 // loopback, kept open until the test ends.
 func rawPair(t *testing.T) (a, b int) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	ca, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { ca.Close(); r.c.Close() })
+	ca, cb := spliceTCPPair(t)
 	fd := func(c net.Conn) int {
 		f, err := c.(*net.TCPConn).File() // a dup, blocking unless made otherwise
 		if err != nil {
@@ -48,7 +26,7 @@ func rawPair(t *testing.T) (a, b int) {
 		}
 		return n
 	}
-	return fd(ca), fd(r.c)
+	return fd(ca), fd(cb)
 }
 
 // waitInq waits until fd has want bytes queued.
