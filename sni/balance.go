@@ -84,14 +84,69 @@ type tablePool struct {
 }
 
 // tableEndpoint is an Endpoint placed in a service port, with its live
-// state.
+// state. The fields a local endpoint mostly leaves empty (network,
+// bridge, identity) sit in far, which is nil when all are empty: a table
+// of 100,000 services holds 300,000 of these.
 type tableEndpoint struct {
-	Endpoint
-	local bool
-	live  *tableEndpointLive
+	addr    string
+	labels  map[string]string
+	live    *tableEndpointLive
+	far     *tableEndpointFar
+	weight  uint32
+	local   bool
+	gateway bool
+}
+
+// tableEndpointFar is the rarely set part of a tableEndpoint.
+type tableEndpointFar struct {
+	network  string
+	bridge   string
+	identity string
 	// behind is, for a merged gateway entry, the summed weight of the
 	// remote endpoints (matching the cluster's subset) it stands for.
 	behind uint64
+}
+
+// setTableEndpoint fills e from ep.
+func setTableEndpoint(e *tableEndpoint, ep Endpoint, local bool, live *tableEndpointLive, behind uint64) {
+	*e = tableEndpoint{addr: ep.Addr, labels: ep.Labels, live: live, weight: ep.Weight, local: local, gateway: ep.Gateway}
+	if ep.Network != "" || ep.Bridge != "" || ep.Identity != "" || behind != 0 {
+		e.far = &tableEndpointFar{network: ep.Network, bridge: ep.Bridge, identity: ep.Identity, behind: behind}
+	}
+}
+
+func (e *tableEndpoint) network() string {
+	if e.far == nil {
+		return ""
+	}
+	return e.far.network
+}
+
+func (e *tableEndpoint) bridge() string {
+	if e.far == nil {
+		return ""
+	}
+	return e.far.bridge
+}
+
+func (e *tableEndpoint) identity() string {
+	if e.far == nil {
+		return ""
+	}
+	return e.far.identity
+}
+
+func (e *tableEndpoint) behind() uint64 {
+	if e.far == nil {
+		return 0
+	}
+	return e.far.behind
+}
+
+// endpoint returns e as an Endpoint.
+func (e *tableEndpoint) endpoint() Endpoint {
+	return Endpoint{Addr: e.addr, Labels: e.labels, Network: e.network(), Weight: e.weight,
+		Identity: e.identity(), Bridge: e.bridge(), Gateway: e.gateway}
 }
 
 // Lease is one picked endpoint, held for the life of one connection.
@@ -137,7 +192,7 @@ func (c *Cluster) Endpoints() []Endpoint {
 	for i := range c.pools {
 		p := &c.pools[i]
 		for _, e := range p.eps {
-			out = append(out, e.Endpoint)
+			out = append(out, e.endpoint())
 		}
 	}
 	return out
@@ -256,7 +311,7 @@ func tableViaAllows(via tableVia, e *tableEndpoint) bool {
 	case viaLocal:
 		return false
 	case viaBridge:
-		return e.Bridge != ""
+		return e.bridge() != ""
 	}
 	return true
 }
@@ -340,21 +395,21 @@ func (c *Cluster) pickPool(tier int, p *tablePool, f *tableFilter) *tableEndpoin
 // the first candidate, which was drawn in proportion to weight, so idle
 // endpoints share connections by weight.
 func tableLess(a, b *tableEndpoint) bool {
-	la := uint64(max(0, a.live.active.Load())) * uint64(b.Weight)
-	lb := uint64(max(0, b.live.active.Load())) * uint64(a.Weight)
+	la := uint64(max(0, a.live.active.Load())) * uint64(b.weight)
+	lb := uint64(max(0, b.live.active.Load())) * uint64(a.weight)
 	return la < lb
 }
 
 // eligible reports whether e may be picked now.
 func (c *Cluster) eligible(e *tableEndpoint, f *tableFilter) bool {
-	if f.network != "" && e.Network != f.network {
+	if f.network != "" && e.network() != f.network {
 		return false
 	}
 	if !tableViaAllows(f.via, e) {
 		return false
 	}
 	for _, a := range f.tried {
-		if a == e.Addr {
+		if a == e.addr {
 			return false
 		}
 	}
@@ -396,7 +451,7 @@ func (p *tablePool) drawExcept(r uint64, skip int) int {
 		}
 		return j
 	}
-	w := uint64(p.eps[skip].Weight)
+	w := uint64(p.eps[skip].weight)
 	x := r % (p.total - w)
 	if x >= p.prefix[skip]-w {
 		x += w
@@ -410,8 +465,8 @@ func tableNewPool(eps []*tableEndpoint) tablePool {
 	equal := true
 	var total uint64
 	for _, e := range eps {
-		total += uint64(e.Weight)
-		if e.Weight != eps[0].Weight {
+		total += uint64(e.weight)
+		if e.weight != eps[0].weight {
 			equal = false
 		}
 	}
@@ -422,19 +477,19 @@ func tableNewPool(eps []*tableEndpoint) tablePool {
 	p.prefix = make([]uint64, len(eps))
 	var acc uint64
 	for i, e := range eps {
-		acc += uint64(e.Weight)
+		acc += uint64(e.weight)
 		p.prefix[i] = acc
 	}
 	ws := make([]uint64, len(eps))
 	for i, e := range eps {
-		ws[i] = uint64(e.Weight)
+		ws[i] = uint64(e.weight)
 	}
 	p.sched = tableSchedule(ws)
 	return p
 }
 
 // Endpoint returns the endpoint to dial.
-func (l *Lease) Endpoint() Endpoint { return l.ep.Endpoint }
+func (l *Lease) Endpoint() Endpoint { return l.ep.endpoint() }
 
 // Cluster returns the cluster the endpoint was picked from.
 func (l *Lease) Cluster() *Cluster { return l.c }

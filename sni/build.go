@@ -575,7 +575,7 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 		}
 	} else {
 		for _, e := range sp.eps {
-			if e.Addr == addr {
+			if e.addr == addr {
 				return
 			}
 		}
@@ -583,7 +583,7 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 	if sp.seen == nil && len(sp.eps) >= 16 {
 		sp.seen = make(map[string]struct{}, 2*len(sp.eps))
 		for _, e := range sp.eps {
-			sp.seen[e.Addr] = struct{}{}
+			sp.seen[e.addr] = struct{}{}
 		}
 	}
 	if sp.seen != nil {
@@ -600,7 +600,7 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 	live := tb.hostLive(svc.host, svc).endpoint(addr)
 	live.gen = tb.gen
 	e := tb.slabEndpoint()
-	*e = tableEndpoint{Endpoint: ep, local: local, live: live}
+	setTableEndpoint(e, ep, local, live, 0)
 	sp.eps = append(sp.eps, e)
 	if !local {
 		sp.remote++
@@ -621,13 +621,13 @@ func (tb *tableBuild) addGatewayEntry(svc *tableService, sp *tableServicePort, e
 		sp.gw = map[string]*tableEndpoint{}
 	}
 	if e := sp.gw[key]; e != nil {
-		e.Weight = tableAddWeight(e.Weight, ep.Weight)
+		e.weight = tableAddWeight(e.weight, ep.Weight)
 		return
 	}
 	live := tb.hostLive(svc.host, svc).endpoint(addr)
 	live.gen = tb.gen
 	e := tb.slabEndpoint()
-	*e = tableEndpoint{Endpoint: ep, live: live}
+	setTableEndpoint(e, ep, false, live, 0)
 	sp.gw[key] = e
 	sp.eps = append(sp.eps, e)
 	sp.remote++
@@ -692,14 +692,14 @@ func (tb *tableBuild) mergeGateways(gws, other []*tableEndpoint) []*tableEndpoin
 	var order []*gw
 	count := map[string]uint64{} // network -> gateways
 	for _, e := range gws {
-		g := byAddr[e.Addr]
+		g := byAddr[e.addr]
 		if g == nil {
 			g = &gw{e: e}
-			byAddr[e.Addr] = g
+			byAddr[e.addr] = g
 			order = append(order, g)
-			count[e.Network]++
+			count[e.network()]++
 		}
-		g.w += uint64(e.Weight)
+		g.w += uint64(e.weight)
 	}
 	scale := uint64(1)
 	for _, n := range count {
@@ -720,14 +720,14 @@ func (tb *tableBuild) mergeGateways(gws, other []*tableEndpoint) []*tableEndpoin
 		}
 		c := tb.slabEndpoint()
 		*c = *e
-		c.Weight = uint32(min(uint64(e.Weight)*scale, math.MaxUint32))
+		c.weight = uint32(min(uint64(e.weight)*scale, math.MaxUint32))
 		out = append(out, c)
 	}
 	slices.SortFunc(order, func(a, b *gw) int {
-		return cmp.Or(strings.Compare(a.e.Network, b.e.Network), strings.Compare(a.e.Addr, b.e.Addr))
+		return cmp.Or(strings.Compare(a.e.network(), b.e.network()), strings.Compare(a.e.addr, b.e.addr))
 	})
 	for _, g := range order {
-		n := count[g.e.Network]
+		n := count[g.e.network()]
 		// Every gateway of a network sees the same endpoints, so g.w is
 		// the network's whole weight.
 		share := g.w * scale / n
@@ -735,8 +735,8 @@ func (tb *tableBuild) mergeGateways(gws, other []*tableEndpoint) []*tableEndpoin
 			share = (g.w + n - 1) / n
 		}
 		c := tb.slabEndpoint()
-		*c = tableEndpoint{Endpoint: Endpoint{Addr: g.e.Addr, Bridge: g.e.Bridge, Network: g.e.Network, Gateway: true,
-			Weight: uint32(min(max(share, 1), math.MaxUint32))}, live: g.e.live, behind: g.w}
+		setTableEndpoint(c, Endpoint{Addr: g.e.addr, Bridge: g.e.bridge(), Network: g.e.network(), Gateway: true,
+			Weight: uint32(min(max(share, 1), math.MaxUint32))}, false, g.e.live, g.w)
 		out = append(out, c)
 	}
 	return out
@@ -1434,7 +1434,7 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 	sel := tb.selector(sub)
 	allLocal := sp.remote == 0
 	for i := 0; allLocal && sub != nil && i < len(sp.eps); i++ {
-		allLocal = sel.match(sp.eps[i].Labels)
+		allLocal = sel.match(sp.eps[i].labels)
 	}
 	if allLocal {
 		// The common case: every endpoint local and in the subset.
@@ -1445,7 +1445,7 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 		if allLocal {
 			break
 		}
-		if sub != nil && !sel.match(e.Labels) {
+		if sub != nil && !sel.match(e.labels) {
 			continue
 		}
 		matched++
@@ -1453,15 +1453,15 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 		case e.local:
 			local = append(local, e)
 		case localOnly:
-		case e.Gateway:
+		case e.gateway:
 			gws = append(gws, e)
 		default:
 			remote = append(remote, e)
 		}
 	}
 	all := tb.mergeGateways(gws, remote)
-	if !localOnly && slices.ContainsFunc(all, func(e *tableEndpoint) bool { return e.Bridge == "" }) {
-		hasBridge := func(e *tableEndpoint) bool { return e.Bridge != "" }
+	if !localOnly && slices.ContainsFunc(all, func(e *tableEndpoint) bool { return e.bridge() == "" }) {
+		hasBridge := func(e *tableEndpoint) bool { return e.bridge() != "" }
 		if br := tb.mergeGateways(tableFilterEPs(gws, hasBridge), tableFilterEPs(remote, hasBridge)); len(br) > 0 {
 			p := tableNewPool(br)
 			c.bridge = &p

@@ -245,9 +245,9 @@ func explainPaths(ed *ExplainedDestination, c *Cluster, via tableVia, why string
 				x.Path = "not eligible: the gateway publishes no bridge address (bridge_addr)"
 				continue
 			case via == viaBridge:
-				x.Path = "bridge via " + e.Bridge
+				x.Path = "bridge via " + e.bridge()
 			default:
-				x.Path = "split horizon via " + e.Addr
+				x.Path = "split horizon via " + e.addr
 			}
 			if !x.Ejected {
 				remoteEligible++
@@ -289,9 +289,9 @@ func explainLabels(labels map[string]string) string {
 }
 
 func explainEndpoint(e *tableEndpoint, now int64) ExplainedEndpoint {
-	x := ExplainedEndpoint{Addr: e.Addr, Network: e.Network, Local: e.local, Weight: e.Weight, Labels: e.Labels, Identity: e.Identity,
+	x := ExplainedEndpoint{Addr: e.addr, Network: e.network(), Local: e.local, Weight: e.weight, Labels: e.labels, Identity: e.identity(),
 		Active: e.live.active.Load(), ConsecutiveFailures: e.live.failures.Load(), Ejections: e.live.ejections.Load(),
-		Gateway: e.Gateway, Bridge: e.Bridge, Behind: e.behind}
+		Gateway: e.gateway, Bridge: e.bridge(), Behind: e.behind()}
 	if u := e.live.ejectedUntil.Load(); u != 0 && now < u {
 		x.Ejected = true
 		x.EjectedFor = time.Duration(u - now).String()

@@ -156,7 +156,7 @@ func TestTableExportToSubsetRoute(t *testing.T) {
 		t.Fatalf("route with a visible DestinationRule refused: %s", got)
 	}
 	d, _ := tbl.Resolve(tableTestPTKey, tableTestHello("reviews.example.com"))
-	if eps := d.Cluster.pools[0].eps; len(eps) != 1 || eps[0].Addr != "10.0.0.2:9443" {
+	if eps := d.Cluster.pools[0].eps; len(eps) != 1 || eps[0].addr != "10.0.0.2:9443" {
 		t.Fatalf("subset v2 endpoints = %+v, want only 10.0.0.2:9443", eps)
 	}
 }

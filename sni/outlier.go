@@ -184,7 +184,7 @@ func (e *tableEnv) eject(c *Cluster, ep *tableEndpoint) {
 	}
 	if 100*(out+1) > od.maxPercent*c.size {
 		e.log.Debug("outlier ejection skipped: maxEjectionPercent reached",
-			"upstream", ep.Addr, "cluster", c.Name(), "ejected", out, "endpoints", c.size, "max_percent", od.maxPercent)
+			"upstream", ep.addr, "cluster", c.Name(), "ejected", out, "endpoints", c.size, "max_percent", od.maxPercent)
 		return
 	}
 	base, interval := int64(od.baseEjection), int64(od.interval)
@@ -202,7 +202,7 @@ func (e *tableEnv) eject(c *Cluster, ep *tableEndpoint) {
 	st.ejectedUntil.Store(until)
 	e.ejections.Inc()
 	e.log.Info("outlier ejected endpoint",
-		"upstream", ep.Addr, "cluster", c.Name(), "for", time.Duration(until-now), "times", st.ejections.Load())
+		"upstream", ep.addr, "cluster", c.Name(), "for", time.Duration(until-now), "times", st.ejections.Load())
 }
 
 // tableRegisterCounter registers c, or returns the collector already

@@ -864,9 +864,9 @@ func TestTableEndpoints(t *testing.T) {
 				parts = append(parts, "|")
 			}
 			for _, e := range p.eps {
-				s := fmt.Sprintf("%s/%d", e.Addr, e.Weight)
-				if e.Network != "" {
-					s += "@" + e.Network
+				s := fmt.Sprintf("%s/%d", e.addr, e.weight)
+				if e.network() != "" {
+					s += "@" + e.network()
 				}
 				parts = append(parts, s)
 			}
