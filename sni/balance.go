@@ -46,11 +46,11 @@ const tableMaxSchedule = 1 << 16
 type Cluster struct {
 	service   string
 	port      uint32
-	subset    string
 	localOnly bool
-	why       string // set when the cluster can have no endpoints
-	reason    Reason // the refusal reason with why; "" = ReasonNoEndpoint
-	pol       *tableClusterPolicy
+	subset    string
+	// refusal is set when the cluster can have no endpoints.
+	refusal *tableRefusal
+	pol     *tableClusterPolicy
 	// pools by priority: local endpoints first, then (unless localOnly)
 	// endpoints in other networks.
 	pools []tablePool
@@ -61,6 +61,26 @@ type Cluster struct {
 	size   int
 	live   *tableClusterLive
 	env    *tableEnv
+}
+
+// tableRefusal says why a cluster has no endpoints.
+type tableRefusal struct {
+	why    string
+	reason Reason // "" = ReasonNoEndpoint
+}
+
+// refuse records why c can have no endpoints.
+func (c *Cluster) refuse(reason Reason, why string) {
+	c.refusal = &tableRefusal{why: why, reason: reason}
+}
+
+// problem returns why c has no endpoints ("" when it is not refused) and
+// the reason to refuse connections with.
+func (c *Cluster) problem() (string, Reason) {
+	if c.refusal == nil {
+		return "", ReasonNoEndpoint
+	}
+	return c.refusal.why, cmp.Or(c.refusal.reason, ReasonNoEndpoint)
 }
 
 // tableClusterPolicy is the resolved DestinationRule traffic policy of a
@@ -74,11 +94,17 @@ type tableClusterPolicy struct {
 // tablePool is one priority level of a cluster.
 type tablePool struct {
 	eps []*tableEndpoint
-	// sched is a smooth weighted round-robin order of indexes into eps;
-	// nil when all weights are equal (plain rotation).
+	// w holds the weighted structures; nil when all weights are equal
+	// (plain rotation and uniform draws), as for most pools.
+	w *tableWeights
+}
+
+// tableWeights are the precomputed weights of a pool whose endpoints
+// differ in weight.
+type tableWeights struct {
+	// sched is a smooth weighted round-robin order of indexes into eps.
 	sched []uint32
-	// prefix holds cumulative weights for weighted random draws; nil when
-	// all weights are equal.
+	// prefix holds cumulative weights for weighted random draws.
 	prefix []uint64
 	total  uint64
 }
@@ -246,11 +272,11 @@ func (c *Cluster) pick(tried []string, via tableVia, preferNet string) (*Lease, 
 		return nil, &RefusedError{Reason: ReasonNoEndpoint, Detail: "no cluster"}
 	}
 	if c.size == 0 {
-		why := c.why
+		why, reason := c.problem()
 		if why == "" {
 			why = "no endpoints"
 		}
-		return nil, &RefusedError{Reason: cmp.Or(c.reason, ReasonNoEndpoint), Detail: c.Name() + ": " + why}
+		return nil, &RefusedError{Reason: reason, Detail: c.Name() + ": " + why}
 	}
 	n := c.live.active.Add(1)
 	if max := c.pol.conn.MaxConnections; max > 0 && n > int64(max) {
@@ -373,14 +399,14 @@ func (c *Cluster) pickPool(tier int, p *tablePool, f *tableFilter) *tableEndpoin
 		return best
 	default:
 		slots := n
-		if p.sched != nil {
-			slots = len(p.sched)
+		if p.w != nil {
+			slots = len(p.w.sched)
 		}
 		start := c.live.rr[tier].Add(1) - 1
 		for k := 0; k < slots; k++ {
 			i := int((start + uint64(k)) % uint64(slots))
-			if p.sched != nil {
-				i = int(p.sched[i])
+			if p.w != nil {
+				i = int(p.w.sched[i])
 			}
 			if e := p.eps[i]; ok(e) {
 				return e
@@ -434,17 +460,17 @@ func (c *Cluster) panicking(clk *tableClock) bool {
 
 // draw maps a random number to a weighted index.
 func (p *tablePool) draw(r uint64) int {
-	if p.prefix == nil {
+	if p.w == nil {
 		return int(r % uint64(len(p.eps)))
 	}
-	x := r % p.total
-	return sort.Search(len(p.prefix), func(i int) bool { return p.prefix[i] > x })
+	x := r % p.w.total
+	return sort.Search(len(p.w.prefix), func(i int) bool { return p.w.prefix[i] > x })
 }
 
 // drawExcept draws a weighted index other than skip (len(eps) >= 2).
 func (p *tablePool) drawExcept(r uint64, skip int) int {
 	n := len(p.eps)
-	if p.prefix == nil {
+	if p.w == nil {
 		j := int(r % uint64(n-1))
 		if j >= skip {
 			j++
@@ -452,11 +478,11 @@ func (p *tablePool) drawExcept(r uint64, skip int) int {
 		return j
 	}
 	w := uint64(p.eps[skip].weight)
-	x := r % (p.total - w)
-	if x >= p.prefix[skip]-w {
+	x := r % (p.w.total - w)
+	if x >= p.w.prefix[skip]-w {
 		x += w
 	}
-	return sort.Search(n, func(i int) bool { return p.prefix[i] > x })
+	return sort.Search(n, func(i int) bool { return p.w.prefix[i] > x })
 }
 
 // tableNewPool precomputes the weighted structures of a pool.
@@ -470,21 +496,21 @@ func tableNewPool(eps []*tableEndpoint) tablePool {
 			equal = false
 		}
 	}
-	p.total = total
 	if equal {
 		return p
 	}
-	p.prefix = make([]uint64, len(eps))
+	w := &tableWeights{total: total, prefix: make([]uint64, len(eps))}
 	var acc uint64
 	for i, e := range eps {
 		acc += uint64(e.weight)
-		p.prefix[i] = acc
+		w.prefix[i] = acc
 	}
 	ws := make([]uint64, len(eps))
 	for i, e := range eps {
 		ws[i] = uint64(e.weight)
 	}
-	p.sched = tableSchedule(ws)
+	w.sched = tableSchedule(ws)
+	p.w = w
 	return p
 }
 

@@ -1318,8 +1318,8 @@ func (tb *tableBuild) route(l *tableListener, ts *tableServer, vs *config.Virtua
 			}
 			cl = tb.cluster(host, port, d.Destination.Subset, false, dr)
 		}
-		if cl.why != "" {
-			tb.warn("VirtualService %s %s[%d].route[%d]: %s", vsName, kind, idx, k, cl.why)
+		if why, _ := cl.problem(); why != "" {
+			tb.warn("VirtualService %s %s[%d].route[%d]: %s", vsName, kind, idx, k, why)
 		}
 		dec := &Decision{Origin: origin, Service: host, Subset: d.Destination.Subset, Port: port, Cluster: cl}
 		r.decs = append(r.decs, dec)
@@ -1360,7 +1360,7 @@ func tableNotSeeing(svc *tableService, nss ...string) string {
 // has its own live state, shared with no other cluster.
 func (tb *tableBuild) refusedCluster(host string, port uint32, subset string, reason Reason, why string) *Cluster {
 	c := tb.slabCluster()
-	*c = Cluster{service: host, port: port, subset: subset, env: tb.b.env, live: &tableClusterLive{gen: tb.gen}, why: why, reason: reason}
+	*c = Cluster{service: host, port: port, subset: subset, env: tb.b.env, live: &tableClusterLive{gen: tb.gen}, refusal: &tableRefusal{why: why, reason: reason}}
 	c.live.cluster = c
 	c.pol = tb.policy(nil, nil, port)
 	tb.t.clusters = append(tb.t.clusters, c)
@@ -1404,9 +1404,9 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 	}
 	switch {
 	case svc == nil:
-		c.why = fmt.Sprintf("unknown service %s: no ServiceEntry host or catalog endpoint", host)
+		c.refuse("", fmt.Sprintf("unknown service %s: no ServiceEntry host or catalog endpoint", host))
 	case sp == nil:
-		c.why = fmt.Sprintf("service %s has no port %d (ports %v)", host, port, svc.portList())
+		c.refuse("", fmt.Sprintf("service %s has no port %d (ports %v)", host, port, svc.portList()))
 	case subset != "":
 		if dr != nil {
 			sub = dr.subsets[subset]
@@ -1415,16 +1415,15 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 			all := tb.t.drs.lookup(host, svc.namespace)
 			switch {
 			case all != nil && all != dr && all.subsets[subset] != nil:
-				c.why = fmt.Sprintf("unknown subset %s of %s: DestinationRule %s defines it but is not exported here (exportTo %v)", subset, host, all.name, all.exportTo)
-				c.reason = ReasonNotExported
+				c.refuse(ReasonNotExported, fmt.Sprintf("unknown subset %s of %s: DestinationRule %s defines it but is not exported here (exportTo %v)", subset, host, all.name, all.exportTo))
 			case dr == nil:
-				c.why = fmt.Sprintf("unknown subset %s of %s: no DestinationRule for the host", subset, host)
+				c.refuse("", fmt.Sprintf("unknown subset %s of %s: no DestinationRule for the host", subset, host))
 			default:
-				c.why = fmt.Sprintf("unknown subset %s of %s: not defined in DestinationRule %s", subset, host, dr.name)
+				c.refuse("", fmt.Sprintf("unknown subset %s of %s: not defined in DestinationRule %s", subset, host, dr.name))
 			}
 		}
 	}
-	if c.why != "" {
+	if c.refusal != nil {
 		c.pol = tb.policy(nil, nil, port)
 		return c
 	}
@@ -1480,11 +1479,11 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 	if c.size == 0 {
 		switch {
 		case matched > 0:
-			c.why = "no endpoints in this node's network"
+			c.refuse("", "no endpoints in this node's network")
 		case sub != nil:
-			c.why = fmt.Sprintf("no endpoints match the labels %s of subset %s", explainLabels(sub.Labels), subset)
+			c.refuse("", fmt.Sprintf("no endpoints match the labels %s of subset %s", explainLabels(sub.Labels), subset))
 		default:
-			c.why = "no endpoints"
+			c.refuse("", "no endpoints")
 		}
 	}
 	return c

@@ -1,7 +1,6 @@
 package sni
 
 import (
-	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -188,11 +187,11 @@ func explainDestination(d *Decision, w uint64, now int64) ExplainedDestination {
 	}
 	switch {
 	case c.size == 0:
-		why := c.why
+		why, reason := c.problem()
 		if why == "" {
 			why = "no endpoints"
 		}
-		ed.Reason, ed.Detail = cmp.Or(c.reason, ReasonNoEndpoint), c.Name()+": "+why
+		ed.Reason, ed.Detail = reason, c.Name()+": "+why
 	case c.pol.conn.MaxConnections > 0 && ed.Active >= int64(c.pol.conn.MaxConnections):
 		ed.Reason = ReasonOverloaded
 		ed.Detail = fmt.Sprintf("%s: %d active connections reached connectionPool.tcp.maxConnections %d", c.Name(), ed.Active, c.pol.conn.MaxConnections)
@@ -390,8 +389,9 @@ func (t *Table) Dump() any {
 	slices.SortFunc(cls, func(a, b named) int { return strings.Compare(a.name, b.name) })
 	for _, nc := range cls {
 		c := nc.c
+		problem, _ := c.problem()
 		dc := dumpCluster{Name: nc.name, Service: c.service, Port: c.port, Subset: c.subset, LoadBalancer: c.pol.lb.String(),
-			Policy: explainPolicy(c.pol.conn), Active: c.live.active.Load(), Problem: c.why, Endpoints: []ExplainedEndpoint{}}
+			Policy: explainPolicy(c.pol.conn), Active: c.live.active.Load(), Problem: problem, Endpoints: []ExplainedEndpoint{}}
 		if o := c.pol.outlier; o.enabled {
 			dc.Outlier = &dumpOutlier{ConsecutiveFailures: o.threshold, Interval: o.interval.String(),
 				BaseEjectionTime: o.baseEjection.String(), MaxEjectionPercent: o.maxPercent, MinHealthPercent: o.minHealthPercent}
