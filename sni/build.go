@@ -1662,23 +1662,21 @@ func (tb *tableBuild) autoService(l *tableListener, svc *tableService) {
 func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, svc *tableService, port uint32, subset string, dr *tableDR) {
 	host := svc.host
 	cl := tb.svcCluster(svc, host, port, subset, true, dr)
-	d := tb.slabDecision()
 	if srv.auto == nil {
 		srv.auto = &Origin{Route: srv.route, Mode: ModeAutoPassthrough, Gateway: srv.gateway, Server: srv.name}
 	}
-	*d = Decision{Origin: srv.auto, Service: host, Subset: subset, Port: port, Cluster: cl}
-	tgt := tableAutoTarget{server: srv, dec: d}
+	tgt := tableAutoTarget{server: srv, dec: Decision{Origin: srv.auto, Service: host, Subset: subset, Port: port, Cluster: cl}}
 	if !srv.requireALPN {
 		// Clients without a mesh ALPN are not Istio sidecars doing
 		// split horizon: other networks' endpoints are theirs too,
 		// through the bridge, after the local ones.
 		ocl := tb.svcCluster(svc, host, port, subset, false, dr)
 		o := tb.slabDecision()
-		*o = *d
+		*o = tgt.dec
 		o.Cluster = ocl
 		tgt.open = o
 	}
-	tb.keys = append(tb.keys, tableSvcKey{li: l.idx, port: port, subset: subset, tgt: tgt})
+	tb.keys = append(tb.keys, tableSvcKey{li: l.idx, tgt: tgt})
 }
 
 // ---- bridge (receiving side) ----
@@ -1716,9 +1714,7 @@ func (tb *tableBuild) bridgeService(svc *tableService) {
 func (tb *tableBuild) addBridge(route *Origin, svc *tableService, port uint32, subset string, dr *tableDR) {
 	host := svc.host
 	cl := tb.svcCluster(svc, host, port, subset, true, dr)
-	d := tb.slabDecision()
-	*d = Decision{Origin: route, Service: host, Subset: subset, Port: port, Cluster: cl}
-	tb.keys = append(tb.keys, tableSvcKey{li: tableBridgeKey, port: port, subset: subset, tgt: tableAutoTarget{dec: d}})
+	tb.keys = append(tb.keys, tableSvcKey{li: tableBridgeKey, tgt: tableAutoTarget{dec: Decision{Origin: route, Service: host, Subset: subset, Port: port, Cluster: cl}}})
 }
 
 // ---- finish ----

@@ -244,8 +244,11 @@ type tableAutoKey struct {
 	subset string
 }
 
+// tableAutoTarget is what one key of a service resolves to. The decision
+// is held in place, not behind a pointer: one allocation and one memory
+// access fewer per key.
 type tableAutoTarget struct {
-	dec    *Decision
+	dec    Decision
 	server *tableServer
 	// open is the decision for a connection without a mesh ALPN on a
 	// server that does not require one: its cluster also holds other
@@ -355,7 +358,7 @@ func (l *tableListener) match(name string, alpn []string, hello bool) (tableMatc
 				if !mesh && tgt.open != nil {
 					return tableMatch{how: "auto", pattern: name, server: tgt.server, auto: tgt.open}, nil
 				}
-				return tableMatch{how: "auto", pattern: name, server: tgt.server, auto: tgt.dec}, nil
+				return tableMatch{how: "auto", pattern: name, server: tgt.server, auto: &tgt.dec}, nil
 			}
 		}
 	}
@@ -537,11 +540,10 @@ func tableFirst(s []string, n int) []string {
 // tableSvcKey is one key a service answers: an AUTO_PASSTHROUGH
 // (port, subset) on the listener numbered li, or with li
 // tableBridgeKey, a key of the bridge's receiving side (tgt.dec only).
+// The port and subset are those of tgt.dec.
 type tableSvcKey struct {
-	li     int32
-	port   uint32
-	subset string
-	tgt    tableAutoTarget
+	li  int32
+	tgt tableAutoTarget
 }
 
 // tableBridgeKey is tableSvcKey.li of bridge keys.
@@ -552,7 +554,7 @@ const tableBridgeKey = -1
 func (s *tableService) key(li int32, port uint32, subset string) *tableAutoTarget {
 	for i := range s.keys {
 		k := &s.keys[i]
-		if k.li == li && k.port == port && k.subset == subset {
+		if k.li == li && k.tgt.dec.Port == port && k.tgt.dec.Subset == subset {
 			return &k.tgt
 		}
 	}
