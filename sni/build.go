@@ -88,12 +88,17 @@ type Builder struct {
 	bind  string
 	cfErr error
 
-	// mu guards gen, the maps below, the gen and cluster fields of their
-	// values, and lastWarn. It is held for a whole Build and never taken
+	// mu guards gen, last, the maps below, the gen fields of the live
+	// states, and lastWarn. It is held for a whole Build and never taken
 	// on the connection path.
-	mu       sync.Mutex
-	gen      uint64
-	hosts    map[string]*tableHostLive
+	mu  sync.Mutex
+	gen uint64
+	// last is the table of the latest build or update: the next build
+	// takes its live states from it (table_live.go).
+	last *Table
+	// orphans are live states the last table dropped while connections
+	// still counted on them, by host.
+	orphans  map[string]*tableHostLive
 	routes   map[string]*tableRouteLive
 	lastWarn []string
 }
@@ -139,7 +144,6 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 		},
 		bind:   bind,
 		cfErr:  cfg.Validate(),
-		hosts:  map[string]*tableHostLive{},
 		routes: map[string]*tableRouteLive{},
 	}
 }
@@ -174,6 +178,7 @@ func (b *Builder) build(in BuildInput) *Table {
 		routeMemo: map[string]*tableRoute{},
 		policies:  map[tablePolicyKey]*tableClusterPolicy{},
 	}
+	tb.prev = b.last
 	tb.inc = &tableIncState{b: b, cfg: in.Config, routeHosts: map[string]struct{}{}, policies: tb.policies}
 	tb.buildServices()
 	tb.buildDestinationRules()
@@ -182,6 +187,7 @@ func (b *Builder) build(in BuildInput) *Table {
 	tb.buildKeys()
 	tb.finish()
 	tb.t.inc = tb.inc
+	b.last = tb.t
 	return tb.t
 }
 
@@ -222,6 +228,13 @@ type tableBuild struct {
 	warnCalls int
 	// inc is the context kept for endpoint changes; nil on an update.
 	inc *tableIncState
+	// prev is the table whose live states this build takes over (nil
+	// for the first); oldIndex finds the endpoints of its large
+	// services by address.
+	prev     *Table
+	oldIndex map[*tableService]map[string]*tableEndpointLive
+	// unknown memoizes the clusters of hosts that have no service.
+	unknown map[tableUnknownKey]*Cluster
 	// sel and selSub memoize the label pairs of the subset last asked
 	// for (selector): services of one DestinationRule come in a row.
 	selSub *networking.Subset
@@ -319,6 +332,15 @@ func (tb *tableBuild) slabPool(p tablePool) []tablePool {
 	return out
 }
 
+// tableUnknownKey is the key of a cluster of a host without a service.
+type tableUnknownKey struct {
+	host      string
+	port      uint32
+	subset    string
+	localOnly bool
+	dr        string
+}
+
 type tablePolicyKey struct {
 	dr     *tableDR
 	subset string
@@ -338,8 +360,9 @@ type tableService struct {
 	clusters []*Cluster
 	// keys are the AUTO_PASSTHROUGH and bridge keys the host answers.
 	keys []tableSvcKey
-	// hlive caches the host's live state during a build.
-	hlive *tableHostLive
+	// old is, during a build, the service of the same host in the table
+	// the build follows (tableNoService: none); nil once built.
+	old *tableService
 	// Catalog input, for endpoint changes (Builder.UpdateEndpoints): fp
 	// fingerprints the catalog endpoints of the host in input order,
 	// ncat counts them, warned says one of them was skipped with a
@@ -597,8 +620,7 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 	if local {
 		ep.Network = ""
 	}
-	live := tb.hostLive(svc.host, svc).endpoint(addr)
-	live.gen = tb.gen
+	live := tb.endpointLive(svc, addr)
 	e := tb.slabEndpoint()
 	setTableEndpoint(e, ep, local, live, 0)
 	sp.eps = append(sp.eps, e)
@@ -624,8 +646,7 @@ func (tb *tableBuild) addGatewayEntry(svc *tableService, sp *tableServicePort, e
 		e.weight = tableAddWeight(e.weight, ep.Weight)
 		return
 	}
-	live := tb.hostLive(svc.host, svc).endpoint(addr)
-	live.gen = tb.gen
+	live := tb.endpointLive(svc, addr)
 	e := tb.slabEndpoint()
 	setTableEndpoint(e, ep, false, live, 0)
 	sp.gw[key] = e
@@ -1361,7 +1382,6 @@ func tableNotSeeing(svc *tableService, nss ...string) string {
 func (tb *tableBuild) refusedCluster(host string, port uint32, subset string, reason Reason, why string) *Cluster {
 	c := tb.slabCluster()
 	*c = Cluster{service: host, port: port, subset: subset, env: tb.b.env, live: &tableClusterLive{gen: tb.gen}, refusal: &tableRefusal{why: why, reason: reason}}
-	c.live.cluster = c
 	c.pol = tb.policy(nil, nil, port)
 	tb.t.clusters = append(tb.t.clusters, c)
 	return c
@@ -1382,13 +1402,26 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 	if dr != nil {
 		drName = dr.name
 	}
-	live := tb.hostLive(host, svc).cluster(port, subset, localOnly, drName)
-	if live.gen == tb.gen && live.cluster != nil {
-		return live.cluster
+	var live *tableClusterLive
+	k := tableUnknownKey{host: host, port: port, subset: subset, localOnly: localOnly, dr: drName}
+	if svc != nil {
+		// One cluster per key and build.
+		for _, c := range svc.clusters {
+			if c.port == port && c.localOnly == localOnly && c.subset == subset && c.live.dr == drName {
+				return c
+			}
+		}
+		live = tb.clusterLive(svc, port, subset, localOnly, drName)
+	} else {
+		// No service, so no endpoints: the cluster refuses every
+		// connection and no state of it needs to outlive the table.
+		if c := tb.unknown[k]; c != nil {
+			return c
+		}
+		live = &tableClusterLive{gen: tb.gen, dr: drName}
 	}
 	c := tb.slabCluster()
 	*c = Cluster{service: host, port: port, subset: subset, localOnly: localOnly, env: tb.b.env, live: live}
-	live.gen, live.cluster = tb.gen, c
 	if svc != nil {
 		if svc.clusters == nil {
 			svc.clusters = slabSlice(&tb.ptrSlab.clusters, 4*tb.slabSize(), 2)
@@ -1396,6 +1429,10 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 		svc.clusters = append(svc.clusters, c)
 	} else {
 		tb.t.clusters = append(tb.t.clusters, c)
+		if tb.unknown == nil {
+			tb.unknown = map[tableUnknownKey]*Cluster{}
+		}
+		tb.unknown[k] = c
 	}
 	var sp *tableServicePort
 	var sub *networking.Subset
@@ -1621,6 +1658,7 @@ func (tb *tableBuild) serviceKeys(svc *tableService, auto []*tableListener) {
 	for _, sp := range svc.ports {
 		sp.seen, sp.gw = nil, nil // build-time only
 	}
+	svc.old = nil
 }
 
 // autoService indexes, for one listener with AUTO_PASSTHROUGH servers,
@@ -1728,10 +1766,11 @@ func (tb *tableBuild) finish() {
 		l.owners = nil // build-time only
 		tb.inc.order = append(tb.inc.order, l.spec.Key)
 	}
-	for host, h := range b.hosts {
-		if h.prune(tb.gen) {
-			delete(b.hosts, host)
-		}
+	if tb.prev != nil {
+		tb.prev.services.all(func(_ string, old *tableService) { tb.orphan(old) })
+	}
+	for host := range b.orphans {
+		tb.pruneOrphans(host)
 	}
 	for k, v := range b.routes {
 		if v.gen != tb.gen {

@@ -69,10 +69,13 @@ type tableEndpointLive struct {
 type tableClusterLive struct {
 	active atomic.Int64
 	rr     [3]atomic.Uint64 // local pool, remote pool, bridge pool
-	// gen is the last build that used it and cluster the *Cluster that
-	// build made; both guarded by Builder.mu and never read by Pick.
-	gen     uint64
-	cluster *Cluster
+	// gen is the last build that used it; guarded by Builder.mu and
+	// never read by Pick.
+	gen uint64
+	// dr names the DestinationRule applied ("" for none): with the
+	// cluster's port, subset and localOnly, it keys the state across
+	// builds (exportTo can make the rule differ by consumer).
+	dr string
 }
 
 // tableOutlier is a DestinationRule outlierDetection, resolved.

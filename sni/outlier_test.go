@@ -297,3 +297,105 @@ func TestLiveStateSurvivesRebuild(t *testing.T) {
 		t.Fatalf("builder keeps %d endpoint states after shrinking to one endpoint, want 1", n)
 	}
 }
+
+// outlierTestActive returns the Active count explain shows for the
+// endpoint host:443 of balanceTestSNI, or -1 when it is not listed.
+func outlierTestActive(t *testing.T, tbl *Table, addr string) int64 {
+	t.Helper()
+	ex := tbl.Explain(balanceTestSNI, []string{"istio"})
+	if len(ex) == 0 || len(ex[0].Destinations) == 0 {
+		t.Fatalf("Explain(%q) = %+v, want a destination", balanceTestSNI, ex)
+	}
+	for _, e := range ex[0].Destinations[0].Endpoints {
+		if e.Addr == addr {
+			return e.Active
+		}
+	}
+	return -1
+}
+
+// An endpoint that leaves the table while a connection still counts on
+// it, and comes back two builds later, finds its live state again: the
+// active count and the ejection.
+func TestLiveStateSurvivesRemoval(t *testing.T) {
+	b, _ := tableTestBuilder(t)
+	pol := func() *networking.TrafficPolicy { return outlierTestPolicy(1, 100, 0) }
+	c := balanceTestCluster(t, b, balanceTestSet([]uint32{1, 1, 1}, pol()))
+	held := outlierTestLease(t, c, "10.0.0.3")
+	outlierTestFail(t, c, "10.0.0.3", 1)
+	for range 2 {
+		tbl := tableTestBuild(t, b, balanceTestSet([]uint32{1, 1}, pol()))
+		if got := outlierTestActive(t, tbl, "10.0.0.3:443"); got != -1 {
+			t.Fatalf("10.0.0.3 listed (active %d) after it was removed", got)
+		}
+	}
+	tbl := tableTestBuild(t, b, balanceTestSet([]uint32{1, 1, 1}, pol()))
+	if got := outlierTestActive(t, tbl, "10.0.0.3:443"); got != 1 {
+		t.Fatalf("10.0.0.3 back with active %d, want the 1 lease held since before its removal", got)
+	}
+	d, err := tbl.Resolve(tableTestAutoKey, tableTestHello(balanceTestSNI, "istio"))
+	if err != nil {
+		t.Fatalf("Resolve() error = %v", err)
+	}
+	if got := outlierTestEjected(t, d.Cluster); !slices.Equal(got, []string{"10.0.0.3"}) {
+		t.Fatalf("ejected after coming back = %v, want [10.0.0.3]", got)
+	}
+	// Removed again while held, then released: the next build forgets it.
+	tableTestBuild(t, b, balanceTestSet([]uint32{1, 1}, pol()))
+	held.Release()
+	tableTestBuild(t, b, balanceTestSet([]uint32{1, 1}, pol()))
+	b.mu.Lock()
+	n := b.liveEndpoints()
+	b.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("builder keeps %d endpoint states after the last lease on a removed endpoint ended, want 2", n)
+	}
+}
+
+// The same through endpoint updates (UpdateServices): a catalog endpoint
+// withdrawn while it carries a connection keeps its state for when it
+// comes back, and the cluster's count carries over.
+func TestLiveStateSurvivesWithdrawal(t *testing.T) {
+	b := NewBuilder(DefaultBuilderConfig())
+	in, _ := tableBenchInput3(1)
+	host := tableBenchHost(0)
+	sni := "outbound_.8080_._." + host
+	t1, err := b.Build(in)
+	if err != nil {
+		t.Fatalf("Build() error = %v", err)
+	}
+	d, err := t1.Resolve(tableTestAutoKey, tableTestHello(sni, "istio"))
+	if err != nil {
+		t.Fatalf("Resolve(%q) error = %v", sni, err)
+	}
+	last := in.Endpoints[2].Endpoint.Addr
+	held, err := d.Cluster.Pick([]string{in.Endpoints[0].Endpoint.Addr, in.Endpoints[1].Endpoint.Addr})
+	if err != nil || held.Endpoint().Addr != last {
+		t.Fatalf("Pick() = %v, %v; want %s", held, err, last)
+	}
+	t2, err := b.UpdateServices(t1, map[string][]CatalogEndpoint{host: in.Endpoints[:2]})
+	if err != nil {
+		t.Fatalf("UpdateServices(withdraw) error = %v", err)
+	}
+	t3, err := b.UpdateServices(t2, map[string][]CatalogEndpoint{host: in.Endpoints})
+	if err != nil {
+		t.Fatalf("UpdateServices(back) error = %v", err)
+	}
+	d3, err := t3.Resolve(tableTestAutoKey, tableTestHello(sni, "istio"))
+	if err != nil {
+		t.Fatalf("Resolve(%q) error = %v", sni, err)
+	}
+	if d3.Cluster == d.Cluster || d3.Cluster.Active() != 1 {
+		t.Fatalf("cluster after the updates: same %v, Active() = %d; want a new cluster counting the held lease", d3.Cluster == d.Cluster, d3.Cluster.Active())
+	}
+	var got int64 = -1
+	for _, e := range t3.Explain(sni, []string{"istio"})[0].Destinations[0].Endpoints {
+		if e.Addr == last {
+			got = e.Active
+		}
+	}
+	if got != 1 {
+		t.Fatalf("%s back with active %d, want 1", last, got)
+	}
+	held.Release()
+}

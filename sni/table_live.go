@@ -2,14 +2,17 @@ package sni
 
 import "slices"
 
-// tableHostLive is the live state of one service host: its endpoints'
-// and its clusters' states, kept by the Builder across tables. One map
-// entry per host (instead of one per endpoint and per cluster) keeps the
-// builder small and its lookups cheap. Guarded by Builder.mu.
+// Live state (active connections, failures, ejections, round-robin
+// positions) outlives tables. A build takes each endpoint's and each
+// cluster's state from the table it follows (Builder.last, or the table
+// an update starts from): that table is the index, so the builder keeps
+// no map of its own for the states in use. Only states the new table
+// drops while connections still count on them are kept aside, in
+// Builder.orphans, so that an endpoint that comes back finds them.
+
+// tableHostLive holds one host's orphaned states. Guarded by Builder.mu.
 type tableHostLive struct {
-	eps []tableEPLive
-	// index finds an endpoint by address once eps is large.
-	index    map[string]int
+	eps      []tableEPLive
 	clusters []tableClusterLiveRef
 }
 
@@ -18,110 +21,193 @@ type tableEPLive struct {
 	live *tableEndpointLive
 }
 
-// tableClusterLiveRef keys a cluster's live state within its host: the
+// tableClusterLiveRef keys an orphaned cluster state within its host: the
 // port, subset, whether it is AUTO_PASSTHROUGH-only, and the
-// DestinationRule applied ("" for none; exportTo can make it differ by
-// consumer).
+// DestinationRule applied (tableClusterLive.dr).
 type tableClusterLiveRef struct {
 	port      uint32
 	localOnly bool
 	subset    string
-	dr        string
 	live      *tableClusterLive
 }
 
-// tableHostIndexMin is the endpoint count from which a host's endpoints
-// are indexed by address.
-const tableHostIndexMin = 16
+// tableIndexMin is the endpoint count from which a service's endpoints
+// in the previous table are found through a map instead of a scan.
+const tableIndexMin = 16
 
-// hostLive returns the live state of host, creating it; svc (may be nil)
-// caches it for the build.
-func (tb *tableBuild) hostLive(host string, svc *tableService) *tableHostLive {
-	if svc != nil && svc.hlive != nil {
-		return svc.hlive
-	}
-	h := tb.b.hosts[host]
-	if h == nil {
-		h = &tableHostLive{}
-		tb.b.hosts[host] = h
-	}
-	if svc != nil {
-		svc.hlive = h
-	}
-	return h
-}
+// tableNoService marks a tableService.old looked up and not found.
+var tableNoService = &tableService{}
 
-// endpoint returns the live state of endpoint addr, creating it.
-func (h *tableHostLive) endpoint(addr string) *tableEndpointLive {
-	if h.index != nil {
-		if i, ok := h.index[addr]; ok {
-			return h.eps[i].live
-		}
-	} else {
-		for i := range h.eps {
-			if h.eps[i].addr == addr {
-				return h.eps[i].live
+// oldService returns the service of svc's host in the table this build
+// follows, or nil.
+func (tb *tableBuild) oldService(svc *tableService) *tableService {
+	if svc.old == nil {
+		svc.old = tableNoService
+		if tb.prev != nil {
+			if o := tb.prev.service(svc.host); o != nil {
+				svc.old = o
 			}
 		}
 	}
-	l := &tableEndpointLive{}
-	h.eps = append(h.eps, tableEPLive{addr: addr, live: l})
-	if h.index != nil {
-		h.index[addr] = len(h.eps) - 1
-	} else if len(h.eps) >= tableHostIndexMin {
-		h.reindex()
+	if svc.old == tableNoService {
+		return nil
 	}
+	return svc.old
+}
+
+// endpointLive returns the live state of endpoint addr of svc: the one
+// it had in the previous table or among the orphans, or a new one. It
+// marks the state used by this build.
+func (tb *tableBuild) endpointLive(svc *tableService, addr string) *tableEndpointLive {
+	l := tb.findEndpointLive(svc, addr)
+	if l == nil {
+		l = &tableEndpointLive{}
+	}
+	l.gen = tb.gen
 	return l
 }
 
-func (h *tableHostLive) reindex() {
-	h.index = nil
-	if len(h.eps) < tableHostIndexMin {
+func (tb *tableBuild) findEndpointLive(svc *tableService, addr string) *tableEndpointLive {
+	if old := tb.oldService(svc); old != nil {
+		n := 0
+		for _, sp := range old.ports {
+			n += len(sp.eps)
+		}
+		if n < tableIndexMin {
+			for _, sp := range old.ports {
+				for _, e := range sp.eps {
+					if e.addr == addr {
+						return e.live
+					}
+				}
+			}
+		} else {
+			ix := tb.oldIndex[old]
+			if ix == nil {
+				ix = make(map[string]*tableEndpointLive, n)
+				for _, sp := range old.ports {
+					for _, e := range sp.eps {
+						if _, dup := ix[e.addr]; !dup {
+							ix[e.addr] = e.live
+						}
+					}
+				}
+				if tb.oldIndex == nil {
+					tb.oldIndex = map[*tableService]map[string]*tableEndpointLive{}
+				}
+				tb.oldIndex[old] = ix
+			}
+			if l := ix[addr]; l != nil {
+				return l
+			}
+		}
+	}
+	if h := tb.b.orphans[svc.host]; h != nil {
+		for _, e := range h.eps {
+			if e.addr == addr {
+				return e.live
+			}
+		}
+	}
+	return nil
+}
+
+// clusterLive returns the live state of a cluster of svc: the one the
+// previous table's cluster of the same key had, an orphaned one, or a
+// new one. It marks the state used by this build.
+func (tb *tableBuild) clusterLive(svc *tableService, port uint32, subset string, localOnly bool, dr string) *tableClusterLive {
+	l := tb.findClusterLive(svc, port, subset, localOnly, dr)
+	if l == nil {
+		l = &tableClusterLive{dr: dr}
+	}
+	l.gen = tb.gen
+	return l
+}
+
+func (tb *tableBuild) findClusterLive(svc *tableService, port uint32, subset string, localOnly bool, dr string) *tableClusterLive {
+	if old := tb.oldService(svc); old != nil {
+		for _, c := range old.clusters {
+			if c.port == port && c.localOnly == localOnly && c.subset == subset && c.live.dr == dr {
+				return c.live
+			}
+		}
+	}
+	if h := tb.b.orphans[svc.host]; h != nil {
+		for _, c := range h.clusters {
+			if c.port == port && c.localOnly == localOnly && c.subset == subset && c.live.dr == dr {
+				return c.live
+			}
+		}
+	}
+	return nil
+}
+
+// orphan keeps aside the states of old (a service of the previous table)
+// that this build did not take over and that still count connections.
+func (tb *tableBuild) orphan(old *tableService) {
+	var h *tableHostLive
+	get := func() *tableHostLive {
+		if h == nil {
+			if h = tb.b.orphans[old.host]; h == nil {
+				h = &tableHostLive{}
+				if tb.b.orphans == nil {
+					tb.b.orphans = map[string]*tableHostLive{}
+				}
+				tb.b.orphans[old.host] = h
+			}
+		}
+		return h
+	}
+	for _, sp := range old.ports {
+		for _, e := range sp.eps {
+			if e.live.gen != tb.gen && e.live.active.Load() > 0 && !slices.ContainsFunc(get().eps, func(x tableEPLive) bool { return x.live == e.live }) {
+				h.eps = append(h.eps, tableEPLive{addr: e.addr, live: e.live})
+			}
+		}
+	}
+	for _, c := range old.clusters {
+		if c.live.gen != tb.gen && c.live.active.Load() > 0 && !slices.ContainsFunc(get().clusters, func(x tableClusterLiveRef) bool { return x.live == c.live }) {
+			h.clusters = append(h.clusters, tableClusterLiveRef{port: c.port, localOnly: c.localOnly, subset: c.subset, live: c.live})
+		}
+	}
+	if h != nil && len(h.eps) == 0 && len(h.clusters) == 0 {
+		delete(tb.b.orphans, old.host)
+	}
+}
+
+// pruneOrphans forgets the orphaned states of host that this build took
+// back or that no connection counts on any more.
+func (tb *tableBuild) pruneOrphans(host string) {
+	h := tb.b.orphans[host]
+	if h == nil {
 		return
 	}
-	h.index = make(map[string]int, len(h.eps))
-	for i, e := range h.eps {
-		h.index[e.addr] = i
-	}
-}
-
-// cluster returns the live state of a cluster, creating it.
-func (h *tableHostLive) cluster(port uint32, subset string, localOnly bool, dr string) *tableClusterLive {
-	for i := range h.clusters {
-		c := &h.clusters[i]
-		if c.port == port && c.localOnly == localOnly && c.subset == subset && c.dr == dr {
-			return c.live
-		}
-	}
-	l := &tableClusterLive{}
-	h.clusters = append(h.clusters, tableClusterLiveRef{port: port, localOnly: localOnly, subset: subset, dr: dr, live: l})
-	return l
-}
-
-// prune drops the states build gen did not use, unless they still count
-// connections, and forgets the clusters gen did not make. It reports
-// whether nothing is left.
-func (h *tableHostLive) prune(gen uint64) bool {
-	n := len(h.eps)
-	h.eps = slices.DeleteFunc(h.eps, func(e tableEPLive) bool { return e.live.gen != gen && e.live.active.Load() <= 0 })
-	if len(h.eps) != n {
-		h.reindex()
-	}
+	h.eps = slices.DeleteFunc(h.eps, func(e tableEPLive) bool { return e.live.gen == tb.gen || e.live.active.Load() <= 0 })
 	h.clusters = slices.DeleteFunc(h.clusters, func(c tableClusterLiveRef) bool {
-		if c.live.gen == gen {
-			return false
-		}
-		c.live.cluster = nil
-		return c.live.active.Load() <= 0
+		return c.live.gen == tb.gen || c.live.active.Load() <= 0
 	})
-	return len(h.eps) == 0 && len(h.clusters) == 0
+	if len(h.eps) == 0 && len(h.clusters) == 0 {
+		delete(tb.b.orphans, host)
+	}
 }
 
-// liveEndpoints counts the endpoint states the builder keeps (tests).
+// liveEndpoints counts the endpoint states the builder keeps: those of
+// its last table and the orphans (tests).
 func (b *Builder) liveEndpoints() int {
-	n := 0
-	for _, h := range b.hosts {
-		n += len(h.eps)
+	seen := map[*tableEndpointLive]bool{}
+	if b.last != nil {
+		b.last.services.all(func(_ string, svc *tableService) {
+			for _, sp := range svc.ports {
+				for _, e := range sp.eps {
+					seen[e.live] = true
+				}
+			}
+		})
 	}
-	return n
+	for _, h := range b.orphans {
+		for _, e := range h.eps {
+			seen[e.live] = true
+		}
+	}
+	return len(seen)
 }

@@ -273,7 +273,7 @@ func (b *Builder) update(prev *Table, changes map[string][]CatalogEndpoint) (*Ta
 	t := &Table{node: prev.node, specs: prev.specs, listeners: make(map[string]*tableListener, len(prev.listeners)),
 		services: prev.services.derive(), clusters: prev.clusters, env: prev.env, drs: prev.drs, inc: st}
 	tb := &tableBuild{b: b, gen: b.gen, in: BuildInput{Config: st.cfg, Node: prev.node}, cfg: st.cfg, t: t,
-		warnSet: map[string]bool{}, policies: st.policies}
+		warnSet: map[string]bool{}, policies: st.policies, prev: prev}
 	for k, l := range prev.listeners {
 		nl := *l
 		nl.table = t
@@ -314,13 +314,15 @@ func (b *Builder) update(prev *Table, changes map[string][]CatalogEndpoint) (*Ta
 		}
 	}
 	t.warnings = prev.warnings
-	// Prune the live state the old services used and the new ones do
-	// not, unless it still counts connections.
+	// Keep aside the live states the old services used and the new ones
+	// do not, if they still count connections.
 	for _, host := range hosts {
-		if h := b.hosts[host]; h != nil && h.prune(tb.gen) {
-			delete(b.hosts, host)
+		if old := prev.service(host); old != nil {
+			tb.orphan(old)
 		}
+		tb.pruneOrphans(host)
 	}
+	b.last = t
 	b.env.log.Debug("sni: route table updated", "node", prev.node.Name, "services", len(hosts))
 	return t, nil
 }
