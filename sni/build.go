@@ -173,7 +173,7 @@ func (b *Builder) build(in BuildInput) *Table {
 		gen:       b.gen,
 		in:        in,
 		cfg:       in.Config,
-		t:         &Table{node: in.Node, listeners: map[string]*tableListener{}, services: newTableShardMap[string, *tableService](len(in.Endpoints) / 2), env: b.env},
+		t:         &Table{node: in.Node, listeners: map[string]*tableListener{}, services: newTableShardMap[string, *tableService](tableCountHosts(in)), env: b.env},
 		warnSet:   map[string]bool{},
 		routeMemo: map[string]*tableRoute{},
 		policies:  map[tablePolicyKey]*tableClusterPolicy{},
@@ -189,6 +189,26 @@ func (b *Builder) build(in BuildInput) *Table {
 	tb.t.inc = tb.inc
 	b.last = tb.t
 	return tb.t
+}
+
+// tableCountHosts estimates the services of in, to size the service map:
+// catalogs list a service's endpoints together, so it counts runs of one
+// host (exact for such input), plus the ServiceEntry hosts.
+func tableCountHosts(in BuildInput) int {
+	n := 0
+	for i := range in.Endpoints {
+		if i == 0 || in.Endpoints[i].Host != in.Endpoints[i-1].Host {
+			n++
+		}
+	}
+	if in.Config != nil {
+		for _, se := range in.Config.ServiceEntries {
+			if se != nil && se.Spec != nil {
+				n += len(se.Spec.Hosts)
+			}
+		}
+	}
+	return n
 }
 
 // tableBuild is the state of one Build.
@@ -233,6 +253,11 @@ type tableBuild struct {
 	// services by address.
 	prev     *Table
 	oldIndex map[*tableService]map[string]*tableEndpointLive
+	// seen are the endpoint addresses of the ports with many (see
+	// tableSeenMin); gw indexes the split-horizon entries of a port by
+	// gateway and label set (tableGatewayKey).
+	seen map[*tableServicePort]map[string]struct{}
+	gw   map[*tableServicePort]map[string]*tableEndpoint
 	// unknown memoizes the clusters of hosts that have no service.
 	unknown map[tableUnknownKey]*Cluster
 	// sel and selSub memoize the label pairs of the subset last asked
@@ -349,12 +374,11 @@ type tablePolicyKey struct {
 
 // tableService is one service host with its ports and endpoints.
 type tableService struct {
-	host      string
-	namespace string
-	source    string // "ServiceEntry ns/name" or "catalog"
-	exportTo  []string
-	internal  bool
-	ports     []*tableServicePort // sorted by number
+	host string
+	// tableServiceDef says where the service comes from; every catalog
+	// service shares tableCatalogDef.
+	*tableServiceDef
+	ports []*tableServicePort // sorted by number
 	dr        *tableDR
 	// clusters are the clusters of this host.
 	clusters []*Cluster
@@ -372,6 +396,17 @@ type tableService struct {
 	warned bool
 	scr    tableServiceScratch
 }
+
+// tableServiceDef is the origin of a service.
+type tableServiceDef struct {
+	namespace string
+	source    string // "ServiceEntry ns/name" or "catalog"
+	exportTo  []string
+	internal  bool
+}
+
+// tableCatalogDef is the origin of every catalog service.
+var tableCatalogDef = &tableServiceDef{source: "catalog", internal: true}
 
 // port returns the service port numbered n, or nil.
 func (s *tableService) port(n uint32) *tableServicePort {
@@ -394,16 +429,16 @@ func (s *tableService) portList() []uint32 {
 
 type tableServicePort struct {
 	number     uint32
-	name       string
 	targetPort uint32
+	remote     int32 // how many of eps are of another network
 	udp        bool
+	name       string
 	eps        []*tableEndpoint
-	remote     int                 // how many of eps are of another network
-	seen       map[string]struct{} // endpoint addresses, once eps is large
-	// gw indexes the split-horizon entries by gateway and label set
-	// (tableGatewayKey); build-time only.
-	gw map[string]*tableEndpoint
 }
+
+// tableSeenMin is the endpoint count of a port from which a build finds
+// duplicate addresses through a set (tableBuild.seen) instead of a scan.
+const tableSeenMin = 16
 
 // tableDR is a DestinationRule, indexed.
 type tableDR struct {
@@ -478,10 +513,10 @@ func (tb *tableBuild) buildServices() {
 				tb.warn("ServiceEntry %s: host %s already defined by %s; skipped", name, host, old.source)
 				continue
 			}
-			svc := &tableService{
-				host: host, namespace: ns, source: "ServiceEntry " + name, exportTo: spec.ExportTo,
+			svc := &tableService{host: host, tableServiceDef: &tableServiceDef{
+				namespace: ns, source: "ServiceEntry " + name, exportTo: spec.ExportTo,
 				internal: spec.Location == networking.ServiceEntry_MESH_INTERNAL,
-			}
+			}}
 			for _, p := range spec.Ports {
 				if p == nil || p.Number == 0 || p.Number > 65535 {
 					continue
@@ -553,7 +588,7 @@ func (tb *tableBuild) buildServices() {
 		if svc == nil {
 			if svc = tb.t.service(host); svc == nil {
 				svc = tb.slabService()
-				svc.host, svc.source, svc.internal = host, "catalog", true
+				svc.host, svc.tableServiceDef = host, tableCatalogDef
 				tb.t.services.set(host, host, svc)
 			}
 		}
@@ -592,8 +627,12 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 	ep.Gateway = false
 	// The same endpoint from two sources: the first wins. Small ports are
 	// searched; large ones get a set.
-	if sp.seen != nil {
-		if _, dup := sp.seen[addr]; dup {
+	var seen map[string]struct{}
+	if len(sp.eps) >= tableSeenMin {
+		seen = tb.seen[sp]
+	}
+	if seen != nil {
+		if _, dup := seen[addr]; dup {
 			return
 		}
 	} else {
@@ -603,14 +642,18 @@ func (tb *tableBuild) addEndpoint(svc *tableService, sp *tableServicePort, ep En
 			}
 		}
 	}
-	if sp.seen == nil && len(sp.eps) >= 16 {
-		sp.seen = make(map[string]struct{}, 2*len(sp.eps))
+	if seen == nil && len(sp.eps) >= tableSeenMin {
+		seen = make(map[string]struct{}, 2*len(sp.eps))
 		for _, e := range sp.eps {
-			sp.seen[e.addr] = struct{}{}
+			seen[e.addr] = struct{}{}
 		}
+		if tb.seen == nil {
+			tb.seen = map[*tableServicePort]map[string]struct{}{}
+		}
+		tb.seen[sp] = seen
 	}
-	if sp.seen != nil {
-		sp.seen[addr] = struct{}{}
+	if seen != nil {
+		seen[addr] = struct{}{}
 	}
 	ep.Addr = addr
 	if ep.Weight == 0 {
@@ -639,17 +682,22 @@ func (tb *tableBuild) addGatewayEntry(svc *tableService, sp *tableServicePort, e
 	ep.Bridge = strings.TrimSpace(ep.Bridge)
 	ep.Weight = max(ep.Weight, 1)
 	key := tableGatewayKey(ep)
-	if sp.gw == nil {
-		sp.gw = map[string]*tableEndpoint{}
+	gw := tb.gw[sp]
+	if gw == nil {
+		gw = map[string]*tableEndpoint{}
+		if tb.gw == nil {
+			tb.gw = map[*tableServicePort]map[string]*tableEndpoint{}
+		}
+		tb.gw[sp] = gw
 	}
-	if e := sp.gw[key]; e != nil {
+	if e := gw[key]; e != nil {
 		e.weight = tableAddWeight(e.weight, ep.Weight)
 		return
 	}
 	live := tb.endpointLive(svc, addr)
 	e := tb.slabEndpoint()
 	setTableEndpoint(e, ep, false, live, 0)
-	sp.gw[key] = e
+	gw[key] = e
 	sp.eps = append(sp.eps, e)
 	sp.remote++
 }
@@ -1654,9 +1702,6 @@ func (tb *tableBuild) serviceKeys(svc *tableService, auto []*tableListener) {
 		svc.keys = tb.keySlab[:n:n]
 		tb.keySlab = tb.keySlab[n:]
 		copy(svc.keys, tb.keys)
-	}
-	for _, sp := range svc.ports {
-		sp.seen, sp.gw = nil, nil // build-time only
 	}
 	svc.old = nil
 }

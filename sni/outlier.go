@@ -53,16 +53,16 @@ func (c *tableClock) get(e *tableEnv) int64 {
 // tableEndpointLive is the state of one endpoint that outlives tables:
 // keyed by service host and endpoint address.
 type tableEndpointLive struct {
-	active   atomic.Int64
-	failures atomic.Uint32
+	active atomic.Int64
 	// ejectedUntil is the mono time the ejection ends; 0 = not ejected.
 	ejectedUntil atomic.Int64
 	// lastUneject is the mono time the last ejection ended.
 	lastUneject atomic.Int64
+	ejections   atomic.Uint64
+	gen         uint64 // last build that used it; guarded by Builder.mu
+	failures    atomic.Uint32
 	// backoff multiplies baseEjectionTime; written under tableEnv.ejectMu.
-	backoff   atomic.Uint32
-	ejections atomic.Uint64
-	gen       uint64 // last build that used it; guarded by Builder.mu
+	backoff atomic.Uint32
 }
 
 // tableClusterLive is the state of one cluster that outlives tables.

@@ -36,7 +36,7 @@ type tableClusterLiveRef struct {
 const tableIndexMin = 16
 
 // tableNoService marks a tableService.old looked up and not found.
-var tableNoService = &tableService{}
+var tableNoService = &tableService{tableServiceDef: &tableServiceDef{}}
 
 // oldService returns the service of svc's host in the table this build
 // follows, or nil.

@@ -295,7 +295,7 @@ func (b *Builder) update(prev *Table, changes map[string][]CatalogEndpoint) (*Ta
 		if len(eps) == 0 {
 			continue
 		}
-		svc := &tableService{host: host, source: "catalog", internal: true}
+		svc := &tableService{host: host, tableServiceDef: tableCatalogDef}
 		t.services.set(host, host, svc)
 		for i := range eps {
 			tb.addCatalog(svc, &eps[i])
