@@ -1746,9 +1746,9 @@ func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, svc *tableServ
 	host := svc.host
 	cl := tb.svcCluster(svc, host, port, subset, true, dr)
 	if srv.auto == nil {
-		srv.auto = &Origin{Route: srv.route, Mode: ModeAutoPassthrough, Gateway: srv.gateway, Server: srv.name}
+		srv.auto = &Origin{Route: srv.route, Mode: ModeAutoPassthrough, Gateway: srv.gateway, Server: srv.name, server: srv}
 	}
-	tgt := tableAutoTarget{server: srv, dec: Decision{Origin: srv.auto, Service: host, Subset: subset, Port: port, Cluster: cl}}
+	tgt := tableAutoTarget{dec: Decision{Origin: srv.auto, Service: host, Subset: subset, Port: port, Cluster: cl}}
 	if !srv.requireALPN {
 		// Clients without a mesh ALPN are not Istio sidecars doing
 		// split horizon: other networks' endpoints are theirs too,

@@ -124,6 +124,9 @@ type Origin struct {
 	// TLS is the server's tls block for the terminating modes (SIMPLE,
 	// MUTUAL, ISTIO_MUTUAL, OPTIONAL_MUTUAL) and nil otherwise. Read only.
 	TLS *networking.ServerTLSSettings
+	// server is, for AUTO_PASSTHROUGH decisions, the server whose keys
+	// they are (its mesh ALPN rule).
+	server *tableServer
 }
 
 // Policy is the connection policy of d's cluster.
@@ -248,8 +251,9 @@ type tableAutoKey struct {
 // is held in place, not behind a pointer: one allocation and one memory
 // access fewer per key.
 type tableAutoTarget struct {
-	dec    Decision
-	server *tableServer
+	// dec.Origin.server is the AUTO_PASSTHROUGH server (nil for bridge
+	// keys).
+	dec Decision
 	// open is the decision for a connection without a mesh ALPN on a
 	// server that does not require one: its cluster also holds other
 	// networks' endpoints, reached through the bridge. nil when the
@@ -346,7 +350,8 @@ func (l *tableListener) match(name string, alpn []string, hello bool) (tableMatc
 			autoName = true
 			if tgt := l.table.autoTarget(l.idx, ap); tgt != nil {
 				mesh := IsMeshALPN(alpn)
-				if tgt.server.requireALPN && !mesh {
+				srv := tgt.dec.server
+				if srv.requireALPN && !mesh {
 					return tableMatch{}, &RefusedError{Reason: ReasonALPN, Detail: fmt.Sprintf("SNI %q on %s: AUTO_PASSTHROUGH requires an Istio mesh ALPN (istio, istio-peer-exchange, istio-http/1.0, istio-http/1.1, istio-h2); client offered %q", name, l.spec.Key, tableFirst(alpn, 4))}
 				}
 				// With a mesh ALPN the client is an Istio sidecar that
@@ -356,9 +361,9 @@ func (l *tableListener) match(name string, alpn []string, hello bool) (tableMatc
 				// REQUESTED_NETWORK_VIEW). Without one, other networks
 				// are reached through the bridge.
 				if !mesh && tgt.open != nil {
-					return tableMatch{how: "auto", pattern: name, server: tgt.server, auto: tgt.open}, nil
+					return tableMatch{how: "auto", pattern: name, server: srv, auto: tgt.open}, nil
 				}
-				return tableMatch{how: "auto", pattern: name, server: tgt.server, auto: &tgt.dec}, nil
+				return tableMatch{how: "auto", pattern: name, server: srv, auto: &tgt.dec}, nil
 			}
 		}
 	}
