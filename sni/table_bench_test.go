@@ -160,8 +160,9 @@ func tableBenchChanged(in BuildInput, i, gen int) BuildInput {
 // BenchmarkTableEndpointChange makes one service's endpoints change (a
 // new address set) and measures the work until a table routing the new
 // endpoints is ready: "delta" hands the changed service to
-// UpdateServices (as a catalog that reports deltas would), "diff" hands
-// the complete endpoint list to UpdateEndpoints (as the agent does) and
+// UpdateServices (as the agent does with the catalog's per-service
+// changes), "diff" hands the complete endpoint list to UpdateEndpoints
+// (the agent's fallback when the changes are not known per service) and
 // "rebuild" is a full Build of that list (as before incremental updates).
 func BenchmarkTableEndpointChange(b *testing.B) {
 	for _, n := range tableBenchSizes {
