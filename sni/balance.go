@@ -141,33 +141,21 @@ func setTableEndpoint(e *tableEndpoint, ep Endpoint, local bool, live *tableEndp
 	}
 }
 
-func (e *tableEndpoint) network() string {
+// tableNoFar is the far part of an endpoint whose far is nil.
+var tableNoFar tableEndpointFar
+
+// farPart returns e's far part, empty when e has none.
+func (e *tableEndpoint) farPart() *tableEndpointFar {
 	if e.far == nil {
-		return ""
+		return &tableNoFar
 	}
-	return e.far.network
+	return e.far
 }
 
-func (e *tableEndpoint) bridge() string {
-	if e.far == nil {
-		return ""
-	}
-	return e.far.bridge
-}
-
-func (e *tableEndpoint) identity() string {
-	if e.far == nil {
-		return ""
-	}
-	return e.far.identity
-}
-
-func (e *tableEndpoint) behind() uint64 {
-	if e.far == nil {
-		return 0
-	}
-	return e.far.behind
-}
+func (e *tableEndpoint) network() string  { return e.farPart().network }
+func (e *tableEndpoint) bridge() string   { return e.farPart().bridge }
+func (e *tableEndpoint) identity() string { return e.farPart().identity }
+func (e *tableEndpoint) behind() uint64   { return e.farPart().behind }
 
 // endpoint returns e as an Endpoint.
 func (e *tableEndpoint) endpoint() Endpoint {

@@ -379,7 +379,7 @@ type tableService struct {
 	// service shares tableCatalogDef.
 	*tableServiceDef
 	ports []*tableServicePort // sorted by number
-	dr        *tableDR
+	dr    *tableDR
 	// clusters are the clusters of this host.
 	clusters []*Cluster
 	// keys are the AUTO_PASSTHROUGH and bridge keys the host answers.
