@@ -357,13 +357,26 @@ func (tb *tableBuild) slabPool(p tablePool) []tablePool {
 	return out
 }
 
+// tableClusterKey identifies a cluster within its host, in one build and
+// across builds: the port, subset, whether it is AUTO_PASSTHROUGH-only,
+// and the DestinationRule applied ("" for none; exportTo can make it
+// differ by consumer).
+type tableClusterKey struct {
+	port      uint32
+	localOnly bool
+	subset    string
+	dr        string
+}
+
+// key returns c's key; the rule's name is kept in its live state.
+func (c *Cluster) key() tableClusterKey {
+	return tableClusterKey{port: c.port, localOnly: c.localOnly, subset: c.subset, dr: c.live.dr}
+}
+
 // tableUnknownKey is the key of a cluster of a host without a service.
 type tableUnknownKey struct {
-	host      string
-	port      uint32
-	subset    string
-	localOnly bool
-	dr        string
+	host string
+	tableClusterKey
 }
 
 type tablePolicyKey struct {
@@ -1451,19 +1464,19 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 		drName = dr.name
 	}
 	var live *tableClusterLive
-	k := tableUnknownKey{host: host, port: port, subset: subset, localOnly: localOnly, dr: drName}
+	key := tableClusterKey{port: port, localOnly: localOnly, subset: subset, dr: drName}
 	if svc != nil {
 		// One cluster per key and build.
 		for _, c := range svc.clusters {
-			if c.port == port && c.localOnly == localOnly && c.subset == subset && c.live.dr == drName {
+			if c.key() == key {
 				return c
 			}
 		}
-		live = tb.clusterLive(svc, port, subset, localOnly, drName)
+		live = tb.clusterLive(svc, key)
 	} else {
 		// No service, so no endpoints: the cluster refuses every
 		// connection and no state of it needs to outlive the table.
-		if c := tb.unknown[k]; c != nil {
+		if c := tb.unknown[tableUnknownKey{host, key}]; c != nil {
 			return c
 		}
 		live = &tableClusterLive{gen: tb.gen, dr: drName}
@@ -1480,7 +1493,7 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 		if tb.unknown == nil {
 			tb.unknown = map[tableUnknownKey]*Cluster{}
 		}
-		tb.unknown[k] = c
+		tb.unknown[tableUnknownKey{host, key}] = c
 	}
 	var sp *tableServicePort
 	var sub *networking.Subset

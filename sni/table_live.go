@@ -21,14 +21,11 @@ type tableEPLive struct {
 	live *tableEndpointLive
 }
 
-// tableClusterLiveRef keys an orphaned cluster state within its host: the
-// port, subset, whether it is AUTO_PASSTHROUGH-only, and the
-// DestinationRule applied (tableClusterLive.dr).
+// tableClusterLiveRef is an orphaned cluster state with the key of its
+// cluster.
 type tableClusterLiveRef struct {
-	port      uint32
-	localOnly bool
-	subset    string
-	live      *tableClusterLive
+	key  tableClusterKey
+	live *tableClusterLive
 }
 
 // tableIndexMin is the endpoint count from which a service's endpoints
@@ -115,26 +112,26 @@ func (tb *tableBuild) findEndpointLive(svc *tableService, addr string) *tableEnd
 // clusterLive returns the live state of a cluster of svc: the one the
 // previous table's cluster of the same key had, an orphaned one, or a
 // new one. It marks the state used by this build.
-func (tb *tableBuild) clusterLive(svc *tableService, port uint32, subset string, localOnly bool, dr string) *tableClusterLive {
-	l := tb.findClusterLive(svc, port, subset, localOnly, dr)
+func (tb *tableBuild) clusterLive(svc *tableService, key tableClusterKey) *tableClusterLive {
+	l := tb.findClusterLive(svc, key)
 	if l == nil {
-		l = &tableClusterLive{dr: dr}
+		l = &tableClusterLive{dr: key.dr}
 	}
 	l.gen = tb.gen
 	return l
 }
 
-func (tb *tableBuild) findClusterLive(svc *tableService, port uint32, subset string, localOnly bool, dr string) *tableClusterLive {
+func (tb *tableBuild) findClusterLive(svc *tableService, key tableClusterKey) *tableClusterLive {
 	if old := tb.oldService(svc); old != nil {
 		for _, c := range old.clusters {
-			if c.port == port && c.localOnly == localOnly && c.subset == subset && c.live.dr == dr {
+			if c.key() == key {
 				return c.live
 			}
 		}
 	}
 	if h := tb.b.orphans[svc.host]; h != nil {
 		for _, c := range h.clusters {
-			if c.port == port && c.localOnly == localOnly && c.subset == subset && c.live.dr == dr {
+			if c.key == key {
 				return c.live
 			}
 		}
@@ -167,7 +164,7 @@ func (tb *tableBuild) orphan(old *tableService) {
 	}
 	for _, c := range old.clusters {
 		if c.live.gen != tb.gen && c.live.active.Load() > 0 && !slices.ContainsFunc(get().clusters, func(x tableClusterLiveRef) bool { return x.live == c.live }) {
-			h.clusters = append(h.clusters, tableClusterLiveRef{port: c.port, localOnly: c.localOnly, subset: c.subset, live: c.live})
+			h.clusters = append(h.clusters, tableClusterLiveRef{key: c.key(), live: c.live})
 		}
 	}
 	if h != nil && len(h.eps) == 0 && len(h.clusters) == 0 {
