@@ -1037,15 +1037,7 @@ func BenchmarkResolveAutoPassthrough(b *testing.B) {
 	for _, n := range []int{100, 100_000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
 			tbl, hellos := tableBenchAuto(b, n)
-			b.ReportAllocs()
-			b.ResetTimer()
-			i := 0
-			for b.Loop() {
-				if _, err := tbl.Resolve(tableTestAutoKey, hellos[i&1023]); err != nil {
-					b.Fatalf("Resolve(%q) error = %v", hellos[i&1023].ServerName, err)
-				}
-				i++
-			}
+			tableBenchResolve(b, tbl, hellos)
 		})
 	}
 }
