@@ -83,6 +83,16 @@ func (c *Cluster) problem() (string, Reason) {
 	return c.refusal.why, cmp.Or(c.refusal.reason, ReasonNoEndpoint)
 }
 
+// emptyRefusal is the refusal of a connection to c when c has no
+// endpoints: Pick returns it and explain reports it.
+func (c *Cluster) emptyRefusal() *RefusedError {
+	why, reason := c.problem()
+	if why == "" {
+		why = "no endpoints"
+	}
+	return &RefusedError{Reason: reason, Detail: c.Name() + ": " + why}
+}
+
 // tableClusterPolicy is the resolved DestinationRule traffic policy of a
 // cluster; clusters under the same rule, subset and port share one.
 type tableClusterPolicy struct {
@@ -260,11 +270,7 @@ func (c *Cluster) pick(tried []string, via tableVia, preferNet string) (*Lease, 
 		return nil, &RefusedError{Reason: ReasonNoEndpoint, Detail: "no cluster"}
 	}
 	if c.size == 0 {
-		why, reason := c.problem()
-		if why == "" {
-			why = "no endpoints"
-		}
-		return nil, &RefusedError{Reason: reason, Detail: c.Name() + ": " + why}
+		return nil, c.emptyRefusal()
 	}
 	n := c.live.active.Add(1)
 	if max := c.pol.conn.MaxConnections; max > 0 && n > int64(max) {

@@ -187,11 +187,8 @@ func explainDestination(d *Decision, w uint64, now int64) ExplainedDestination {
 	}
 	switch {
 	case c.size == 0:
-		why, reason := c.problem()
-		if why == "" {
-			why = "no endpoints"
-		}
-		ed.Reason, ed.Detail = reason, c.Name()+": "+why
+		r := c.emptyRefusal()
+		ed.Reason, ed.Detail = r.Reason, r.Detail
 	case c.pol.conn.MaxConnections > 0 && ed.Active >= int64(c.pol.conn.MaxConnections):
 		ed.Reason = ReasonOverloaded
 		ed.Detail = fmt.Sprintf("%s: %d active connections reached connectionPool.tcp.maxConnections %d", c.Name(), ed.Active, c.pol.conn.MaxConnections)
