@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -514,7 +515,7 @@ func (s *Server) handle(pc *proxyConn, spec *ListenerSpec) {
 	}
 	gauge.Inc()
 	pol := &dec.Cluster.pol.conn
-	if _, raw := up.(*net.TCPConn); !raw || terminated {
+	if !tcpSocket(up) || terminated {
 		pc.stream = streamRelayStart(s.wg.Go, client, up, pol.IdleTimeout, pc.start, pol.MaxConnectionDuration, s.m.rx, s.m.tx, func(r *streamRelay) {
 			gauge.Dec()
 			lease.Release()
@@ -548,7 +549,7 @@ func (s *Server) via(h *Hello) tableVia {
 // upstreamAddr is the access log's upstream: the endpoint, or for a
 // bridged connection "bridge:<gateway bridge address>".
 func upstreamAddr(ep Endpoint, up net.Conn) string {
-	if _, raw := up.(*net.TCPConn); !raw && ep.Bridge != "" {
+	if !tcpSocket(up) && ep.Bridge != "" {
 		return "bridge:" + ep.Bridge
 	}
 	return ep.Addr
@@ -561,7 +562,7 @@ func upstreamAddr(ep Endpoint, up net.Conn) string {
 // remote gateway the next try prefers another gateway of the same
 // network. On failure it returns the refusal reason: the cluster's own
 // (no_endpoint, overloaded) if nothing was dialled, else ReasonUpstream.
-// A bridged upstream is not a *net.TCPConn. early goes with a bridged
+// A bridged upstream is not a TCP socket (tcpSocket). early goes with a bridged
 // stream's request; sentEarly reports that it did, else the caller writes
 // it once connected.
 func (s *Server) connect(ctx context.Context, dec *Decision, via tableVia, early []byte) (_ net.Conn, _ *Lease, sentEarly bool, _ Reason, _ error) {
@@ -629,16 +630,13 @@ func (s *Server) dialBridge(ctx context.Context, dec *Decision, ep Endpoint, ear
 }
 
 // dial connects to addr with the route's connect timeout and keep-alive.
-// Close aborts it.
-func (s *Server) dial(ctx context.Context, p ConnPolicy, addr string) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: p.ConnectTimeout}
-	if d.Timeout <= 0 {
-		d.Timeout = defaultConnectTimeout
-	}
-	if p.KeepAlive < 0 || !p.wantsKeepAlive() {
-		d.KeepAlive = -1
-	} else {
-		d.KeepAliveConfig = serverKeepAlive(p)
+// Close aborts it. An IP address is dialled without net.Dialer
+// (dialSock: the socket then holds no address objects); a host name
+// through it.
+func (s *Server) dial(ctx context.Context, p ConnPolicy, addr string) (net.Conn, error) {
+	timeout := p.ConnectTimeout
+	if timeout <= 0 {
+		timeout = defaultConnectTimeout
 	}
 	if ctx != s.ctx {
 		var cancel context.CancelFunc
@@ -646,16 +644,46 @@ func (s *Server) dial(ctx context.Context, p ConnPolicy, addr string) (*net.TCPC
 		defer cancel()
 		defer context.AfterFunc(s.ctx, cancel)()
 	}
+	keepAlive := p.KeepAlive >= 0 && p.wantsKeepAlive()
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		o := sockDialOpts{keepAlive: keepAlive}
+		if keepAlive {
+			o.idle, o.interval, o.count = p.KeepAlive, p.KeepAliveInterval, p.KeepAliveProbes
+		}
+		deadline := time.Now().Add(timeout)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		c, err := dialSock(ctx, ap, deadline, o)
+		if err != nil {
+			return nil, fmt.Errorf("sni: dial %s: %w", addr, err)
+		}
+		return c, nil
+	}
+	d := net.Dialer{Timeout: timeout, KeepAlive: -1}
+	if keepAlive {
+		d.KeepAlive, d.KeepAliveConfig = 0, serverKeepAlive(p)
+	}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("sni: dial %s: %w", addr, err)
 	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
+	if _, ok := c.(*net.TCPConn); !ok {
 		_ = c.Close()
 		return nil, fmt.Errorf("sni: dial %s: got %T, want *net.TCPConn", addr, c)
 	}
-	return tc, nil
+	return c, nil
+}
+
+// tcpSocket reports whether c is a plain TCP socket the splice pumps can
+// drive (its own fd, no TLS or stream layer): *net.TCPConn or a dialled
+// sockConn.
+func tcpSocket(c net.Conn) bool {
+	switch c.(type) {
+	case *net.TCPConn, *sockConn:
+		return true
+	}
+	return false
 }
 
 // defaultListen is ServerConfig.Listen when none is given: accepted

@@ -3,6 +3,7 @@ package sni
 import (
 	"context"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,11 +15,10 @@ import (
 // sockoptInt reads one integer socket option of c.
 func sockoptInt(t *testing.T, c net.Conn, level, opt int) int {
 	t.Helper()
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		t.Fatalf("socket is %T, want *net.TCPConn", c)
+	if !tcpSocket(c) {
+		t.Fatalf("socket is %T, want a TCP socket", c)
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := c.(syscall.Conn).SyscallConn()
 	if err != nil {
 		t.Fatalf("SyscallConn: %v", err)
 	}

@@ -815,11 +815,13 @@ func (d *spliceDir) move(n int64) (int64, error) {
 	// Small bursts (handshake flights, requests) cost fewer syscalls as
 	// one read and one write than as two splices through a pipe, as
 	// HAProxy's splice-auto also judges; bulk transfers are spliced.
-	if _, ok := d.dst().(*net.TCPConn); ok && n > spliceSmall {
+	if tcpSocket(d.dst()) && n > spliceSmall {
 		if src, dst := d.raw, d.dstRaw(); src != nil && dst != nil {
 			return spliceSockets(src, dst, n)
 		}
-		return d.dst().(*net.TCPConn).ReadFrom(lr)
+		if tc, ok := d.dst().(*net.TCPConn); ok {
+			return tc.ReadFrom(lr)
+		}
 	}
 	bp := spliceBufs.Get().(*[]byte)
 	defer spliceBufs.Put(bp)
@@ -883,12 +885,11 @@ func (r *spliceRelay) fail(c net.Conn, err error) {
 // arrived (the kernel's state says so even while bytes before it are still
 // queued).
 func spliceFinReceived(c net.Conn) bool {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
+	if !tcpSocket(c) {
 		return false
 	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
+	rc := rawOf(c)
+	if rc == nil {
 		return false
 	}
 	var info *unix.TCPInfo
