@@ -644,25 +644,24 @@ func (s *Server) dial(ctx context.Context, p ConnPolicy, addr string) (net.Conn,
 		defer cancel()
 		defer context.AfterFunc(s.ctx, cancel)()
 	}
-	keepAlive := p.KeepAlive >= 0 && p.wantsKeepAlive()
+	var ka net.KeepAliveConfig // Enable false: no SO_KEEPALIVE
+	if p.KeepAlive >= 0 && p.wantsKeepAlive() {
+		ka = serverKeepAlive(p)
+	}
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
-		o := sockDialOpts{keepAlive: keepAlive}
-		if keepAlive {
-			o.idle, o.interval, o.count = p.KeepAlive, p.KeepAliveInterval, p.KeepAliveProbes
-		}
 		deadline := time.Now().Add(timeout)
 		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 			deadline = d
 		}
-		c, err := dialSock(ctx, ap, deadline, o)
+		c, err := dialSock(ctx, ap, deadline, ka)
 		if err != nil {
 			return nil, fmt.Errorf("sni: dial %s: %w", addr, err)
 		}
 		return c, nil
 	}
 	d := net.Dialer{Timeout: timeout, KeepAlive: -1}
-	if keepAlive {
-		d.KeepAlive, d.KeepAliveConfig = 0, serverKeepAlive(p)
+	if ka.Enable {
+		d.KeepAlive, d.KeepAliveConfig = 0, ka
 	}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {

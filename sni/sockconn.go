@@ -48,14 +48,7 @@ func (c *sockConn) CloseWrite() error {
 	if err != nil {
 		return err
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.Shutdown(int(fd), unix.SHUT_WR) }); err != nil {
-		return err
-	}
-	if serr != nil {
-		return os.NewSyscallError("shutdown", serr)
-	}
-	return nil
+	return shutdownWrite(rc)
 }
 
 // SyscallConn returns the raw socket, for the splice pumps.
@@ -89,28 +82,19 @@ func (c *sockConn) addr(get func(int) (unix.Sockaddr, error)) net.Addr {
 	return nil
 }
 
-// sockDialOpts are the socket options of a dialled upstream.
-type sockDialOpts struct {
-	// keepAlive enables SO_KEEPALIVE; the three values set its idle time,
-	// probe interval (rounded up to whole seconds) and probe count where
-	// positive, and keep the OS's otherwise.
-	keepAlive bool
-	idle      time.Duration
-	interval  time.Duration
-	count     int
-}
-
 // dialSock connects a TCP socket to ap, giving up at deadline (zero:
-// never) or when ctx ends. Errors are *net.OpError, as net.Dialer's.
-func dialSock(ctx context.Context, ap netip.AddrPort, deadline time.Time, o sockDialOpts) (*sockConn, error) {
-	c, err := dialSockRaw(ctx, ap, deadline, o)
+// never) or when ctx ends. ka is applied as net.Dialer applies it, except
+// that a value of 0 keeps the OS's setting like -1 (serverKeepAlive gives
+// no 0). Errors are *net.OpError, as net.Dialer's.
+func dialSock(ctx context.Context, ap netip.AddrPort, deadline time.Time, ka net.KeepAliveConfig) (*sockConn, error) {
+	c, err := dialSockRaw(ctx, ap, deadline, ka)
 	if err != nil {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: err}
 	}
 	return c, nil
 }
 
-func dialSockRaw(ctx context.Context, ap netip.AddrPort, deadline time.Time, o sockDialOpts) (*sockConn, error) {
+func dialSockRaw(ctx context.Context, ap netip.AddrPort, deadline time.Time, ka net.KeepAliveConfig) (*sockConn, error) {
 	if !ap.IsValid() || ap.Port() == 0 {
 		return nil, errors.New("no address or port")
 	}
@@ -133,7 +117,7 @@ func dialSockRaw(ctx context.Context, ap netip.AddrPort, deadline time.Time, o s
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
-	if err := sockSetOpts(fd, o); err != nil {
+	if err := sockSetOpts(fd, ka); err != nil {
 		_ = unix.Close(fd)
 		return nil, err
 	}
@@ -158,7 +142,7 @@ func dialSockRaw(ctx context.Context, ap netip.AddrPort, deadline time.Time, o s
 }
 
 // sockSetOpts sets what a dialled upstream gets before connect.
-func sockSetOpts(fd int, o sockDialOpts) error {
+func sockSetOpts(fd int, ka net.KeepAliveConfig) error {
 	set := func(level, opt, v int, name string) error {
 		if err := unix.SetsockoptInt(fd, level, opt, v); err != nil {
 			return os.NewSyscallError("setsockopt "+name, err)
@@ -168,25 +152,25 @@ func sockSetOpts(fd int, o sockDialOpts) error {
 	if err := set(unix.IPPROTO_TCP, unix.TCP_NODELAY, 1, "TCP_NODELAY"); err != nil {
 		return err
 	}
-	if !o.keepAlive {
+	if !ka.Enable {
 		return nil
 	}
 	if err := set(unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1, "SO_KEEPALIVE"); err != nil {
 		return err
 	}
 	secs := func(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
-	if o.idle > 0 {
-		if err := set(unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs(o.idle), "TCP_KEEPIDLE"); err != nil {
+	if ka.Idle > 0 {
+		if err := set(unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs(ka.Idle), "TCP_KEEPIDLE"); err != nil {
 			return err
 		}
 	}
-	if o.interval > 0 {
-		if err := set(unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs(o.interval), "TCP_KEEPINTVL"); err != nil {
+	if ka.Interval > 0 {
+		if err := set(unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs(ka.Interval), "TCP_KEEPINTVL"); err != nil {
 			return err
 		}
 	}
-	if o.count > 0 {
-		if err := set(unix.IPPROTO_TCP, unix.TCP_KEEPCNT, o.count, "TCP_KEEPCNT"); err != nil {
+	if ka.Count > 0 {
+		if err := set(unix.IPPROTO_TCP, unix.TCP_KEEPCNT, ka.Count, "TCP_KEEPCNT"); err != nil {
 			return err
 		}
 	}

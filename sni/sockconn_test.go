@@ -39,7 +39,7 @@ func TestDialSock(t *testing.T) {
 				got <- b
 			}()
 			ap := netip.MustParseAddrPort(ln.Addr().String())
-			c, err := dialSock(t.Context(), ap, time.Now().Add(5*time.Second), sockDialOpts{})
+			c, err := dialSock(t.Context(), ap, time.Now().Add(5*time.Second), net.KeepAliveConfig{})
 			if err != nil {
 				t.Fatalf("dialSock %s: %v", ap, err)
 			}
@@ -70,7 +70,7 @@ func TestDialSock(t *testing.T) {
 		}
 		ap := netip.MustParseAddrPort(ln.Addr().String())
 		ln.Close() // nothing listens there now
-		_, err = dialSock(t.Context(), ap, time.Now().Add(5*time.Second), sockDialOpts{})
+		_, err = dialSock(t.Context(), ap, time.Now().Add(5*time.Second), net.KeepAliveConfig{})
 		var oe *net.OpError
 		if !errors.Is(err, syscall.ECONNREFUSED) || !errors.As(err, &oe) || oe.Op != "dial" {
 			t.Fatalf("dial to a closed port: %v (%T), want a dial *net.OpError with ECONNREFUSED", err, err)
@@ -80,7 +80,7 @@ func TestDialSock(t *testing.T) {
 	t.Run("cancelled", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
-		_, err := dialSock(ctx, netip.MustParseAddrPort("127.0.0.1:9"), time.Time{}, sockDialOpts{})
+		_, err := dialSock(ctx, netip.MustParseAddrPort("127.0.0.1:9"), time.Time{}, net.KeepAliveConfig{})
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("dial with a cancelled context: %v, want context.Canceled", err)
 		}
@@ -88,7 +88,7 @@ func TestDialSock(t *testing.T) {
 
 	t.Run("hostile", func(t *testing.T) {
 		for _, ap := range []netip.AddrPort{{}, netip.MustParseAddrPort("127.0.0.1:0"), netip.MustParseAddrPort("[fe80::1%eth0]:80")} {
-			if _, err := dialSock(t.Context(), ap, time.Time{}, sockDialOpts{}); err == nil {
+			if _, err := dialSock(t.Context(), ap, time.Time{}, net.KeepAliveConfig{}); err == nil {
 				t.Errorf("dialSock(%v) = nil error, want one", ap)
 			}
 		}

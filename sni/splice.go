@@ -705,6 +705,11 @@ func (d *spliceDir) closeWrite() error {
 		}
 		return cw.CloseWrite()
 	}
+	return shutdownWrite(rc)
+}
+
+// shutdownWrite shuts down rc's write side (a FIN for TCP).
+func shutdownWrite(rc syscall.RawConn) error {
 	var serr error
 	if err := rc.Control(func(fd uintptr) { serr = rawShutdownWrite(int(fd)) }); err != nil {
 		return err
