@@ -121,17 +121,20 @@ func dialSockRaw(ctx context.Context, ap netip.AddrPort, deadline time.Time, ka 
 		_ = unix.Close(fd)
 		return nil, err
 	}
-	cerr := unix.Connect(fd, sa)
-	for cerr == unix.EINTR {
-		cerr = unix.Connect(fd, sa)
-	}
-	if cerr != nil && cerr != unix.EINPROGRESS {
+	// A non-blocking connect interrupted by a signal goes on in the
+	// background, like one in progress: it is waited for, not retried.
+	inProgress := false
+	switch cerr := unix.Connect(fd, sa); cerr {
+	case nil, unix.EISCONN:
+	case unix.EINPROGRESS, unix.EALREADY, unix.EINTR:
+		inProgress = true
+	default:
 		_ = unix.Close(fd)
 		return nil, os.NewSyscallError("connect", cerr)
 	}
 	f := os.NewFile(uintptr(fd), sockFileName) // a non-blocking fd: pollable
 	c := &sockConn{f: f}
-	if cerr == nil {
+	if !inProgress {
 		return c, nil
 	}
 	if err := c.waitConnected(ctx, deadline); err != nil {
