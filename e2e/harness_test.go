@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -59,15 +60,40 @@ func meshgateBin(t testing.TB) string {
 	return binPath
 }
 
-// freePort returns a loopback port that was free a moment ago.
+// freePort returns a loopback port that was free a moment ago. It is
+// drawn below the kernel's ephemeral range (ip_local_port_range), so that
+// no outgoing connection of a test running meanwhile can be given it
+// before the process under test binds it; listening on port 0 would draw
+// from that very range.
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				lo = v
+			}
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	const floor = 10000
+	if lo-floor < 1000 {
+		lo = 0 // no room below the range: take the kernel's choice
+	}
+	for range 200 {
+		port := 0
+		if lo > 0 {
+			port = floor + mrand.IntN(lo-floor)
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		port = ln.Addr().(*net.TCPAddr).Port
+		_ = ln.Close()
+		return port
+	}
+	t.Fatal("no free loopback port found in 200 tries")
+	return 0
 }
 
 // proc is a meshgate process under test; its output goes to t.Output().
