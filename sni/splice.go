@@ -186,6 +186,14 @@ type spliceRelay struct {
 	slot int32
 	gen  uint32
 	why  string // close reason; written once by the closer, read by finish
+
+	// fdmu guards the switch between the attached sockets (client,
+	// upstream and the directions' raw) and the detached fds (cfd, ufd;
+	// splice_detach.go). Raw calls on cfd and ufd hold it shared; detach,
+	// attach and close hold it exclusively.
+	fdmu     sync.RWMutex
+	detached atomic.Bool
+	cfd, ufd int32 // while detached: the client's and the upstream's fd
 }
 
 // spliceDir is one direction of a relay.
@@ -196,6 +204,10 @@ type spliceDir struct {
 	parked atomic.Bool // the pump waits in the runtime poller
 	// watched is set once the source is registered in the epoll set.
 	watched atomic.Bool
+	// running is held by the direction's one pump, from its start until
+	// it re-arms the direction; an epoll event for a direction whose
+	// pump still runs (a detach re-registers both) starts no second one.
+	running atomic.Bool
 	// bulk is set after a read filled the buffer: the next bytes are
 	// waited for without reading and spliced when many.
 	bulk atomic.Bool
@@ -267,7 +279,18 @@ func (s *splicer) relay(client, upstream net.Conn, idle time.Duration, start tim
 	// going through epoll first would add a hop to every handshake flight.
 	// They hand their direction to epoll after spliceParkFor of silence.
 	// In a crowded splicer both directions start in epoll instead.
+	// Its sockets then leave the runtime poller (detach) when they can.
 	if crowded {
+		r.fdmu.Lock()
+		detached, err := r.detachLocked(nil)
+		r.fdmu.Unlock()
+		if err != nil {
+			r.close(closeError)
+			return r
+		}
+		if detached {
+			return r
+		}
 		for _, d := range []*spliceDir{&r.rx, &r.tx} {
 			d.watched.Store(true)
 			if err := s.arm(d, unix.EPOLL_CTL_ADD); err != nil {
@@ -294,28 +317,7 @@ func (s *splicer) arm(d *spliceDir, op int) error {
 	if err != nil {
 		return err
 	}
-	token := d.token()
-	var ctlErr error
-	err = s.raw.Control(func(epfd uintptr) {
-		err := rc.Control(func(fd uintptr) {
-			ev := unix.EpollEvent{
-				Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
-				Fd:     int32(uint32(token)),
-				Pad:    int32(uint32(token >> 32)),
-			}
-			ctlErr = unix.EpollCtl(int(epfd), op, int(fd), &ev)
-		})
-		if ctlErr == nil {
-			ctlErr = err
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("sni: splice: epoll fd: %w", err)
-	}
-	if ctlErr != nil {
-		return fmt.Errorf("sni: splice: epoll_ctl: %w", ctlErr)
-	}
-	return nil
+	return s.ctlRaw(rc, op, d.token())
 }
 
 // pollLoop waits on the epoll fd through the runtime poller and starts a
@@ -403,37 +405,52 @@ func copyUpstreamToClient(d *spliceDir) { d.pump() }
 // to epoll and exits. It stops at EOF (half-close) or an error (close the
 // relay).
 func (d *spliceDir) pump() {
+	if !d.running.CompareAndSwap(false, true) {
+		return // the direction's pump still runs and re-arms it after
+	}
 	r := d.r
 	if !r.acquire() {
 		return
 	}
 	defer r.release()
+	// A detached relay's burst is moved on its raw fds; what needs a wait
+	// (a full send buffer, bulk) goes on below, attached.
+	bp, pending, done := d.rawPump()
+	if done {
+		return
+	}
 	for {
-		if d.bulk.Load() {
-			// A bulk transfer: wait for bytes without reading them, and
-			// splice them when there are many.
-			n, eof, err := d.park()
-			if d.ended(eof, err) {
-				return
-			}
-			if n > spliceSmall {
-				if !d.spliceQueued() {
+		var full, eof bool
+		var err error
+		if pending == nil { // else left by rawPump
+			if d.bulk.Load() {
+				// A bulk transfer: wait for bytes without reading them,
+				// and splice them when there are many.
+				n, eof, err := d.park()
+				if d.ended(eof, err) {
 					return
 				}
-				continue
+				if n > spliceSmall {
+					if !d.spliceQueued() {
+						return
+					}
+					continue
+				}
+				d.bulk.Store(false)
 			}
-			d.bulk.Store(false)
+			bp, pending, full, eof, err = d.burst()
 		}
-		bp, pending, full, eof, err := d.burst()
-		if len(pending) > 0 {
+		wrote := len(pending)
+		if wrote > 0 {
 			// The destination's send buffer filled: wait for it there.
 			werr := d.write(pending)
 			spliceBufs.Put(bp)
+			bp, pending = nil, nil
 			if werr != nil {
 				r.fail(d.dst(), werr)
 				return
 			}
-			d.count(int64(len(pending)))
+			d.count(int64(wrote))
 			r.lastActive.Store(r.sp.now())
 		}
 		if d.ended(eof, err) {
@@ -446,7 +463,7 @@ func (d *spliceDir) pump() {
 				return
 			}
 			d.bulk.Store(true)
-		} else if len(pending) == 0 && r.sp.crowded() {
+		} else if wrote == 0 && r.sp.crowded() {
 			// The queue was drained by the last read; epoll is level
 			// triggered, so bytes arriving from now on wake the
 			// direction there.
@@ -483,6 +500,18 @@ func (d *spliceDir) handOver() {
 		r.close(closeError)
 		return
 	}
+	if r.sp.crowded() {
+		r.fdmu.Lock()
+		detached, err := r.detachLocked(d)
+		r.fdmu.Unlock()
+		if err != nil {
+			r.close(closeError)
+		}
+		if detached || err != nil {
+			return
+		}
+	}
+	d.running.Store(false)
 	op := unix.EPOLL_CTL_MOD
 	if !d.watched.Swap(true) {
 		op = unix.EPOLL_CTL_ADD // first hand-over to epoll
@@ -969,8 +998,15 @@ func (r *spliceRelay) close(why string) {
 		return
 	}
 	r.why = why
-	_ = r.client.Close()
-	_ = r.upstream.Close()
+	r.fdmu.Lock()
+	if r.detached.Load() {
+		_ = unix.Close(int(r.cfd))
+		_ = unix.Close(int(r.ufd))
+	} else {
+		_ = r.client.Close()
+		_ = r.upstream.Close()
+	}
+	r.fdmu.Unlock()
 	r.release()
 }
 
@@ -1048,11 +1084,7 @@ func (s *splicer) sweep() time.Duration {
 		r.close(closeIdle)
 	}
 	for _, r := range park {
-		for _, d := range []*spliceDir{&r.rx, &r.tx} {
-			if d.parked.Load() {
-				_ = d.src().SetReadDeadline(spliceLongAgo) // wakes park
-			}
-		}
+		r.evict()
 	}
 	if live := s.nLive.Load(); s.mem.observe(live, time.Now()) {
 		start := time.Now()
