@@ -672,21 +672,7 @@ func (d *spliceDir) tryWrite(wc syscall.RawConn, p []byte) (int, error) {
 	}
 	var w int
 	var werr error
-	cerr := wc.Control(func(fd uintptr) {
-		for w < len(p) {
-			k, err := rawWrite(int(fd), p[w:])
-			switch {
-			case errors.Is(err, unix.EINTR):
-				continue
-			case errors.Is(err, unix.EAGAIN):
-				return
-			case err != nil:
-				werr = os.NewSyscallError("write", err)
-				return
-			}
-			w += k
-		}
-	})
+	cerr := wc.Control(func(fd uintptr) { w, werr = rawWriteSome(int(fd), p) })
 	if cerr != nil {
 		return w, cerr
 	}
@@ -879,13 +865,9 @@ func (d *spliceDir) count(m int64) {
 // and closes the relay once both directions are done.
 func (d *spliceDir) halfClose() {
 	r := d.r
-	bit := uint32(spliceTxDone)
-	if d.rx {
-		bit = spliceRxDone
-	}
 	// Marked before the FIN goes out: the destination may react to it at
 	// once (close, reset), and fail must then find this side finished.
-	if r.eofs.Or(bit)|bit == spliceRxDone|spliceTxDone {
+	if d.markEOF() {
 		// Both sides are done. The destination's own source reached
 		// EOF, so nothing is left unread in its receive queue and
 		// closing it sends the FIN a shutdown would have sent.
@@ -895,6 +877,16 @@ func (d *spliceDir) halfClose() {
 	if err := d.closeWrite(); err != nil {
 		r.fail(d.dst(), err)
 	}
+}
+
+// markEOF records that d's source reached EOF and reports whether the
+// other direction had already.
+func (d *spliceDir) markEOF() (both bool) {
+	bit := uint32(spliceTxDone)
+	if d.rx {
+		bit = spliceRxDone
+	}
+	return d.r.eofs.Or(bit)|bit == spliceRxDone|spliceTxDone
 }
 
 // fail closes the relay after an I/O error on c, one of its two sockets,

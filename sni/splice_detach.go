@@ -188,11 +188,7 @@ func (d *spliceDir) rawPump() (bp *[]byte, pending []byte, done bool) {
 		}
 		return nil, nil, true
 	case eof:
-		bit := uint32(spliceTxDone)
-		if d.rx {
-			bit = spliceRxDone
-		}
-		both := r.eofs.Or(bit)|bit == spliceRxDone|spliceTxDone
+		both := d.markEOF()
 		var serr error
 		if !both {
 			serr = rawShutdownWrite(dst)

@@ -222,12 +222,7 @@ func TestSpliceDetachedEnds(t *testing.T) {
 		if r.why != closeIdle {
 			t.Fatalf("close reason %q, want %q", r.why, closeIdle)
 		}
-		for name, c := range map[string]net.Conn{"client": client, "upstream": upstream} {
-			_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-			if _, err := io.ReadAll(c); err != nil {
-				t.Errorf("%s after idle close: %v, want EOF", name, err)
-			}
-		}
+		spliceExpectEOF(t, "idle close", client, upstream)
 	})
 	for _, tc := range []struct {
 		name string
@@ -272,11 +267,6 @@ func TestSpliceDetachedEnds(t *testing.T) {
 		if r.why != closeShutdown {
 			t.Fatalf("close reason %q, want %q", r.why, closeShutdown)
 		}
-		for name, c := range map[string]net.Conn{"client": client, "upstream": upstream} {
-			_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-			if _, err := io.ReadAll(c); err != nil {
-				t.Errorf("%s after close: %v, want EOF", name, err)
-			}
-		}
+		spliceExpectEOF(t, "close", client, upstream)
 	})
 }

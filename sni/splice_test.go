@@ -246,11 +246,17 @@ func TestSpliceIdleTimeout(t *testing.T) {
 	if r.why != closeIdle {
 		t.Fatalf("close reason = %q, want %q", r.why, closeIdle)
 	}
-	// Both peers see the proxy close its sockets.
+	spliceExpectEOF(t, "idle close", client, upstream)
+}
+
+// spliceExpectEOF checks that both peers of a relay see the proxy close
+// its sockets (after names the event, for the message).
+func spliceExpectEOF(t *testing.T, after string, client, upstream net.Conn) {
+	t.Helper()
 	for name, c := range map[string]net.Conn{"client": client, "upstream": upstream} {
 		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
 		if _, err := io.ReadAll(c); err != nil {
-			t.Errorf("%s ReadAll after idle close: %v, want EOF", name, err)
+			t.Errorf("%s ReadAll after %s: %v, want EOF", name, after, err)
 		}
 	}
 }
