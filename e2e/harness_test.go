@@ -60,13 +60,27 @@ func meshgateBin(t testing.TB) string {
 	return binPath
 }
 
-// freePort returns a loopback port that was free a moment ago. It is
-// drawn below the kernel's ephemeral range (ip_local_port_range), so that
-// no outgoing connection of a test running meanwhile can be given it
-// before the process under test binds it; listening on port 0 would draw
-// from that very range.
+// handedOut holds every port freePort has returned in this process: a
+// port handed to one process under test stays free until that process
+// binds it, so without this record a later draw (of the same test or of
+// one running in parallel) could return it again.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// freePort returns a loopback port that was free a moment ago and that no
+// earlier call returned. It is drawn below the kernel's ephemeral range
+// (ip_local_port_range), so that no outgoing connection of a test running
+// meanwhile can be given it before the process under test binds it;
+// listening on port 0 would draw from that very range.
 func freePort(t testing.TB) int {
 	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = make(map[int]bool)
+	}
 	lo := 32768
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) == 2 {
@@ -84,12 +98,19 @@ func freePort(t testing.TB) int {
 		if lo > 0 {
 			port = floor + mrand.IntN(lo-floor)
 		}
+		if handedOut.ports[port] {
+			continue
+		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
 			continue
 		}
 		port = ln.Addr().(*net.TCPAddr).Port
 		_ = ln.Close()
+		if handedOut.ports[port] {
+			continue
+		}
+		handedOut.ports[port] = true
 		return port
 	}
 	t.Fatal("no free loopback port found in 200 tries")
