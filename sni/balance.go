@@ -58,9 +58,16 @@ type Cluster struct {
 	// with a bridge address, each network's weight split across its
 	// gateways that have one. nil when that is the remote pool itself.
 	bridge *tablePool
-	size   int
 	live   *tableClusterLive
-	env    *tableEnv
+}
+
+// size returns the number of endpoints of c's pools.
+func (c *Cluster) size() int {
+	n := 0
+	for i := range c.pools {
+		n += len(c.pools[i].eps)
+	}
+	return n
 }
 
 // tableRefusal says why a cluster has no endpoints.
@@ -99,6 +106,9 @@ type tableClusterPolicy struct {
 	lb      tableLB
 	conn    ConnPolicy
 	outlier tableOutlier
+	// env is the builder's, here so that clusters need no pointer of
+	// their own to it.
+	env *tableEnv
 }
 
 // tablePool is one priority level of a cluster.
@@ -269,7 +279,7 @@ func (c *Cluster) pick(tried []string, via tableVia, preferNet string) (*Lease, 
 	if c == nil {
 		return nil, &RefusedError{Reason: ReasonNoEndpoint, Detail: "no cluster"}
 	}
-	if c.size == 0 {
+	if len(c.pools) == 0 {
 		return nil, c.emptyRefusal()
 	}
 	n := c.live.active.Add(1)
@@ -306,7 +316,7 @@ func (c *Cluster) pick(tried []string, via tableVia, preferNet string) (*Lease, 
 		}
 		return nil, &RefusedError{Reason: ReasonNoEndpoint, Detail: fmt.Sprintf("%s: every eligible endpoint is ejected or already tried; %d endpoints of other networks are not eligible for this connection: %s", c.Name(), n, why)}
 	}
-	return nil, &RefusedError{Reason: ReasonNoEndpoint, Detail: fmt.Sprintf("%s: all %d endpoints are ejected or already tried", c.Name(), c.size)}
+	return nil, &RefusedError{Reason: ReasonNoEndpoint, Detail: fmt.Sprintf("%s: all %d endpoints are ejected or already tried", c.Name(), c.size())}
 }
 
 // ineligible counts the remote endpoints via excludes.
@@ -355,7 +365,7 @@ func (c *Cluster) pickPool(tier int, p *tablePool, f *tableFilter) *tableEndpoin
 	ok := func(e *tableEndpoint) bool { return c.eligible(e, f) }
 	switch c.pol.lb {
 	case lbRandom:
-		i := p.draw(c.env.rand())
+		i := p.draw(c.pol.env.rand())
 		for k := 0; k < n; k++ {
 			if e := p.eps[(i+k)%n]; ok(e) {
 				return e
@@ -369,8 +379,8 @@ func (c *Cluster) pickPool(tier int, p *tablePool, f *tableFilter) *tableEndpoin
 			}
 			return nil
 		}
-		a := p.draw(c.env.rand())
-		b := p.drawExcept(c.env.rand(), a)
+		a := p.draw(c.pol.env.rand())
+		b := p.drawExcept(c.pol.env.rand(), a)
 		ea, eb := p.eps[a], p.eps[b]
 		oka, okb := ok(ea), ok(eb)
 		switch {
@@ -396,7 +406,7 @@ func (c *Cluster) pickPool(tier int, p *tablePool, f *tableFilter) *tableEndpoin
 		if p.w != nil {
 			slots = len(p.w.sched)
 		}
-		start := c.live.rr[tier].Add(1) - 1
+		start := uint64(c.live.rr[tier].Add(1) - 1)
 		for k := 0; k < slots; k++ {
 			i := int((start + uint64(k)) % uint64(slots))
 			if p.w != nil {
@@ -433,7 +443,7 @@ func (c *Cluster) eligible(e *tableEndpoint, f *tableFilter) bool {
 			return false
 		}
 	}
-	return f.ignoreEjection || !c.env.ejected(e.live, f.clk)
+	return f.ignoreEjection || !c.pol.env.ejected(e.live, f.clk)
 }
 
 // panicking reports whether fewer than minHealthPercent of the cluster's
@@ -444,12 +454,12 @@ func (c *Cluster) panicking(clk *tableClock) bool {
 	for i := range c.pools {
 		p := &c.pools[i]
 		for _, e := range p.eps {
-			if !c.env.ejected(e.live, clk) {
+			if !c.pol.env.ejected(e.live, clk) {
 				healthy++
 			}
 		}
 	}
-	return healthy*100 < c.pol.outlier.minHealthPercent*c.size
+	return healthy*100 < c.pol.outlier.minHealthPercent*c.size()
 }
 
 // draw maps a random number to a weighted index.
@@ -533,7 +543,7 @@ func (l *Lease) Dialed(err error) {
 	if st.failures.Add(1) < od.threshold {
 		return
 	}
-	l.c.env.eject(l.c, l.ep)
+	l.c.pol.env.eject(l.c, l.ep)
 }
 
 // Release ends the lease: the endpoint and the cluster count one active

@@ -64,14 +64,14 @@ func (t *Table) ResolveBridge(service string, port uint32, subset string) (*Deci
 	if !t.node.Bridge {
 		return nil, &RefusedError{Reason: ReasonNoRoute, Detail: "bridge: this node's table was built without NodeInfo.Bridge"}
 	}
-	if tgt := t.autoTarget(tableBridgeKey, tableAutoKey{host: service, port: port, subset: subset}); tgt != nil {
-		return &tgt.dec, nil
+	if dec, _ := t.autoTarget(tableBridgeKey, tableAutoKey{host: service, port: port, subset: subset}); dec != nil {
+		return dec, nil
 	}
 	// Host names are case-insensitive and may end in a dot: retry with
 	// the canonical form the table stores.
 	if n, err := ParseName(service); err == nil && string(n) != service {
-		if tgt := t.autoTarget(tableBridgeKey, tableAutoKey{host: string(n), port: port, subset: subset}); tgt != nil {
-			return &tgt.dec, nil
+		if dec, _ := t.autoTarget(tableBridgeKey, tableAutoKey{host: string(n), port: port, subset: subset}); dec != nil {
+			return dec, nil
 		}
 	}
 	return nil, t.bridgeRefusal(service, port, subset)

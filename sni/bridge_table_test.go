@@ -342,7 +342,7 @@ func TestTableResolveBridge(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ResolveBridge(pay, 8443, v1) error = %v", err)
 	}
-	if d.Mode != ModeBridge || d.Service != bridgeTestHost || d.Subset != "v1" {
+	if d.Mode != ModeBridge || d.Service() != bridgeTestHost || d.Subset() != "v1" {
 		t.Fatalf("ResolveBridge decision = %+v, want mode BRIDGE for pay v1", d)
 	}
 	for i := range 10 {
@@ -352,7 +352,7 @@ func TestTableResolveBridge(t *testing.T) {
 		}
 		l.Release()
 	}
-	if d2, err := tbl.ResolveBridge(strings.ToUpper(bridgeTestHost)+".", 8443, ""); err != nil || d2.Service != bridgeTestHost {
+	if d2, err := tbl.ResolveBridge(strings.ToUpper(bridgeTestHost)+".", 8443, ""); err != nil || d2.Service() != bridgeTestHost {
 		t.Fatalf("ResolveBridge(upper case, trailing dot) = %v, %v; want pay", d2, err)
 	}
 

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/prometheus/client_golang/prometheus"
 	networking "istio.io/api/networking/v1alpha3"
@@ -92,7 +93,7 @@ type Builder struct {
 	// states, and lastWarn. It is held for a whole Build and never taken
 	// on the connection path.
 	mu  sync.Mutex
-	gen uint64
+	gen tableGen
 	// last is the table of the latest build or update: the next build
 	// takes its live states from it (table_live.go).
 	last *Table
@@ -108,8 +109,15 @@ type Builder struct {
 // of its schedule.
 type tableRouteLive struct {
 	ctr atomic.Uint64
-	gen uint64 // guarded by Builder.mu
+	gen tableGen // guarded by Builder.mu
 }
+
+// tableGen numbers builds, so a live state can say which build used it
+// last. It is 32 bits because every endpoint's state holds one: it wraps
+// after 4,294,967,296 builds, and a state left untouched for exactly that
+// many builds would then count as used by the current one (kept aside as
+// an orphan one build less or more; no connection is refused for it).
+type tableGen uint32
 
 // NewBuilder returns a Builder. An invalid cfg (see Validate) makes every
 // Build fail with ErrInvalidBuilderConfig.
@@ -223,13 +231,12 @@ type tableBuild struct {
 	// hidden are the VirtualServices naming a gateway whose namespace
 	// they are not exported to, by "ns/name" of the gateway.
 	hidden    map[string][]*config.VirtualService
-	gen       uint64
+	gen       tableGen
 	routeMemo map[string]*tableRoute
 	policies  map[tablePolicyKey]*tableClusterPolicy
 	// Slabs: objects that live exactly as long as the table are carved
 	// from chunks, which cuts allocations (and GC work) of large builds.
 	clusterSlab  []Cluster
-	decisionSlab []Decision
 	endpointSlab []tableEndpoint
 	poolSlab     []tablePool
 	serviceSlab  []tableService
@@ -330,8 +337,7 @@ func slabSlice[T any](slab *[]T, n, k int) []T {
 	return out
 }
 
-func (tb *tableBuild) slabCluster() *Cluster   { return slabTake(&tb.clusterSlab, tb.slabSize()) }
-func (tb *tableBuild) slabDecision() *Decision { return slabTake(&tb.decisionSlab, tb.slabSize()) }
+func (tb *tableBuild) slabCluster() *Cluster { return slabTake(&tb.clusterSlab, tb.slabSize()) }
 func (tb *tableBuild) slabEndpoint() *tableEndpoint {
 	return slabTake(&tb.endpointSlab, tb.slabSize())
 }
@@ -365,7 +371,7 @@ type tableClusterKey struct {
 	port      uint32
 	localOnly bool
 	subset    string
-	dr        string
+	dr        tableDRName
 }
 
 // key returns c's key; the rule's name is kept in its live state.
@@ -449,6 +455,11 @@ type tableServicePort struct {
 	eps        []*tableEndpoint
 }
 
+// tableDRName names a DestinationRule in the key of a cluster's live
+// state: a handle of its "ns/name" (the zero handle: no rule). It is one
+// word where the string is two, and every cluster's state holds one.
+type tableDRName = unique.Handle[string]
+
 // tableSeenMin is the endpoint count of a port from which a build finds
 // duplicate addresses through a set (tableBuild.seen) instead of a scan.
 const tableSeenMin = 16
@@ -456,6 +467,7 @@ const tableSeenMin = 16
 // tableDR is a DestinationRule, indexed.
 type tableDR struct {
 	name        string // ns/name
+	handle      tableDRName
 	namespace   string
 	exportTo    []string
 	host        string
@@ -840,7 +852,7 @@ func (tb *tableBuild) buildDestinationRules() {
 		if host == "" {
 			continue
 		}
-		dr := &tableDR{name: name, namespace: tableNamespace(d.Meta), exportTo: d.Spec.ExportTo, host: host, rule: d.Spec, subsets: map[string]*networking.Subset{}}
+		dr := &tableDR{name: name, handle: unique.Make(name), namespace: tableNamespace(d.Meta), exportTo: d.Spec.ExportTo, host: host, rule: d.Spec, subsets: map[string]*networking.Subset{}}
 		if len(dr.exportTo) > 0 {
 			ix.scoped = true
 		}
@@ -1403,7 +1415,7 @@ func (tb *tableBuild) route(l *tableListener, ts *tableServer, vs *config.Virtua
 		if why, _ := cl.problem(); why != "" {
 			tb.warn("VirtualService %s %s[%d].route[%d]: %s", vsName, kind, idx, k, why)
 		}
-		dec := &Decision{Origin: origin, Service: host, Subset: d.Destination.Subset, Port: port, Cluster: cl}
+		dec := &Decision{Origin: origin, Cluster: cl}
 		r.decs = append(r.decs, dec)
 		r.ws = append(r.ws, w)
 	}
@@ -1442,7 +1454,7 @@ func tableNotSeeing(svc *tableService, nss ...string) string {
 // has its own live state, shared with no other cluster.
 func (tb *tableBuild) refusedCluster(host string, port uint32, subset string, reason Reason, why string) *Cluster {
 	c := tb.slabCluster()
-	*c = Cluster{service: host, port: port, subset: subset, env: tb.b.env, live: &tableClusterLive{gen: tb.gen}, refusal: &tableRefusal{why: why, reason: reason}}
+	*c = Cluster{service: host, port: port, subset: subset, live: &tableClusterLive{gen: tb.gen}, refusal: &tableRefusal{why: why, reason: reason}}
 	c.pol = tb.policy(nil, nil, port)
 	tb.t.clusters = append(tb.t.clusters, c)
 	return c
@@ -1459,9 +1471,9 @@ func (tb *tableBuild) cluster(host string, port uint32, subset string, localOnly
 // svcCluster is cluster for the caller that has the service of host
 // (svc, nil when there is none).
 func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, subset string, localOnly bool, dr *tableDR) *Cluster {
-	drName := ""
+	var drName tableDRName
 	if dr != nil {
-		drName = dr.name
+		drName = dr.handle
 	}
 	var live *tableClusterLive
 	key := tableClusterKey{port: port, localOnly: localOnly, subset: subset, dr: drName}
@@ -1482,7 +1494,7 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 		live = &tableClusterLive{gen: tb.gen, dr: drName}
 	}
 	c := tb.slabCluster()
-	*c = Cluster{service: host, port: port, subset: subset, localOnly: localOnly, env: tb.b.env, live: live}
+	*c = Cluster{service: host, port: port, subset: subset, localOnly: localOnly, live: live}
 	if svc != nil {
 		if svc.clusters == nil {
 			svc.clusters = slabSlice(&tb.ptrSlab.clusters, 4*tb.slabSize(), 2)
@@ -1573,8 +1585,7 @@ func (tb *tableBuild) svcCluster(svc *tableService, host string, port uint32, su
 	case len(remote) > 0:
 		c.pools = tb.slabPool(tableNewPool(remote))
 	}
-	c.size = len(local) + len(remote)
-	if c.size == 0 {
+	if len(local)+len(remote) == 0 {
 		switch {
 		case matched > 0:
 			c.refuse("", "no endpoints in this node's network")
@@ -1603,7 +1614,7 @@ func (tb *tableBuild) policy(dr *tableDR, sub *networking.Subset, port uint32) *
 	if p := tb.policies[key]; p != nil {
 		return p
 	}
-	pol := &tableClusterPolicy{conn: ConnPolicy{ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout}}
+	pol := &tableClusterPolicy{conn: ConnPolicy{ConnectTimeout: DefaultConnectTimeout, IdleTimeout: DefaultIdleTimeout}, env: tb.b.env}
 	tb.policies[key] = pol
 	if dr == nil {
 		return pol
@@ -1761,18 +1772,14 @@ func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, svc *tableServ
 	if srv.auto == nil {
 		srv.auto = &Origin{Route: srv.route, Mode: ModeAutoPassthrough, Gateway: srv.gateway, Server: srv.name, server: srv}
 	}
-	tgt := tableAutoTarget{dec: Decision{Origin: srv.auto, Service: host, Subset: subset, Port: port, Cluster: cl}}
+	tb.keys = append(tb.keys, tableSvcKey{li: l.idx, port: port, dec: Decision{Origin: srv.auto, Cluster: cl}})
 	if !srv.requireALPN {
 		// Clients without a mesh ALPN are not Istio sidecars doing
 		// split horizon: other networks' endpoints are theirs too,
 		// through the bridge, after the local ones.
 		ocl := tb.svcCluster(svc, host, port, subset, false, dr)
-		o := tb.slabDecision()
-		*o = tgt.dec
-		o.Cluster = ocl
-		tgt.open = o
+		tb.keys = append(tb.keys, tableSvcKey{li: l.idx | tableOpenKey, port: port, dec: Decision{Origin: srv.auto, Cluster: ocl}})
 	}
-	tb.keys = append(tb.keys, tableSvcKey{li: l.idx, tgt: tgt})
 }
 
 // ---- bridge (receiving side) ----
@@ -1810,7 +1817,7 @@ func (tb *tableBuild) bridgeService(svc *tableService) {
 func (tb *tableBuild) addBridge(route *Origin, svc *tableService, port uint32, subset string, dr *tableDR) {
 	host := svc.host
 	cl := tb.svcCluster(svc, host, port, subset, true, dr)
-	tb.keys = append(tb.keys, tableSvcKey{li: tableBridgeKey, tgt: tableAutoTarget{dec: Decision{Origin: route, Service: host, Subset: subset, Port: port, Cluster: cl}}})
+	tb.keys = append(tb.keys, tableSvcKey{li: tableBridgeKey, port: port, dec: Decision{Origin: route, Cluster: cl}})
 }
 
 // ---- finish ----

@@ -172,7 +172,7 @@ func (t *Table) Explain(sni string, alpn []string) []Explanation {
 
 func explainDestination(d *Decision, w uint64, now int64) ExplainedDestination {
 	c := d.Cluster
-	ed := ExplainedDestination{Service: d.Service, Port: d.Port, Subset: d.Subset, Weight: w, Cluster: c.Name(),
+	ed := ExplainedDestination{Service: d.Service(), Port: d.Port(), Subset: d.Subset(), Weight: w, Cluster: c.Name(),
 		LoadBalancer: c.pol.lb.String(), Policy: explainPolicy(c.pol.conn), Active: c.live.active.Load(),
 		Endpoints: []ExplainedEndpoint{}}
 	healthy := 0
@@ -186,14 +186,14 @@ func explainDestination(d *Decision, w uint64, now int64) ExplainedDestination {
 		}
 	}
 	switch {
-	case c.size == 0:
+	case c.size() == 0:
 		r := c.emptyRefusal()
 		ed.Reason, ed.Detail = r.Reason, r.Detail
 	case c.pol.conn.MaxConnections > 0 && ed.Active >= int64(c.pol.conn.MaxConnections):
 		ed.Reason = ReasonOverloaded
 		ed.Detail = fmt.Sprintf("%s: %d active connections reached connectionPool.tcp.maxConnections %d", c.Name(), ed.Active, c.pol.conn.MaxConnections)
 	case healthy == 0 && c.pol.outlier.minHealthPercent == 0:
-		ed.Reason, ed.Detail = ReasonNoEndpoint, fmt.Sprintf("%s: all %d endpoints are ejected", c.Name(), c.size)
+		ed.Reason, ed.Detail = ReasonNoEndpoint, fmt.Sprintf("%s: all %d endpoints are ejected", c.Name(), c.size())
 	}
 	return ed
 }
@@ -286,9 +286,9 @@ func explainLabels(labels map[string]string) string {
 
 func explainEndpoint(e *tableEndpoint, now int64) ExplainedEndpoint {
 	x := ExplainedEndpoint{Addr: e.addr, Network: e.network(), Local: e.local, Weight: e.weight, Labels: e.labels, Identity: e.identity(),
-		Active: e.live.active.Load(), ConsecutiveFailures: e.live.failures.Load(), Ejections: e.live.ejections.Load(),
+		Active: e.live.active.Load(), ConsecutiveFailures: e.live.failures.Load(), Ejections: e.live.ejections(),
 		Gateway: e.gateway, Bridge: e.bridge(), Behind: e.behind()}
-	if u := e.live.ejectedUntil.Load(); u != 0 && now < u {
+	if u := e.live.ejectedUntil(); u != 0 && now < u {
 		x.Ejected = true
 		x.EjectedFor = time.Duration(u - now).String()
 	}

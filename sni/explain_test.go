@@ -240,16 +240,16 @@ func FuzzResolve(f *testing.F) {
 				}
 				continue
 			}
-			if !known[d.Service] {
-				t.Fatalf("Resolve(%s, %q) routed to %s, which is not configured or not exported", spec.Key, name, d.Service)
+			if !known[d.Service()] {
+				t.Fatalf("Resolve(%s, %q) routed to %s, which is not configured or not exported", spec.Key, name, d.Service())
 			}
 			if d.Route == "istio-system/secret#tls[0]" {
 				t.Fatalf("Resolve(%s, %q) took VirtualService istio-system/secret, which is not exported to istio-system", spec.Key, name)
 			}
 			if d.Mode == ModeAutoPassthrough {
 				ap, err := ParseAutoPassthrough(name)
-				if err != nil || string(ap.Host) != d.Service || ap.Port != d.Port || ap.Subset != d.Subset || !IsMeshALPN(alpn) {
-					t.Fatalf("Resolve(%s, %q, %q) = AUTO %s:%d/%s; the name parses as %+v, %v", spec.Key, name, alpn, d.Service, d.Port, d.Subset, ap, err)
+				if err != nil || string(ap.Host) != d.Service() || ap.Port != d.Port() || ap.Subset != d.Subset() || !IsMeshALPN(alpn) {
+					t.Fatalf("Resolve(%s, %q, %q) = AUTO %s:%d/%s; the name parses as %+v, %v", spec.Key, name, alpn, d.Service(), d.Port(), d.Subset(), ap, err)
 				}
 				for _, e := range d.Cluster.Endpoints() {
 					if e.Network != "" {

@@ -52,30 +52,60 @@ func (c *tableClock) get(e *tableEnv) int64 {
 
 // tableEndpointLive is the state of one endpoint that outlives tables:
 // keyed by service host and endpoint address.
+// The ejection history is allocated at the endpoint's first ejection:
+// most endpoints are never ejected, and a table of 100,000 services holds
+// 300,000 of these.
 type tableEndpointLive struct {
-	active atomic.Int64
-	// ejectedUntil is the mono time the ejection ends; 0 = not ejected.
-	ejectedUntil atomic.Int64
+	active   atomic.Int64
+	gen      tableGen // last build that used it; guarded by Builder.mu
+	failures atomic.Uint32
+	// ej is nil until the first ejection; set under tableEnv.ejectMu,
+	// never cleared.
+	ej atomic.Pointer[tableEjection]
+}
+
+// tableEjection is the ejection history of an endpoint.
+type tableEjection struct {
+	// until is the mono time the ejection ends; 0 = not ejected.
+	until atomic.Int64
 	// lastUneject is the mono time the last ejection ended.
 	lastUneject atomic.Int64
 	ejections   atomic.Uint64
-	gen         uint64 // last build that used it; guarded by Builder.mu
-	failures    atomic.Uint32
 	// backoff multiplies baseEjectionTime; written under tableEnv.ejectMu.
 	backoff atomic.Uint32
+}
+
+// ejections returns how many times st was ejected.
+func (st *tableEndpointLive) ejections() uint64 {
+	if ej := st.ej.Load(); ej != nil {
+		return ej.ejections.Load()
+	}
+	return 0
+}
+
+// ejectedUntil returns the mono time st's ejection ends (0: not ejected).
+func (st *tableEndpointLive) ejectedUntil() int64 {
+	if ej := st.ej.Load(); ej != nil {
+		return ej.until.Load()
+	}
+	return 0
 }
 
 // tableClusterLive is the state of one cluster that outlives tables.
 type tableClusterLive struct {
 	active atomic.Int64
-	rr     [3]atomic.Uint64 // local pool, remote pool, bridge pool
+	// rr are the round-robin positions of the local pool, the remote
+	// pool and the bridge pool. 32 bits keep the state in a 32-byte
+	// object; a wrap, every 4,294,967,296 picks of a pool, moves the
+	// rotation once by 2^32 mod the pool size.
+	rr [3]atomic.Uint32
 	// gen is the last build that used it; guarded by Builder.mu and
 	// never read by Pick.
-	gen uint64
-	// dr names the DestinationRule applied ("" for none): with the
+	gen tableGen
+	// dr names the DestinationRule applied (zero for none): with the
 	// cluster's port, subset and localOnly, it keys the state across
 	// builds (exportTo can make the rule differ by consumer).
-	dr string
+	dr tableDRName
 }
 
 // tableOutlier is a DestinationRule outlierDetection, resolved.
@@ -145,15 +175,19 @@ func tableOutlierFrom(od *networking.OutlierDetection) tableOutlier {
 // ejected reports whether st is ejected now. An ejection whose time is up
 // is ended here, lazily, and the endpoint's failure count starts over.
 func (e *tableEnv) ejected(st *tableEndpointLive, clk *tableClock) bool {
-	u := st.ejectedUntil.Load()
+	ej := st.ej.Load()
+	if ej == nil {
+		return false
+	}
+	u := ej.until.Load()
 	if u == 0 {
 		return false
 	}
 	if clk.get(e) < u {
 		return true
 	}
-	if st.ejectedUntil.CompareAndSwap(u, 0) {
-		st.lastUneject.Store(u)
+	if ej.until.CompareAndSwap(u, 0) {
+		ej.lastUneject.Store(u)
 		st.failures.Store(0)
 	}
 	return false
@@ -185,14 +219,19 @@ func (e *tableEnv) eject(c *Cluster, ep *tableEndpoint) {
 			}
 		}
 	}
-	if 100*(out+1) > od.maxPercent*c.size {
+	if 100*(out+1) > od.maxPercent*c.size() {
 		e.log.Debug("outlier ejection skipped: maxEjectionPercent reached",
-			"upstream", ep.addr, "cluster", c.Name(), "ejected", out, "endpoints", c.size, "max_percent", od.maxPercent)
+			"upstream", ep.addr, "cluster", c.Name(), "ejected", out, "endpoints", c.size(), "max_percent", od.maxPercent)
 		return
 	}
+	ej := st.ej.Load()
+	if ej == nil {
+		ej = &tableEjection{}
+		st.ej.Store(ej)
+	}
 	base, interval := int64(od.baseEjection), int64(od.interval)
-	b := int64(st.backoff.Load())
-	if last := st.lastUneject.Load(); last > 0 && now > last {
+	b := int64(ej.backoff.Load())
+	if last := ej.lastUneject.Load(); last > 0 && now > last {
 		b = max(0, b-(now-last)/interval)
 	}
 	if b*base < int64(od.maxEjection)+base {
@@ -200,12 +239,12 @@ func (e *tableEnv) eject(c *Cluster, ep *tableEndpoint) {
 	}
 	until := now + min(b*base, int64(od.maxEjection))
 	until = (until + interval - 1) / interval * interval
-	st.backoff.Store(uint32(b))
-	st.ejections.Add(1)
-	st.ejectedUntil.Store(until)
+	ej.backoff.Store(uint32(b))
+	ej.ejections.Add(1)
+	ej.until.Store(until)
 	e.ejections.Inc()
 	e.log.Info("outlier ejected endpoint",
-		"upstream", ep.addr, "cluster", c.Name(), "for", time.Duration(until-now), "times", st.ejections.Load())
+		"upstream", ep.addr, "cluster", c.Name(), "for", time.Duration(until-now), "times", ej.ejections.Load())
 }
 
 // tableRegisterCounter registers c, or returns the collector already

@@ -151,7 +151,7 @@ func ExampleBuilder() {
 		panic(err)
 	}
 	defer lease.Release()
-	fmt.Println(d.Mode, d.Service, "->", lease.Endpoint().Addr)
+	fmt.Println(d.Mode, d.Service(), "->", lease.Endpoint().Addr)
 	lease.Dialed(nil)
 	// Output:
 	// listen tcp 127.0.0.1:15443

@@ -619,7 +619,7 @@ func (s *Server) dialBridge(ctx context.Context, dec *Decision, ep Endpoint, ear
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	defer context.AfterFunc(s.ctx, cancel)()
-	c, err := s.cfg.Bridge.DialBridge(ctx, ep.Bridge, dec.Service, dec.Port, dec.Subset, early)
+	c, err := s.cfg.Bridge.DialBridge(ctx, ep.Bridge, dec.Service(), dec.Port(), dec.Subset(), early)
 	if err != nil {
 		return nil, fmt.Errorf("sni: bridge to %s (gateway %s of network %s): %w", ep.Bridge, ep.Addr, ep.Network, err)
 	}

@@ -100,14 +100,20 @@ type Decision struct {
 	// Origin names the route and the Gateway server; the decisions of
 	// one route or server share it. Never nil. Read only.
 	*Origin
-	// Service is the destination host, Subset the DestinationRule subset
-	// ("" for none) and Port the service port.
-	Service string
-	Subset  string
-	Port    uint32
-	// Cluster holds the endpoints; call Cluster.Pick.
+	// Cluster holds the endpoints; call Cluster.Pick. It also names the
+	// destination (Service, Subset, Port), so a decision is two words:
+	// a table holds several per service.
 	Cluster *Cluster
 }
+
+// Service is the destination host.
+func (d *Decision) Service() string { return d.Cluster.service }
+
+// Subset is the DestinationRule subset ("" for none).
+func (d *Decision) Subset() string { return d.Cluster.subset }
+
+// Port is the service port.
+func (d *Decision) Port() uint32 { return d.Cluster.port }
 
 // Origin says which rule matched a connection and which Gateway server
 // accepted it.
@@ -247,20 +253,6 @@ type tableAutoKey struct {
 	subset string
 }
 
-// tableAutoTarget is what one key of a service resolves to. The decision
-// is held in place, not behind a pointer: one allocation and one memory
-// access fewer per key.
-type tableAutoTarget struct {
-	// dec.Origin.server is the AUTO_PASSTHROUGH server (nil for bridge
-	// keys).
-	dec Decision
-	// open is the decision for a connection without a mesh ALPN on a
-	// server that does not require one: its cluster also holds other
-	// networks' endpoints, reached through the bridge. nil when the
-	// server requires a mesh ALPN.
-	open *Decision
-}
-
 // tableMatch is what a listener matched for one name.
 type tableMatch struct {
 	how     string // "auto", "exact", "wildcard", "any", "tcp"
@@ -348,9 +340,9 @@ func (l *tableListener) match(name string, alpn []string, hello bool) (tableMatc
 		ap, apErr = tableParseAuto(name)
 		if apErr == nil {
 			autoName = true
-			if tgt := l.table.autoTarget(l.idx, ap); tgt != nil {
+			if dec, open := l.table.autoTarget(l.idx, ap); dec != nil {
 				mesh := IsMeshALPN(alpn)
-				srv := tgt.dec.server
+				srv := dec.server
 				if srv.requireALPN && !mesh {
 					return tableMatch{}, &RefusedError{Reason: ReasonALPN, Detail: fmt.Sprintf("SNI %q on %s: AUTO_PASSTHROUGH requires an Istio mesh ALPN (istio, istio-peer-exchange, istio-http/1.0, istio-http/1.1, istio-h2); client offered %q", name, l.spec.Key, tableFirst(alpn, 4))}
 				}
@@ -360,10 +352,10 @@ func (l *tableListener) match(name string, alpn []string, hello bool) (tableMatc
 				// hairpin to another gateway, as Istio's
 				// REQUESTED_NETWORK_VIEW). Without one, other networks
 				// are reached through the bridge.
-				if !mesh && tgt.open != nil {
-					return tableMatch{how: "auto", pattern: name, server: srv, auto: tgt.open}, nil
+				if !mesh && open != nil {
+					return tableMatch{how: "auto", pattern: name, server: srv, auto: open}, nil
 				}
-				return tableMatch{how: "auto", pattern: name, server: srv, auto: &tgt.dec}, nil
+				return tableMatch{how: "auto", pattern: name, server: srv, auto: dec}, nil
 			}
 		}
 	}
@@ -544,34 +536,53 @@ func tableFirst(s []string, n int) []string {
 
 // tableSvcKey is one key a service answers: an AUTO_PASSTHROUGH
 // (port, subset) on the listener numbered li, or with li
-// tableBridgeKey, a key of the bridge's receiving side (tgt.dec only).
-// The port and subset are those of tgt.dec.
+// tableBridgeKey, a key of the bridge's receiving side. The port and
+// subset are those of dec's cluster.
+//
+// An AUTO_PASSTHROUGH key of a server that does not require a mesh ALPN
+// is followed by its open key (li|tableOpenKey): the decision for a
+// connection without a mesh ALPN, whose cluster also holds other
+// networks' endpoints, reached through the bridge. Keeping it as a key
+// of its own, not a pointer in every key, leaves a key three words.
 type tableSvcKey struct {
-	li  int32
-	tgt tableAutoTarget
+	li int32
+	// port is dec's, held here too (it fits beside li) so that a scan
+	// compares it without following the cluster pointer.
+	port uint32
+	dec  Decision
 }
 
 // tableBridgeKey is tableSvcKey.li of bridge keys.
 const tableBridgeKey = -1
 
-// key returns the target of (li, port, subset), or nil. A service has a
-// few keys (ports x subsets x listeners): a scan beats a map.
-func (s *tableService) key(li int32, port uint32, subset string) *tableAutoTarget {
+// tableOpenKey marks, in tableSvcKey.li, the open key that follows the
+// key of the same listener. Listener numbers stay below it, and bridge
+// keys have no open key.
+const tableOpenKey = 1 << 30
+
+// key returns the decision of (li, port, subset), or nil, and the open
+// decision that goes with it (nil when the server requires a mesh ALPN).
+// A service has a few keys (ports x subsets x listeners): a scan beats a
+// map.
+func (s *tableService) key(li int32, port uint32, subset string) (dec, open *Decision) {
 	for i := range s.keys {
 		k := &s.keys[i]
-		if k.li == li && k.tgt.dec.Port == port && k.tgt.dec.Subset == subset {
-			return &k.tgt
+		if k.li == li && k.port == port && k.dec.Cluster.subset == subset {
+			if i+1 < len(s.keys) && li != tableBridgeKey && s.keys[i+1].li == li|tableOpenKey {
+				open = &s.keys[i+1].dec
+			}
+			return &k.dec, open
 		}
 	}
-	return nil
+	return nil, nil
 }
 
-// autoTarget looks an AUTO_PASSTHROUGH key up for listener li. It does
-// not allocate.
-func (t *Table) autoTarget(li int32, k tableAutoKey) *tableAutoTarget {
+// autoTarget looks an AUTO_PASSTHROUGH key up for listener li, as key.
+// It does not allocate.
+func (t *Table) autoTarget(li int32, k tableAutoKey) (dec, open *Decision) {
 	svc := t.service(k.host)
 	if svc == nil {
-		return nil
+		return nil, nil
 	}
 	return svc.key(li, k.port, k.subset)
 }

@@ -352,8 +352,8 @@ func TestTablePassthroughPrecedence(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Resolve(%q) error = %v, want service %s", tc.sni, err, tc.want)
 			}
-			if d.Service != tc.want || d.Mode != ModePassthrough {
-				t.Fatalf("Resolve(%q) = service %s mode %s, want %s PASSTHROUGH", tc.sni, d.Service, d.Mode, tc.want)
+			if d.Service() != tc.want || d.Mode != ModePassthrough {
+				t.Fatalf("Resolve(%q) = service %s mode %s, want %s PASSTHROUGH", tc.sni, d.Service(), d.Mode, tc.want)
 			}
 		})
 	}
@@ -421,7 +421,7 @@ func TestTablePassthroughBinding(t *testing.T) {
 				tableTestRefusal(t, fmt.Sprintf("Resolve(%q)", sni), err, ReasonNoRoute, "")
 				return
 			}
-			if err != nil || d.Service != "web.web.svc.cluster.local" || d.Route != tc.vsNS+"/web#tls[0]" || d.Gateway != "istio-system/gw" {
+			if err != nil || d.Service() != "web.web.svc.cluster.local" || d.Route != tc.vsNS+"/web#tls[0]" || d.Gateway != "istio-system/gw" {
 				t.Fatalf("Resolve(%q) = %+v, %v; want web.web.svc.cluster.local via %s/web#tls[0]", sni, d, err, tc.vsNS)
 			}
 		})
@@ -460,7 +460,7 @@ func TestTablePortFilter(t *testing.T) {
 			tableTestRefusal(t, fmt.Sprintf("Resolve(%s, %q)", tc.key, tc.sni), err, ReasonNoRoute, "")
 			continue
 		}
-		if err != nil || d.Service != tc.want {
+		if err != nil || d.Service() != tc.want {
 			t.Fatalf("Resolve(%s, %q) = %v, %v; want %s", tc.key, tc.sni, d, err, tc.want)
 		}
 	}
@@ -481,7 +481,7 @@ func TestTableDuplicateSNI(t *testing.T) {
 	}
 	b, _ := tableTestBuilder(t)
 	tbl := tableTestBuild(t, b, set)
-	if d, err := tbl.Resolve(tableTestPTKey, tableTestHello("a.example.com")); err != nil || d.Service != "one.svc" {
+	if d, err := tbl.Resolve(tableTestPTKey, tableTestHello("a.example.com")); err != nil || d.Service() != "one.svc" {
 		t.Fatalf("Resolve(a.example.com) = %v, %v; want one.svc (first definition wins)", d, err)
 	}
 	// Istio skips the whole match that carries a duplicate.
@@ -535,7 +535,7 @@ func TestTableWeights(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Resolve(a.example.com) error = %v", err)
 				}
-				got[d.Service]++
+				got[d.Service()]++
 			}
 			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 				t.Fatalf("after %d Resolve calls with weights %v: %v, want %v", tc.n, tc.weights, got, tc.want)
@@ -621,7 +621,7 @@ func TestTableAutoPassthrough(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Resolve(%s, %q, %q) error = %v, want a route", key, tc.sni, tc.alpn, err)
 			}
-			if d.Mode != ModeAutoPassthrough || d.Service != "reviews.default.svc.cluster.local" || d.Subset != tc.subset || d.Port != tc.port {
+			if d.Mode != ModeAutoPassthrough || d.Service() != "reviews.default.svc.cluster.local" || d.Subset() != tc.subset || d.Port() != tc.port {
 				t.Fatalf("Resolve(%q) = %+v, want AUTO_PASSTHROUGH reviews subset %q port %d", tc.sni, d, tc.subset, tc.port)
 			}
 		})
@@ -751,7 +751,7 @@ func TestTableTCP(t *testing.T) {
 	b, _ := tableTestBuilder(t)
 	tbl := tableTestBuild(t, b, set)
 	d, err := tbl.Resolve(tableTestTCPKey, nil)
-	if err != nil || d.Service != "reviews.default.svc.cluster.local" || d.Mode != ModeTCP || d.Route != "istio-system/first#tcp[1]" {
+	if err != nil || d.Service() != "reviews.default.svc.cluster.local" || d.Mode != ModeTCP || d.Route != "istio-system/first#tcp[1]" {
 		t.Fatalf("Resolve(%s, nil) = %+v, %v; want reviews via istio-system/first#tcp[1] (first port match wins)", tableTestTCPKey, d, err)
 	}
 	// A hello on a TCP listener is ignored.
@@ -781,7 +781,7 @@ func TestTableTerminatingServer(t *testing.T) {
 	b, _ := tableTestBuilder(t)
 	tbl := tableTestBuild(t, b, set)
 	d, err := tbl.Resolve("tcp/0.0.0.0:15012", tableTestHello("ca.example.com"))
-	if err != nil || d.Mode != ModeIstioMutual || d.TLS == nil || d.Service != "web.web.svc.cluster.local" {
+	if err != nil || d.Mode != ModeIstioMutual || d.TLS == nil || d.Service() != "web.web.svc.cluster.local" {
 		t.Fatalf("Resolve(15012, ca.example.com) = %+v, %v; want ISTIO_MUTUAL with the server tls block", d, err)
 	}
 	_, err = tbl.Resolve("tcp/0.0.0.0:15012", tableTestHello("ca.example.org"))

@@ -80,7 +80,7 @@ func tableUpdateCompare(t *testing.T, step string, a, b *Table, hosts []string) 
 		if err != nil {
 			return "error: " + err.Error()
 		}
-		return fmt.Sprintf("%s %s %s %d %s %s %v %+v", d.Route, d.Service, d.Subset, d.Port, d.Mode, d.Cluster.Name(), d.Cluster.Endpoints(), d.Policy())
+		return fmt.Sprintf("%s %s %s %d %s %s %v %+v", d.Route, d.Service(), d.Subset(), d.Port(), d.Mode, d.Cluster.Name(), d.Cluster.Endpoints(), d.Policy())
 	}
 	for _, h := range hosts {
 		for _, port := range []uint32{8080, 9090} {
