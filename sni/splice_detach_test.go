@@ -25,6 +25,18 @@ func newCrowdedSpliceHarness(t *testing.T) *spliceHarness {
 	return h
 }
 
+// startCrowdedRelay starts, in a new crowded splicer, a relay between two
+// new loopback TCP pairs, with the given idle timeout. It returns the
+// harness, the client and upstream peers, the relay and its done channel.
+func startCrowdedRelay(t *testing.T, idle time.Duration) (h *spliceHarness, client, upstream *net.TCPConn, r *spliceRelay, done <-chan struct{}) {
+	t.Helper()
+	h = newCrowdedSpliceHarness(t)
+	client, proxySide := spliceTCPPair(t)
+	upSide, upstream := spliceTCPPair(t)
+	r, done = h.relay(proxySide, upSide, idle)
+	return h, client, upstream, r, done
+}
+
 // epollSets returns, for every epoll fd of this process, the fds
 // registered in it, read from /proc/self/fdinfo.
 func epollSets(t *testing.T) map[int]map[int]bool {
@@ -134,10 +146,7 @@ func spliceEcho(t *testing.T, a, b net.Conn, msg string) {
 // is quiet again it is detached again.
 func TestSpliceDetached(t *testing.T) {
 	snitest.CheckNoLeaks(t)
-	h := newCrowdedSpliceHarness(t)
-	client, proxySide := spliceTCPPair(t)
-	upSide, upstream := spliceTCPPair(t)
-	r, done := h.relay(proxySide, upSide, 0)
+	h, client, upstream, r, done := startCrowdedRelay(t, 0)
 	checkDetached(t, h.sp, r)
 
 	for i := range 3 {
@@ -213,10 +222,7 @@ func TestSpliceDetachedEnds(t *testing.T) {
 	})
 	t.Run("idle timeout", func(t *testing.T) {
 		snitest.CheckNoLeaks(t)
-		h := newCrowdedSpliceHarness(t)
-		client, proxySide := spliceTCPPair(t)
-		upSide, upstream := spliceTCPPair(t)
-		r, done := h.relay(proxySide, upSide, 50*time.Millisecond)
+		_, client, upstream, r, done := startCrowdedRelay(t, 50*time.Millisecond)
 		spliceEcho(t, client, upstream, "x")
 		spliceWait(t, "idle close", done)
 		if r.why != closeIdle {
@@ -233,10 +239,7 @@ func TestSpliceDetachedEnds(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			snitest.CheckNoLeaks(t)
-			h := newCrowdedSpliceHarness(t)
-			client, proxySide := spliceTCPPair(t)
-			upSide, upstream := spliceTCPPair(t)
-			r, done := h.relay(proxySide, upSide, 0)
+			h, client, upstream, r, done := startCrowdedRelay(t, 0)
 			spliceEcho(t, client, upstream, "before the reset")
 			checkDetached(t, h.sp, r)
 			reset, other := upstream, client
@@ -257,10 +260,7 @@ func TestSpliceDetachedEnds(t *testing.T) {
 	}
 	t.Run("splicer close", func(t *testing.T) {
 		snitest.CheckNoLeaks(t)
-		h := newCrowdedSpliceHarness(t)
-		client, proxySide := spliceTCPPair(t)
-		upSide, upstream := spliceTCPPair(t)
-		r, done := h.relay(proxySide, upSide, 0)
+		h, client, upstream, r, done := startCrowdedRelay(t, 0)
 		checkDetached(t, h.sp, r)
 		h.sp.close()
 		spliceWait(t, "relay end after close", done)
