@@ -15,6 +15,7 @@ package sni
 // epoll_ctl. Waiting stays with the runtime poller (RawConn.Read/Write).
 
 import (
+	"errors"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -30,6 +31,16 @@ func rawRead(fd int, p []byte) (int, error) {
 		return 0, e
 	}
 	return int(n), nil
+}
+
+// rawReadRetry is rawRead, repeated while a signal interrupts it (EINTR).
+func rawReadRetry(fd int, p []byte) (int, error) {
+	for {
+		n, err := rawRead(fd, p)
+		if !errors.Is(err, unix.EINTR) {
+			return n, err
+		}
+	}
 }
 
 // rawWrite is write(2) on a non-blocking fd.

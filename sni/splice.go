@@ -605,12 +605,7 @@ func (d *spliceDir) burst() (bp *[]byte, pending []byte, full, eof bool, err err
 				bp = spliceBufs.Get().(*[]byte)
 			}
 			var m int
-			for {
-				m, rerr = rawRead(int(fd), *bp)
-				if !errors.Is(rerr, unix.EINTR) {
-					break
-				}
-			}
+			m, rerr = rawReadRetry(int(fd), *bp)
 			switch {
 			case errors.Is(rerr, unix.EAGAIN):
 				rerr = nil

@@ -144,12 +144,7 @@ func (d *spliceDir) rawPump() (bp *[]byte, pending []byte, done bool) {
 			bp = spliceBufs.Get().(*[]byte)
 		}
 		var m int
-		for {
-			m, rerr = rawRead(src, *bp)
-			if !errors.Is(rerr, unix.EINTR) {
-				break
-			}
-		}
+		m, rerr = rawReadRetry(src, *bp)
 		if errors.Is(rerr, unix.EAGAIN) {
 			rerr = nil
 			break // drained
