@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -102,6 +103,9 @@ type Builder struct {
 	orphans  map[string]*tableHostLive
 	routes   map[string]*tableRouteLive
 	lastWarn []string
+	// keyWorkers fixes buildKeys' worker count (0: by table size and
+	// GOMAXPROCS); tests compare one worker with several.
+	keyWorkers int
 }
 
 // tableRouteLive is the weighted-split position of one route, kept across
@@ -253,6 +257,9 @@ type tableBuild struct {
 	bridgeOrigin *Origin
 	// warnCalls counts warn calls (duplicates included).
 	warnCalls int
+	// shared guards the policy memo and the warnings while keysParallel
+	// runs (nil otherwise).
+	shared *sync.Mutex
 	// inc is the context kept for endpoint changes; nil on an update.
 	inc *tableIncState
 	// prev is the table whose live states this build takes over (nil
@@ -1611,6 +1618,10 @@ func (tb *tableBuild) policy(dr *tableDR, sub *networking.Subset, port uint32) *
 	if dr == nil {
 		key.port = 0 // no rule: one default policy for every port
 	}
+	if tb.shared != nil {
+		tb.shared.Lock()
+		defer tb.shared.Unlock()
+	}
 	if p := tb.policies[key]; p != nil {
 		return p
 	}
@@ -1697,7 +1708,8 @@ func (tb *tableBuild) policy(dr *tableDR, sub *networking.Subset, port uint32) *
 
 // buildKeys gives every service its AUTO_PASSTHROUGH keys (autoService)
 // and bridge keys (bridgeService), in one pass over the services, and
-// drops the build-time indexes of their ports.
+// drops the build-time indexes of their ports. A large table is keyed by
+// several workers, each over its own shards (keysParallel).
 func (tb *tableBuild) buildKeys() {
 	var auto []*tableListener
 	for _, l := range tb.order {
@@ -1705,7 +1717,71 @@ func (tb *tableBuild) buildKeys() {
 			auto = append(auto, l)
 		}
 	}
-	tb.t.services.all(func(_ string, svc *tableService) { tb.serviceKeys(svc, auto) })
+	workers := tb.b.keyWorkers
+	if workers == 0 && tb.t.services.len() >= tableParallelMin {
+		workers = min(runtime.GOMAXPROCS(0), tableMaxKeyWorkers)
+	}
+	if workers <= 1 {
+		tb.t.services.all(func(_ string, svc *tableService) { tb.serviceKeys(svc, auto) })
+		return
+	}
+	tb.keysParallel(auto, workers)
+}
+
+// tableParallelMin is the service count from which buildKeys spreads
+// its work over the cores; below it the workers cost more than they
+// save. tableMaxKeyWorkers bounds them: the phase is memory-bound, and
+// the collector wants a core too.
+const (
+	tableParallelMin   = 4096
+	tableMaxKeyWorkers = 4
+)
+
+// keysParallel is buildKeys with n workers. Every service of a host sits
+// in one shard, and a cluster's live state belongs to one host, so
+// workers own disjoint services, clusters and live states. Each worker
+// is a copy of tb with slabs and memos of its own; what stays shared is
+// read-only but for the policy memo and the warnings, which policy
+// guards with tb.shared. The Origins that addAuto and bridgeService
+// would make on first use are made here, before the workers start.
+func (tb *tableBuild) keysParallel(auto []*tableListener, n int) {
+	for _, l := range auto {
+		for _, srv := range l.autoServers {
+			srv.autoOrigin()
+		}
+	}
+	if tb.in.Node.Bridge {
+		tb.bridgeRoute()
+	}
+	tb.shared = &sync.Mutex{}
+	ws := make([]*tableBuild, n)
+	var wg sync.WaitGroup
+	for i := range ws {
+		w := tb.forkWorker()
+		ws[i] = w
+		wg.Go(func() {
+			w.t.services.allIn(i, n, func(_ string, svc *tableService) { w.serviceKeys(svc, auto) })
+		})
+	}
+	wg.Wait()
+	tb.shared = nil
+	for _, w := range ws {
+		tb.warnCalls += w.warnCalls
+	}
+}
+
+// forkWorker returns a copy of tb for one keysParallel worker: the
+// build's tables and maps are shared; slabs, the key buffer, the
+// selector memo and the old-endpoint index start empty.
+func (tb *tableBuild) forkWorker() *tableBuild {
+	w := *tb
+	w.clusterSlab, w.endpointSlab, w.poolSlab, w.serviceSlab, w.portSlab = nil, nil, nil, nil, nil
+	w.ptrSlab.ports, w.ptrSlab.eps, w.ptrSlab.clusters = nil, nil, nil
+	w.keySlab, w.keys = nil, nil
+	w.selSub, w.sel = nil, nil
+	w.oldIndex = nil
+	w.warnCalls = 0
+	return &w
 }
 
 // serviceKeys makes the keys of one service for the AUTO_PASSTHROUGH
@@ -1769,17 +1845,24 @@ func (tb *tableBuild) autoService(l *tableListener, svc *tableService) {
 func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, svc *tableService, port uint32, subset string, dr *tableDR) {
 	host := svc.host
 	cl := tb.svcCluster(svc, host, port, subset, true, dr)
-	if srv.auto == nil {
-		srv.auto = &Origin{Route: srv.route, Mode: ModeAutoPassthrough, Gateway: srv.gateway, Server: srv.name, server: srv}
-	}
-	tb.keys = append(tb.keys, tableSvcKey{li: l.idx, port: port, dec: Decision{Origin: srv.auto, Cluster: cl}})
+	origin := srv.autoOrigin()
+	tb.keys = append(tb.keys, tableSvcKey{li: l.idx, port: port, dec: Decision{Origin: origin, Cluster: cl}})
 	if !srv.requireALPN {
 		// Clients without a mesh ALPN are not Istio sidecars doing
 		// split horizon: other networks' endpoints are theirs too,
 		// through the bridge, after the local ones.
 		ocl := tb.svcCluster(svc, host, port, subset, false, dr)
-		tb.keys = append(tb.keys, tableSvcKey{li: l.idx | tableOpenKey, port: port, dec: Decision{Origin: srv.auto, Cluster: ocl}})
+		tb.keys = append(tb.keys, tableSvcKey{li: l.idx | tableOpenKey, port: port, dec: Decision{Origin: origin, Cluster: ocl}})
 	}
+}
+
+// autoOrigin returns the Origin of srv's AUTO_PASSTHROUGH decisions,
+// made on first use.
+func (srv *tableServer) autoOrigin() *Origin {
+	if srv.auto == nil {
+		srv.auto = &Origin{Route: srv.route, Mode: ModeAutoPassthrough, Gateway: srv.gateway, Server: srv.name, server: srv}
+	}
+	return srv.auto
 }
 
 // ---- bridge (receiving side) ----
@@ -1792,10 +1875,7 @@ func (tb *tableBuild) addAuto(l *tableListener, srv *tableServer, svc *tableServ
 // forwards to another gateway.
 func (tb *tableBuild) bridgeService(svc *tableService) {
 	ns := tb.in.Node.bridgeNamespace()
-	if tb.bridgeOrigin == nil {
-		tb.bridgeOrigin = &Origin{Route: "bridge/" + ns, Mode: ModeBridge}
-	}
-	route := tb.bridgeOrigin
+	route := tb.bridgeRoute()
 	if !svc.internal || !config.ExportedTo(svc.exportTo, svc.namespace, ns) {
 		return
 	}
@@ -1811,6 +1891,14 @@ func (tb *tableBuild) bridgeService(svc *tableService) {
 			}
 		}
 	}
+}
+
+// bridgeRoute returns the Origin of bridge decisions, made on first use.
+func (tb *tableBuild) bridgeRoute() *Origin {
+	if tb.bridgeOrigin == nil {
+		tb.bridgeOrigin = &Origin{Route: "bridge/" + tb.in.Node.bridgeNamespace(), Mode: ModeBridge}
+	}
+	return tb.bridgeOrigin
 }
 
 // addBridge adds one bridge key.

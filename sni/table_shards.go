@@ -98,3 +98,13 @@ func (m *tableShardMap[K, V]) all(f func(K, V)) {
 		}
 	}
 }
+
+// allIn calls f for every entry of shards from, from+step, from+2*step...
+// Calls for disjoint sets of shards may run concurrently.
+func (m *tableShardMap[K, V]) allIn(from, step int, f func(K, V)) {
+	for i := from; i < tableShardCount; i += step {
+		for k, v := range m.shards[i] {
+			f(k, v)
+		}
+	}
+}
