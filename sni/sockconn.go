@@ -99,21 +99,19 @@ func dialSockRaw(ctx context.Context, ap netip.AddrPort, deadline time.Time, ka 
 		return nil, errors.New("no address or port")
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	var sa unix.Sockaddr
 	family := unix.AF_INET
-	if a := ap.Addr(); a.Is4() {
-		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
-	} else {
+	if a := ap.Addr(); !a.Is4() {
 		if a.Zone() != "" {
 			return nil, fmt.Errorf("zoned address %s", a)
 		}
 		family = unix.AF_INET6
-		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
 	}
+	var sa rawSockaddr
+	sa.set(ap)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	fd, err := rawSocket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
@@ -124,7 +122,7 @@ func dialSockRaw(ctx context.Context, ap netip.AddrPort, deadline time.Time, ka 
 	// A non-blocking connect interrupted by a signal goes on in the
 	// background, like one in progress: it is waited for, not retried.
 	inProgress := false
-	switch cerr := unix.Connect(fd, sa); cerr {
+	switch cerr := rawConnect(fd, &sa); cerr {
 	case nil, unix.EISCONN:
 	case unix.EINPROGRESS, unix.EALREADY, unix.EINTR:
 		inProgress = true
@@ -147,7 +145,7 @@ func dialSockRaw(ctx context.Context, ap netip.AddrPort, deadline time.Time, ka 
 // sockSetOpts sets what a dialled upstream gets before connect.
 func sockSetOpts(fd int, ka net.KeepAliveConfig) error {
 	set := func(level, opt, v int, name string) error {
-		if err := unix.SetsockoptInt(fd, level, opt, v); err != nil {
+		if err := rawSetsockoptInt(fd, level, opt, v); err != nil {
 			return os.NewSyscallError("setsockopt "+name, err)
 		}
 		return nil
@@ -197,7 +195,7 @@ func (c *sockConn) waitConnected(ctx context.Context, deadline time.Time) error 
 	}
 	var soErr error
 	werr := rc.Write(func(fd uintptr) bool {
-		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		v, err := rawGetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
 		if err != nil {
 			soErr = os.NewSyscallError("getsockopt", err)
 			return true
@@ -208,10 +206,7 @@ func (c *sockConn) waitConnected(ctx context.Context, deadline time.Time) error 
 		case 0:
 			// Writable with no error can also be a spurious wake-up:
 			// connected only once the peer is known.
-			if _, err := unix.Getpeername(int(fd)); err != nil {
-				return false
-			}
-			return true
+			return rawConnected(int(fd))
 		default:
 			soErr = os.NewSyscallError("connect", e)
 			return true
