@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"runtime/metrics"
 	"sync"
 	"testing"
 	"time"
@@ -43,18 +44,22 @@ func serverBenchAddr(b *testing.B, s *Server) string {
 // BenchmarkProxyHandshake measures a full TLS handshake (ECDSA P-256,
 // TLS 1.3, no resumption) straight to the backend and through the proxy, in
 // the same run. The difference is the proxy's per-connection cost: accept,
-// peek, route, dial, replay.
+// peek, route, dial, replay. The proxy run also reports what it costs the
+// process over the direct run, per connection: heap bytes allocated and
+// goroutines created (the client and backend, in this process too, cost
+// the same on both paths).
 func BenchmarkProxyHandshake(b *testing.B) {
 	ca := snitest.NewCA(b)
 	be := snitest.NewTLSBackend(b, ca, "hs.example.com")
 	s := newServerBench(b, serverPassthroughTable(b, map[string][]string{"hs.example.com": {be.Addr()}}, ConnPolicy{}))
 	cfg := ca.ClientConfig("hs.example.com")
-	var directNs float64
+	var direct serverBenchCost
 	for _, path := range []struct{ name, addr string }{
 		{"direct", be.Addr()},
 		{"proxy", serverBenchAddr(b, s)},
 	} {
 		b.Run(path.name, func(b *testing.B) {
+			before := readServerBenchCost()
 			for b.Loop() {
 				c, err := tls.Dial("tcp", path.addr, cfg)
 				if err != nil {
@@ -62,13 +67,48 @@ func BenchmarkProxyHandshake(b *testing.B) {
 				}
 				_ = c.Close()
 			}
-			ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+			// The proxy's side of the last connections may still run.
+			waitServerIdle(b, s)
+			cost := readServerBenchCost().sub(before).per(b.N)
+			cost.ns = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 			if path.name == "direct" {
-				directNs = ns
-			} else if directNs > 0 {
-				b.ReportMetric(ns-directNs, "ns-over-direct/op")
+				direct = cost
+			} else if direct.ns > 0 {
+				b.ReportMetric(cost.ns-direct.ns, "ns-over-direct/op")
+				b.ReportMetric(cost.bytes-direct.bytes, "proxy-B/op")
+				b.ReportMetric(cost.goroutines-direct.goroutines, "proxy-goroutines/op")
 			}
 		})
+	}
+}
+
+// serverBenchCost is what a benchmark cost the process: heap bytes
+// allocated and goroutines created (runtime/metrics), and time.
+type serverBenchCost struct{ ns, bytes, goroutines float64 }
+
+func readServerBenchCost() serverBenchCost {
+	ss := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(ss)
+	return serverBenchCost{bytes: float64(ss[0].Value.Uint64()), goroutines: float64(ss[1].Value.Uint64())}
+}
+
+func (c serverBenchCost) sub(o serverBenchCost) serverBenchCost {
+	return serverBenchCost{bytes: c.bytes - o.bytes, goroutines: c.goroutines - o.goroutines}
+}
+
+func (c serverBenchCost) per(n int) serverBenchCost {
+	return serverBenchCost{bytes: c.bytes / float64(n), goroutines: c.goroutines / float64(n)}
+}
+
+// waitServerIdle waits until s has no connection left, for at most 10 s.
+func waitServerIdle(b *testing.B, s *Server) {
+	b.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Active() > 0 {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d connections still active 10 s after the last close", s.Active())
+		}
+		runtime.Gosched()
 	}
 }
 
