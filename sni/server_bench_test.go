@@ -68,7 +68,7 @@ func BenchmarkProxyHandshake(b *testing.B) {
 				_ = c.Close()
 			}
 			// The proxy's side of the last connections may still run.
-			waitServerIdle(b, s)
+			snitest.WaitFor(b, "the proxy to finish its connections", func() bool { return s.Active() == 0 })
 			cost := readServerBenchCost().sub(before).per(b.N)
 			cost.ns = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 			if path.name == "direct" {
@@ -98,18 +98,6 @@ func (c serverBenchCost) sub(o serverBenchCost) serverBenchCost {
 
 func (c serverBenchCost) per(n int) serverBenchCost {
 	return serverBenchCost{bytes: c.bytes / float64(n), goroutines: c.goroutines / float64(n)}
-}
-
-// waitServerIdle waits until s has no connection left, for at most 10 s.
-func waitServerIdle(b *testing.B, s *Server) {
-	b.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Active() > 0 {
-		if time.Now().After(deadline) {
-			b.Fatalf("%d connections still active 10 s after the last close", s.Active())
-		}
-		runtime.Gosched()
-	}
 }
 
 // BenchmarkProxyThroughput sends a real ClientHello and then bulk bytes to
