@@ -91,13 +91,7 @@ func (m *tableShardMap[K, V]) delWhere(host string, drop func(K) bool) {
 }
 
 // all calls f for every entry, in no particular order.
-func (m *tableShardMap[K, V]) all(f func(K, V)) {
-	for _, s := range m.shards {
-		for k, v := range s {
-			f(k, v)
-		}
-	}
-}
+func (m *tableShardMap[K, V]) all(f func(K, V)) { m.allIn(0, 1, f) }
 
 // allIn calls f for every entry of shards from, from+step, from+2*step...
 // Calls for disjoint sets of shards may run concurrently.
