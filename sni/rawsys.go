@@ -131,17 +131,18 @@ type rawSockaddr struct {
 
 // set fills sa with ap (an unmapped, zone-free address).
 func (sa *rawSockaddr) set(ap netip.AddrPort) {
-	port := ap.Port()
+	// The port is in network byte order.
+	port := [2]byte{byte(ap.Port() >> 8), byte(ap.Port())}
 	if a := ap.Addr(); a.Is4() {
 		in := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa.any))
 		in.Family = unix.AF_INET
-		*(*[2]byte)(unsafe.Pointer(&in.Port)) = [2]byte{byte(port >> 8), byte(port)}
+		*(*[2]byte)(unsafe.Pointer(&in.Port)) = port
 		in.Addr = a.As4()
 		sa.len = unix.SizeofSockaddrInet4
 	} else {
 		in := (*unix.RawSockaddrInet6)(unsafe.Pointer(&sa.any))
 		in.Family = unix.AF_INET6
-		*(*[2]byte)(unsafe.Pointer(&in.Port)) = [2]byte{byte(port >> 8), byte(port)}
+		*(*[2]byte)(unsafe.Pointer(&in.Port)) = port
 		in.Addr = a.As16()
 		sa.len = unix.SizeofSockaddrInet6
 	}
